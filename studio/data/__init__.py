@@ -1,0 +1,1 @@
+"""Datasets: ingestion, quality report, buckets, augmentation."""
