@@ -1,0 +1,93 @@
+"""Quality-report numbers on constructed data: sizes -> buckets, blur, near-duplicates, captions."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageFilter
+
+from studio.data.buckets import make_buckets, nearest_bucket
+from studio.data.report import dhash, estimate_tokens, format_report, hamming, phash, quality_report, sharpness
+
+
+def noise(w, h, seed):
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 255, (h // 8, w // 8, 3), dtype=np.uint8)  # blocky noise: photo-like edges
+    return Image.fromarray(small).resize((w, h), Image.Resampling.NEAREST)
+
+
+def make_dataset(tmp_path):
+    images = tmp_path / "ds" / "images"
+    images.mkdir(parents=True)
+    a = noise(768, 512, 1)
+    a.save(images / "a.png")
+    (images / "a.txt").write_text("a photo of sks dog on grass")
+    near = ImageEnhance.Brightness(a.resize((691, 461), Image.Resampling.LANCZOS)).enhance(1.05)
+    near.save(images / "a_copy.png")
+    (images / "a_copy.txt").write_text("a dog on grass")  # no trigger word
+    noise(512, 512, 2).filter(ImageFilter.GaussianBlur(8)).save(images / "b.png")  # blurry, no caption
+    noise(304, 400, 3).save(images / "c.png")  # small: upscaled into its bucket
+    (images / "c.txt").write_text("sks " + "extraordinarily " * 300)
+    return tmp_path / "ds"
+
+
+def test_report_numbers(tmp_path):
+    ds = make_dataset(tmp_path)
+    guidance = {"min_images": 5, "recommended_images": 20, "min_resolution": 512}
+    report = quality_report(ds, resolution=512, guidance=guidance, trigger_word="sks", t5_max_tokens=512)
+    json.dumps(report)  # machine-readable as promised
+
+    assert report["trainable"] is True
+    assert report["images"]["count"] == 4
+    codes = {w["code"]: w for w in report["warnings"]}
+    assert "too_few_images" in codes and "Add 1 or more" in codes["too_few_images"]["advice"]
+
+    # Known sizes -> known buckets at 512 px.
+    buckets = make_buckets(512)
+    assert nearest_bucket(768, 512, buckets) == (624, 416)
+    assert report["buckets"] == {"624x416": 2, "512x512": 1, f"{nearest_bucket(304, 400, buckets)[0]}x"
+                                 f"{nearest_bucket(304, 400, buckets)[1]}": 1}
+    assert report["resolution_histogram"] == {"256-511": 2, "512-767": 2}
+    assert report["below_resolution"] == ["c"]  # a_copy (691x461) still covers its 624x416 bucket
+    assert codes["below_min_resolution"]["items"] == ["a_copy", "c"]
+
+    # Perceptual duplicates and blur.
+    assert [(p["a"], p["b"]) for p in report["near_duplicates"]] == [("a", "a_copy")]
+    assert report["blurry"] == ["b"]
+    assert report["sharpness"]["a"] > 10 * report["sharpness"]["b"]
+
+    # Captions.
+    cap = report["captions"]
+    assert cap["captioned"] == 3 and cap["coverage"] == 0.75 and cap["missing"] == ["b"]
+    assert cap["with_trigger"] == 2 and cap["without_trigger"] == ["a_copy"]
+    tok = report["tokens"]
+    assert tok["estimate"] is True and tok["over_limit"] == ["c"]
+    assert "caption_truncated" in codes and "trigger_missing" in codes and "blurry" in codes
+
+    text = format_report(report)
+    assert "trainable" in text and "what to do" in text and "(estimated)" in text
+
+
+def test_report_with_a_tokenizer_and_empty_dataset(tmp_path):
+    ds = make_dataset(tmp_path)
+
+    def words(text, truncation=False):  # a stand-in tokenizer: one token per word + EOS
+        return {"input_ids": text.split() + ["</s>"]}
+
+    report = quality_report(ds, resolution=512, tokenizer=words, t5_max_tokens=256)
+    assert report["tokens"]["estimate"] is False
+    assert report["tokens"]["per_image"]["c"] == 302 and report["tokens"]["over_limit"] == ["c"]
+
+    empty = quality_report(tmp_path / "nothing")
+    assert empty["trainable"] is False and empty["warnings"][0]["code"] == "no_images"
+    assert "NOT trainable" in format_report(empty)
+
+
+def test_hashes_and_sharpness_behave():
+    a, b = noise(256, 256, 5), noise(256, 256, 6)
+    assert hamming(phash(a), phash(a.resize((200, 200)))) <= 4
+    assert hamming(dhash(a), dhash(a.resize((200, 200)))) <= 8
+    assert hamming(phash(a), phash(b)) > 16
+    assert sharpness(Image.new("RGB", (300, 300), "gray")) == 0.0
+    assert estimate_tokens("a dog") == 3
