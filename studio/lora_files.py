@@ -1,0 +1,517 @@
+"""Writing, checking and reading back FLUX.1 LoRA files.
+
+Two layouts describe the same trained adapter:
+
+* diffusers/peft (`<name>.safetensors`): `transformer.<module>.lora_A/B.weight`, r and alpha in
+  the `lora_adapter_metadata` JSON. Written by diffusers itself so that
+  `FluxPipeline.load_lora_weights` reads it back exactly.
+* kohya/BFL (`<name>-comfyui.safetensors`): `lora_unet_<BFL module>.lora_down/up.weight` plus
+  a scalar `.alpha` per module, with the q/k/v (and single-block q/k/v/mlp) projections fused
+  the way the original BFL checkpoint fuses them. This is what ComfyUI and Forge load.
+
+`delta_weights` rebuilds ΔW = scale·B·A per diffusers module from either file, which is how we
+prove that both files describe the same adapter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+KOHYA_UNET_PREFIX = "lora_unet_"
+KOHYA_CLIP_PREFIX = "lora_te1_"
+# diffusers writes these two itself; a caller's metadata must not shadow them.
+RESERVED_METADATA_KEYS = {"format", "lora_adapter_metadata"}
+
+# Module correspondence, diffusers name (inside block N) -> BFL name (kohya spells "." as "_").
+# Fused BFL modules list their diffusers parts in the order their output rows are stacked.
+DOUBLE_BLOCK_MODULES = {
+    "img_attn_qkv": ["attn.to_q", "attn.to_k", "attn.to_v"],
+    "txt_attn_qkv": ["attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"],
+    "img_attn_proj": ["attn.to_out.0"],
+    "txt_attn_proj": ["attn.to_add_out"],
+    "img_mlp_0": ["ff.net.0.proj"],
+    "img_mlp_2": ["ff.net.2"],
+    "txt_mlp_0": ["ff_context.net.0.proj"],
+    "txt_mlp_2": ["ff_context.net.2"],
+    "img_mod_lin": ["norm1.linear"],
+    "txt_mod_lin": ["norm1_context.linear"],
+}
+SINGLE_BLOCK_MODULES = {
+    "linear1": ["attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"],
+    "linear2": ["proj_out"],
+    "modulation_lin": ["norm.linear"],
+}
+# Names as in diffusers' `_convert_kohya_flux_lora_to_diffusers` (lora_conversion_utils.py).
+GLOBAL_MODULES = {
+    "img_in": "x_embedder",
+    "txt_in": "context_embedder",
+    "time_in_in_layer": "time_text_embed.timestep_embedder.linear_1",
+    "time_in_out_layer": "time_text_embed.timestep_embedder.linear_2",
+    "vector_in_in_layer": "time_text_embed.text_embedder.linear_1",
+    "vector_in_out_layer": "time_text_embed.text_embedder.linear_2",
+    "guidance_in_in_layer": "time_text_embed.guidance_embedder.linear_1",
+    "guidance_in_out_layer": "time_text_embed.guidance_embedder.linear_2",
+    "final_layer_linear": "proj_out",
+    "final_layer_adaLN_modulation_1": "norm_out.linear",
+}
+# BFL's final modulation emits (shift, scale); diffusers' AdaLayerNormContinuous emits (scale, shift).
+ROW_SWAPPED_MODULES = {"final_layer_adaLN_modulation_1"}
+CLIP_MODULE = re.compile(r"text_model\.encoder\.layers\.(\d+)\.(self_attn\.(?:q|k|v|out)_proj|mlp\.fc[12])")
+
+
+class LoraFileError(ValueError):
+    """A LoRA file that cannot be used, with the reason in the message."""
+
+
+@dataclass
+class LoraFileInfo:
+    layout: str  # "diffusers" | "kohya"
+    num_modules: int
+    rank: int
+    alpha: float
+    metadata: dict[str, str] = field(default_factory=dict)
+    has_text_encoder: bool = False
+
+
+# ---------------------------------------------------------------------------------- names
+
+
+def _kohya_groups(diffusers_modules: list[str]) -> dict[str, list[str | None]]:
+    """Group diffusers transformer modules by the kohya module that holds them.
+
+    Each value lists the diffusers name of every part of that kohya module, None for parts the
+    LoRA does not target (e.g. proj_mlp when only attention is trained).
+    """
+    groups: dict[str, list[str | None]] = {}
+    placed = set()
+    for kohya, parts, prefix in _block_tables(diffusers_modules):
+        names = [f"{prefix}.{p}" for p in parts]
+        present = [n if n in diffusers_modules else None for n in names]
+        if any(present):
+            groups[kohya] = present
+            placed.update(n for n in present if n)
+    for bfl, diffusers_name in GLOBAL_MODULES.items():
+        if diffusers_name in diffusers_modules and diffusers_name not in placed:
+            groups[KOHYA_UNET_PREFIX + bfl] = [diffusers_name]
+            placed.add(diffusers_name)
+    unknown = sorted(set(diffusers_modules) - placed)
+    if unknown:
+        raise LoraFileError(f"no kohya/BFL name for transformer module(s): {', '.join(unknown)}")
+    return groups
+
+
+def _block_tables(diffusers_modules):
+    """(kohya name, part suffixes, diffusers block prefix) for every block the modules touch."""
+    matches = (re.match(r"(?:single_)?transformer_blocks\.\d+(?=\.)", m) for m in diffusers_modules)
+    for block in sorted({match.group(0) for match in matches if match}):
+        kind, _, index = block.partition(".")
+        if kind == "transformer_blocks":
+            table, bfl = DOUBLE_BLOCK_MODULES, f"double_blocks_{index}_"
+        elif kind == "single_transformer_blocks":
+            table, bfl = SINGLE_BLOCK_MODULES, f"single_blocks_{index}_"
+        for suffix, parts in table.items():
+            yield KOHYA_UNET_PREFIX + bfl + suffix, parts, block
+
+
+def _diffusers_parts(kohya_module: str) -> list[str]:
+    """Inverse of `_kohya_groups` for one module name: its diffusers parts, prefixed by component."""
+    if kohya_module.startswith(KOHYA_CLIP_PREFIX):
+        name = kohya_module[len(KOHYA_CLIP_PREFIX):]
+        match = re.fullmatch(r"text_model_encoder_layers_(\d+)_(self_attn_(?:q|k|v|out)_proj|mlp_fc[12])", name)
+        if not match:
+            raise LoraFileError(f"unknown CLIP module in kohya file: {kohya_module}")
+        sub = match.group(2).replace("self_attn_", "self_attn.").replace("mlp_", "mlp.")
+        return [f"text_encoder.text_model.encoder.layers.{match.group(1)}.{sub}"]
+    name = kohya_module.removeprefix(KOHYA_UNET_PREFIX)
+    match = re.fullmatch(r"(double|single)_blocks_(\d+)_(.+)", name)
+    if match:
+        kind, index, suffix = match.groups()
+        table = DOUBLE_BLOCK_MODULES if kind == "double" else SINGLE_BLOCK_MODULES
+        block = ("transformer_blocks." if kind == "double" else "single_transformer_blocks.") + index
+        if suffix in table:
+            return [f"transformer.{block}.{part}" for part in table[suffix]]
+    elif name in GLOBAL_MODULES:
+        return [f"transformer.{GLOBAL_MODULES[name]}"]
+    raise LoraFileError(f"unknown module in kohya file: {kohya_module}")
+
+
+def _clip_name(module: str) -> str:
+    """CLIP module name as in CLIP checkpoints (`text_model.encoder...`).
+
+    transformers 5 dropped the `text_model` wrapper from CLIPTextModel, so peft reports
+    `encoder.layers...`; kohya names and our ΔW keys use the checkpoint spelling either way.
+    """
+    return module if module.startswith("text_model.") else "text_model." + module
+
+
+def _clip_kohya_name(module: str) -> str:
+    module = _clip_name(module)
+    if not CLIP_MODULE.fullmatch(module):
+        raise LoraFileError(f"no kohya name for text-encoder module: {module}")
+    return KOHYA_CLIP_PREFIX + module.replace(".", "_")
+
+
+def _split_peft_state_dict(layers: dict[str, torch.Tensor], what: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """`{module: (A, B)}` from peft's `get_peft_model_state_dict` output."""
+    modules: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in layers.items():
+        match = re.fullmatch(r"(.+)\.lora_([AB])\.weight", key)
+        if not match:
+            raise LoraFileError(f"{what}: unexpected key {key!r} (expected '<module>.lora_A.weight' / '.lora_B.weight')")
+        modules.setdefault(match.group(1), {})[match.group(2)] = tensor.detach().to("cpu").contiguous()
+    pairs = {}
+    for module, ab in modules.items():
+        if set(ab) != {"A", "B"}:
+            raise LoraFileError(f"{what}: module {module} has lora_{'A' if 'A' in ab else 'B'} but not its partner")
+        pairs[module] = (ab["A"], ab["B"])
+    return pairs
+
+
+# ---------------------------------------------------------------------------------- saving
+
+
+def save_lora(
+    out_dir: Path,
+    name: str,
+    transformer_layers: dict[str, torch.Tensor],
+    rank: int,
+    alpha: float,
+    metadata: dict,
+    text_encoder_layers: dict[str, torch.Tensor] | None = None,
+    te_rank: int | None = None,
+    te_alpha: float | None = None,
+    save_comfyui: bool = True,
+) -> dict[str, Path]:
+    """Write `<name>.safetensors` (diffusers) and `<name>-comfyui.safetensors` (kohya/BFL).
+
+    `transformer_layers` / `text_encoder_layers` are `peft.get_peft_model_state_dict(...)`.
+    `metadata` keys the studio knows: base_model, model_variant ("dev"/"schnell"), trigger_word,
+    steps, resolution, dataset_size, dataset_hash, learning_rate, seed, config; any other key
+    (and any `ss_*` / `modelspec.*` key) is passed through. Returns {"diffusers": p, "comfyui": p}.
+    """
+    from diffusers import FluxPipeline  # heavy import, only needed when saving
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    te_rank = rank if te_rank is None else te_rank
+    te_alpha = alpha if te_alpha is None else te_alpha
+    unet = _split_peft_state_dict(transformer_layers, "transformer_layers")
+    clip = _split_peft_state_dict(text_encoder_layers or {}, "text_encoder_layers")
+    if not unet and not clip:
+        raise LoraFileError("nothing to save: both transformer_layers and text_encoder_layers are empty")
+    for pairs, r, what in ((unet, rank, "transformer"), (clip, te_rank, "text encoder")):
+        wrong = [m for m, (a, b) in pairs.items() if a.shape[0] != r or b.shape[1] != r]
+        if wrong:
+            raise LoraFileError(f"{what} rank is {r} but module {wrong[0]} has A {tuple(pairs[wrong[0]][0].shape)}")
+    file_metadata = _file_metadata(name, metadata, rank, alpha, has_text_encoder=bool(clip))
+
+    # Let diffusers write the diffusers file (key prefixes and adapter metadata exactly as it
+    # reads them back), then add our metadata while copying it into place atomically.
+    paths = {"diffusers": out_dir / f"{name}.safetensors"}
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{name}.") as scratch:
+        FluxPipeline.save_lora_weights(
+            save_directory=scratch,
+            transformer_lora_layers=transformer_layers or None,
+            text_encoder_lora_layers=text_encoder_layers or None,
+            weight_name="lora.safetensors",
+            transformer_lora_adapter_metadata=_adapter_config(unet, rank, alpha) if unet else None,
+            text_encoder_lora_adapter_metadata=_adapter_config(clip, te_rank, te_alpha) if clip else None,
+        )
+        written = Path(scratch, "lora.safetensors")
+        tensors, diffusers_metadata = _load(written)
+        _atomic_save(tensors, {**file_metadata, **diffusers_metadata}, paths["diffusers"])
+
+    if save_comfyui:
+        tensors = _kohya_unet_tensors(unet, rank, alpha)
+        for module, (a, b) in clip.items():
+            _put_kohya(tensors, _clip_kohya_name(module), a, b, float(te_alpha))
+        paths["comfyui"] = out_dir / f"{name}-comfyui.safetensors"
+        _atomic_save(tensors, {**file_metadata, "format": "pt"}, paths["comfyui"])
+    return paths
+
+
+def _adapter_config(pairs, rank, alpha) -> dict:
+    # Full module names, not suffixes: a suffix like "attn.to_q" would also match single blocks
+    # that were not trained when diffusers rebuilds the LoraConfig from this metadata.
+    return {"r": int(rank), "lora_alpha": float(alpha), "target_modules": sorted(pairs)}
+
+
+def _kohya_unet_tensors(unet, rank, alpha) -> dict[str, torch.Tensor]:
+    tensors: dict[str, torch.Tensor] = {}
+    for kohya, parts in _kohya_groups(list(unet)).items():
+        if len(parts) == 1:
+            a, b = unet[parts[0]]
+            if kohya.removeprefix(KOHYA_UNET_PREFIX) in ROW_SWAPPED_MODULES:
+                b = _swap_halves(b)
+            if kohya.startswith(KOHYA_UNET_PREFIX + "final_layer"):
+                # diffusers' kohya reader ignores alpha on final_layer keys, so bake the scale
+                # into up and write alpha = rank: every reader then gets the same ΔW.
+                b, module_alpha = b * (alpha / rank), float(rank)
+            else:
+                module_alpha = float(alpha)
+            _put_kohya(tensors, kohya, a, b, module_alpha)
+            continue
+        # Fused module: every part gets its own `rank`-row slot in down and its own row block in
+        # up (block-diagonal), absent parts a zero slot. ΔW of each part is then unchanged, and
+        # diffusers' reader recognises the block-sparse layout and splits it back to rank r.
+        in_features = next(unet[p][0].shape[1] for p in parts if p)
+        out_sizes = _part_sizes(kohya, parts, unet, in_features)
+        template = next(unet[p][0] for p in parts if p)
+        down = template.new_zeros(rank * len(parts), in_features)
+        up = template.new_zeros(sum(out_sizes), rank * len(parts))
+        row = 0
+        for i, (part, rows) in enumerate(zip(parts, out_sizes)):
+            if part:
+                a, b = unet[part]
+                down[i * rank:(i + 1) * rank] = a
+                up[row:row + rows, i * rank:(i + 1) * rank] = b
+            row += rows
+        # scale = alpha_fused / rank_fused must equal alpha / rank
+        _put_kohya(tensors, kohya, down, up, float(alpha) * len(parts))
+    return tensors
+
+
+def _part_sizes(kohya, parts, unet, in_features) -> list[int]:
+    """Output rows of each fused part; absent parts are inferred from the block's geometry."""
+    sizes = [unet[p][1].shape[0] if p else None for p in parts]
+    if kohya.endswith("_linear1") and sizes[3] is None:
+        # proj_mlp not trained: its rows are still in linear1. The single block's proj_out
+        # takes [attention, mlp] concatenated, so mlp = proj_out.in - dim; without proj_out
+        # use FLUX's fixed mlp_ratio of 4.
+        proj_out = parts[0].rsplit(".", 2)[0] + ".proj_out" if parts[0] else None
+        if proj_out in unet:
+            sizes[3] = unet[proj_out][0].shape[1] - in_features
+        else:
+            sizes[3] = 4 * in_features
+    # q, k and v of FLUX all map dim -> dim
+    return [in_features if s is None else s for s in sizes]
+
+
+def _put_kohya(tensors, module, down, up, module_alpha):
+    tensors[f"{module}.lora_down.weight"] = down.contiguous()
+    tensors[f"{module}.lora_up.weight"] = up.contiguous()
+    # Without .alpha ComfyUI applies scale 1.0, so it is always written (float32: exact for
+    # the fused alpha values).
+    tensors[f"{module}.alpha"] = torch.tensor(module_alpha, dtype=torch.float32)
+
+
+def _swap_halves(t: torch.Tensor) -> torch.Tensor:
+    first, second = t.chunk(2, dim=0)
+    return torch.cat([second, first], dim=0)
+
+
+def _file_metadata(name, metadata, rank, alpha, has_text_encoder) -> dict[str, str]:
+    clash = RESERVED_METADATA_KEYS & set(metadata)
+    if clash:
+        raise LoraFileError(f"metadata key(s) {sorted(clash)} are written by diffusers and cannot be set")
+    variant = str(metadata.get("model_variant") or "")
+    if variant not in ("dev", "schnell"):
+        variant = "schnell" if "schnell" in str(metadata.get("base_model", "")).lower() else "dev"
+    out = {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str) for k, v in metadata.items()}
+    derived = {
+        "ss_network_module": "networks.lora_flux",
+        "ss_network_dim": str(int(rank)),
+        "ss_network_alpha": str(float(alpha)),
+        "ss_base_model_version": "flux1" if variant == "dev" else "flux1-schnell",
+        "ss_output_name": name,
+        "ss_training_comment": "trained with Flux LoRA Studio",
+        "ss_network_train_unet_only": str(not has_text_encoder),
+        "modelspec.sai_model_spec": "1.0.0",
+        "modelspec.architecture": f"flux-1-{variant}/lora",
+        "modelspec.implementation": "https://github.com/black-forest-labs/flux",
+        "modelspec.title": name,
+        "modelspec.date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    for ours, kohya in (("base_model", "ss_sd_model_name"), ("steps", "ss_max_train_steps"),
+                        ("resolution", "ss_resolution"), ("dataset_size", "ss_num_train_images"),
+                        ("learning_rate", "ss_learning_rate"), ("seed", "ss_seed"),
+                        ("trigger_word", "modelspec.trigger_phrase"), ("resolution", "modelspec.resolution")):
+        if ours in metadata:
+            derived[kohya] = out[ours]
+    # The caller's own ss_* / modelspec.* values win over the ones derived here.
+    return dict(sorted({**derived, **out}.items()))
+
+
+def _atomic_save(tensors, metadata, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(dict(sorted(tensors.items())), tmp, metadata=dict(sorted(metadata.items())))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------------------------- reading
+
+
+def _load(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise LoraFileError(f"{path} is not a readable safetensors file ({e})") from e
+
+
+def read_metadata(path) -> dict[str, str]:
+    """The file's safetensors metadata as stored (all values are strings)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise LoraFileError(f"{path} is not a readable safetensors file ({e})") from e
+
+
+@dataclass
+class _Module:
+    down: torch.Tensor  # A, (rank, in)
+    up: torch.Tensor  # B, (out, rank)
+    scale: float
+
+
+def _read_modules(path) -> tuple[str, dict[str, _Module], dict[str, str]]:
+    """Checked (layout, {module name as in the file: A, B, scale}, metadata)."""
+    tensors, metadata = _load(path)
+    if any(k.endswith(".lora_down.weight") for k in tensors):
+        layout, a_suffix, b_suffix = "kohya", ".lora_down.weight", ".lora_up.weight"
+    elif any(k.endswith(".lora_A.weight") for k in tensors):
+        layout, a_suffix, b_suffix = "diffusers", ".lora_A.weight", ".lora_B.weight"
+    else:
+        raise LoraFileError(f"{path} holds no LoRA tensors (no '.lora_A.weight' or '.lora_down.weight' keys)")
+    for key, t in tensors.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise LoraFileError(f"{path}: tensor {key} contains NaN or inf values")
+    adapter = json.loads(metadata.get("lora_adapter_metadata") or "{}")
+
+    names = {k[: -len(s)] for k in tensors for s in (a_suffix, b_suffix) if k.endswith(s)}
+    modules = {}
+    for name in sorted(names):
+        if name + a_suffix not in tensors or name + b_suffix not in tensors:
+            have, missing = (a_suffix, b_suffix) if name + a_suffix in tensors else (b_suffix, a_suffix)
+            raise LoraFileError(f"{path}: {name}{have} has no partner {name}{missing}")
+        down, up = tensors[name + a_suffix], tensors[name + b_suffix]
+        if down.ndim != 2 or up.ndim != 2 or up.shape[1] != down.shape[0]:
+            raise LoraFileError(
+                f"{path}: {name} shapes do not fit: {a_suffix[1:]} {tuple(down.shape)}, {b_suffix[1:]} {tuple(up.shape)}"
+                f" (expected (rank, in) and (out, rank))"
+            )
+        rank = down.shape[0]
+        if name + ".alpha" in tensors:
+            scale = float(tensors[name + ".alpha"]) / rank
+        elif layout == "kohya":
+            raise LoraFileError(f"{path}: {name} has no .alpha tensor (ComfyUI would apply it at scale 1.0)")
+        else:
+            scale = _peft_scale(name, adapter, rank)
+        modules[name] = _Module(down.float(), up.float(), scale)
+    return layout, modules, metadata
+
+
+def _peft_scale(name: str, adapter: dict, rank: int) -> float:
+    """lora_alpha / r as peft computes it from the adapter metadata (with rank/alpha patterns)."""
+    component, _, module = name.partition(".")
+    r = adapter.get(f"{component}.r")
+    if r is None:  # diffusers without metadata or alphas builds the adapter with alpha = r
+        return 1.0
+    alpha = adapter.get(f"{component}.lora_alpha", r)
+    for pattern_key, default, setter in (("rank_pattern", r, "r"), ("alpha_pattern", alpha, "alpha")):
+        for pattern, value in (adapter.get(f"{component}.{pattern_key}") or {}).items():
+            if re.match(rf"(.*\.)?({pattern})$", module):
+                if setter == "r":
+                    r = value
+                else:
+                    alpha = value
+                break
+    if r != rank:
+        raise LoraFileError(f"{name}: metadata says rank {r} but lora_A has {rank} rows")
+    return float(alpha) / float(r)
+
+
+def validate_lora_file(path) -> LoraFileInfo:
+    """Check that `path` is a usable LoRA file and summarise it; raises LoraFileError."""
+    layout, modules, metadata = _read_modules(path)
+    unit_ranks, alphas = Counter(), {}
+    for name, m in modules.items():
+        rows = m.down.shape[0]
+        parts = len(_diffusers_parts(name)) if layout == "kohya" else 1
+        unit = rows // parts if rows % parts == 0 else rows
+        unit_ranks[unit] += 1
+        alphas.setdefault(unit, m.scale * unit)
+    rank = unit_ranks.most_common(1)[0][0]
+    if "ss_network_dim" in metadata and "ss_network_alpha" in metadata:
+        rank, alpha = int(metadata["ss_network_dim"]), float(metadata["ss_network_alpha"])
+    else:
+        alpha = alphas[rank]
+    has_te = any(n.startswith(("text_encoder.", KOHYA_CLIP_PREFIX)) for n in modules)
+    return LoraFileInfo(layout, len(modules), rank, alpha, metadata, has_te)
+
+
+def delta_weights(path, split_fused: bool = True, single_split: tuple[int, int, int, int] | None = None) -> dict[str, torch.Tensor]:
+    """ΔW = scale·B·A (float32) for every module in the file.
+
+    Keys are diffusers module names without the component prefix for the transformer
+    (`transformer_blocks.0.attn.to_q`) and CLIP checkpoint names for the text encoder
+    (`text_model.encoder.layers.0.self_attn.q_proj`, whichever spelling the file uses). Kohya files are mapped back to those
+    names; fused qkv / linear1 are split by output rows (sizes from the file's own shapes, or
+    `single_split=(q, k, v, mlp)`), and parts that the file only carries as zero padding are
+    left out. With `split_fused=False` a kohya file's ΔWs are returned as stored, keyed by the
+    kohya module name.
+    """
+    layout, modules, _ = _read_modules(path)
+    deltas = {}
+    for name, m in modules.items():
+        delta = m.scale * (m.up @ m.down)
+        if layout == "diffusers":
+            if name.startswith("text_encoder."):
+                deltas[_clip_name(name.removeprefix("text_encoder."))] = delta
+            else:
+                deltas[name.removeprefix("transformer.")] = delta
+            continue
+        if not split_fused:
+            deltas[name] = delta
+            continue
+        parts = [p.removeprefix("transformer.").removeprefix("text_encoder.") for p in _diffusers_parts(name)]
+        if name.removeprefix(KOHYA_UNET_PREFIX) in ROW_SWAPPED_MODULES:
+            delta = _swap_halves(delta)
+        if len(parts) == 1:
+            deltas[parts[0]] = delta
+            continue
+        in_features = m.down.shape[1]
+        if len(parts) == 4:
+            sizes = list(single_split) if single_split else [in_features] * 3 + [delta.shape[0] - 3 * in_features]
+        else:
+            sizes = [delta.shape[0] // 3] * 3
+        if sum(sizes) != delta.shape[0]:
+            raise LoraFileError(f"{name}: cannot split {delta.shape[0]} output rows into {sizes}")
+        absent = _padding_slots(m, sizes)
+        for i, (part, block) in enumerate(zip(parts, delta.split(sizes, dim=0))):
+            if i not in absent:
+                deltas[part] = block
+    return deltas
+
+
+def _padding_slots(m: _Module, sizes: list[int]) -> set[int]:
+    """Parts of a block-diagonal fused module whose down slot and up block are all zero."""
+    rank = m.down.shape[0]
+    if rank % len(sizes):
+        return set()  # not our block layout (e.g. a dense fused LoRA): every part is real
+    slot = rank // len(sizes)
+    absent, row = set(), 0
+    for i, rows in enumerate(sizes):
+        down_slot = m.down[i * slot:(i + 1) * slot]
+        up_block = m.up[row:row + rows, i * slot:(i + 1) * slot]
+        if not down_slot.any() and not up_block.any():
+            absent.add(i)
+        row += rows
+    return absent
