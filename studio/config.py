@@ -151,8 +151,8 @@ class TrainingConfig:
     shift: float = opt(3.1582, "Shift value for `shift` sampling.")
     logit_mean: float = opt(0.0, "Mean for logit_normal sampling.")
     logit_std: float = opt(1.0, "Standard deviation for logit_normal / sigmoid sampling.")
-    guidance: float = opt(1.0, "Guidance value fed to guidance-distilled models (dev) "
-                          "while training.")
+    guidance: Optional[float] = opt(None, "Guidance value fed to guidance-distilled models "
+                                    "(dev) while training; null = 1.0, as the field trains.")
     ema: bool = opt(False, "Keep an exponential moving average of the LoRA weights and save it.")
     ema_decay: float = opt(0.99, "EMA decay per step.")
 
@@ -529,9 +529,6 @@ def validate(cfg: TrainConfig) -> list[str]:
         p.append("training.logit_std: must be positive.")
     if not 0 < t.ema_decay < 1:
         p.append("training.ema_decay: must be between 0 and 1 (0.99 is common).")
-    if lo.train_text_encoder and d.cache_text_embeddings:
-        p.append("lora.train_text_encoder needs dataset.cache_text_embeddings: false "
-                 "(the CLIP output changes as its LoRA trains, so it cannot be cached).")
     if lo.double_blocks is not None and any(b < 0 for b in lo.double_blocks):
         p.append("lora.double_blocks: block numbers start at 0.")
     if lo.single_blocks is not None and any(b < 0 for b in lo.single_blocks):
@@ -589,7 +586,7 @@ def field_help(key: str) -> str:
 def config_reference() -> str:
     lines = ["# Config reference", "",
              "Generated from `studio/config.py` by `python -m studio config-reference`; "
-             "do not edit by hand.", ""]
+             "do not edit by hand.", "", "| key | type | default | meaning |", "|---|---|---|---|"]
     for key, tp, default, text in help_rows():
         if tp == "section":
             lines += ["", f"## `{key}` — {text}", "", "| key | type | default | meaning |",

@@ -97,6 +97,7 @@ def load_pipeline(info: ModelInfo, transformer_file: str = "", dtype=None, revis
     from diffusers import FluxPipeline, FluxTransformer2DModel
 
     dtype = dtype or torch.float32
+    _quiet_loading()
     kwargs = {"dtype": dtype}
     if revision:
         kwargs["revision"] = revision
@@ -113,6 +114,15 @@ def load_pipeline(info: ModelInfo, transformer_file: str = "", dtype=None, revis
     except (OSError, ValueError, EnvironmentError) as exc:
         raise ModelError(f"Cannot load the base model from {info.path}: {exc}. Check that every "
                          "component folder is complete (see the README's troubleshooting).") from None
+
+
+def _quiet_loading() -> None:
+    """Per-shard loading bars would flood train.log and the UI's log tail."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
 
 
 # --------------------------------------------------------------------------- demo model
@@ -145,6 +155,7 @@ def build_demo_model(out_dir: str | Path, size: str = "tiny", dev: bool = False,
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel, T5Tokenizer
 
+    _quiet_loading()
     if size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
     s = SIZES[size]

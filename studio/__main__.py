@@ -1,0 +1,114 @@
+"""The command line: `python -m studio <command>`.
+
+  train CONFIG.yaml [--preset NAME] [--tier TIER] [--set key=value ...] [--run-dir DIR] [--resume]
+  tiny-model DIR [--dev] [--size tiny|small]
+  config-reference
+  presets
+  dataset import|check ..., caption ...   (see studio/data/cli.py)
+  worker --data-dir DIR                   (see studio/worker.py)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import ConfigError, config_reference, list_presets, load_preset, parse_yaml, read_text, resolve
+from .events import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
+
+
+def cmd_train(args) -> int:
+    try:
+        user = parse_yaml(read_text(args.config), args.config) if args.config else {}
+        cfg = resolve(user, preset=args.preset, tier=args.tier, overrides=args.set or [])
+        from .config import check
+        check(cfg)
+    except ConfigError as exc:
+        print(f"Invalid config:\n  " + "\n  ".join(exc.problems), file=sys.stderr)
+        return EXIT_CONFIG
+    from .engine import train
+    from .events import Broadcast, ConsoleReporter, JsonlReporter
+
+    run_dir = Path(args.run_dir) if args.run_dir else cfg.run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    jsonl = JsonlReporter(run_dir / "metrics.jsonl")
+    try:
+        return train(cfg, run_dir, Broadcast(jsonl, ConsoleReporter()), resume=args.resume)
+    finally:
+        jsonl.close()
+
+
+def cmd_tiny_model(args) -> int:
+    from .models import build_demo_model
+
+    path = build_demo_model(args.dir, size=args.size, dev=args.dev)
+    print(f"Wrote a {args.size} {'dev' if args.dev else 'schnell'}-shaped FLUX model to {path}")
+    return EXIT_OK
+
+
+def cmd_config_reference(args) -> int:
+    text = config_reference()
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def cmd_presets(args) -> int:
+    for kind in ("subject", "memory"):
+        print(f"{kind} presets:")
+        for name in list_presets(kind):
+            preset = load_preset(name, kind)
+            print(f"  {name:10s} {preset.title}: {preset.description.splitlines()[0][:90]}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m studio", description="Flux LoRA Studio")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a LoRA from a YAML config (headless)")
+    p.add_argument("config", nargs="?", help="YAML config (partial configs are fine)")
+    p.add_argument("--preset", help="subject preset: " + ", ".join(list_presets()))
+    p.add_argument("--tier", help="memory tier: 24gb, 16gb, 12gb, 8gb, cpu (default: detected)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. lora.rank=32")
+    p.add_argument("--run-dir", help="run folder (default: save.output_dir/save.run_name)")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("tiny-model", help="write a FLUX-shaped model with random weights (offline)")
+    p.add_argument("dir")
+    p.add_argument("--dev", action="store_true", help="guidance-distilled (dev-shaped)")
+    p.add_argument("--size", choices=["tiny", "small"], default="tiny")
+    p.set_defaults(func=cmd_tiny_model)
+
+    p = sub.add_parser("config-reference", help="print the config reference (Markdown)")
+    p.add_argument("--output", "-o")
+    p.set_defaults(func=cmd_config_reference)
+
+    p = sub.add_parser("presets", help="list presets")
+    p.set_defaults(func=cmd_presets)
+
+    for module, hook in (("studio.data.cli", "add_dataset_commands"), ("studio.worker", "add_worker_command")):
+        try:
+            getattr(__import__(module, fromlist=[hook]), hook)(sub)
+        except (ImportError, AttributeError):
+            pass  # optional parts of the CLI not present in this build
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print("Invalid settings:\n  " + "\n  ".join(exc.problems), file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

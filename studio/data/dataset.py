@@ -1,0 +1,192 @@
+"""What the training loop reads: samples, the batch order, and the latent / text caches.
+
+Every sample has a stable id (its position in the sorted file list), and caches are keyed by
+content, never by loader order, so a cached latent can't drift away from its caption. The
+batch order is a pure function of (seed, epoch): resuming at step N needs no loader state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import TrainConfig
+from ..diagnostics import StudioError
+from .buckets import fit_to_bucket, make_buckets, nearest_bucket
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".avif"}
+
+
+@dataclass(frozen=True)
+class Sample:
+    id: int
+    image: Path
+    caption: str
+    bucket: tuple[int, int]    # (width, height) in pixels
+    resolution: int
+    digest: str                # sha256 of the image file's bytes
+
+
+def image_folder(path: str | Path) -> Path:
+    """A dataset made by the studio keeps training images in images/; a plain folder is used as is."""
+    folder = Path(path)
+    return folder / "images" if (folder / "images").is_dir() else folder
+
+
+def _caption_for(image: Path, cfg: TrainConfig) -> str:
+    text_file = image.with_suffix(".txt")
+    caption = ""
+    if text_file.is_file():
+        caption = text_file.read_text(encoding="utf-8", errors="replace").strip()
+    caption = caption or cfg.dataset.default_caption or cfg.dataset.trigger_word
+    return caption.replace("[trigger]", cfg.dataset.trigger_word)
+
+
+def load_samples(cfg: TrainConfig, warn=lambda code, message: None) -> list[Sample]:
+    from PIL import Image
+
+    folder = image_folder(cfg.dataset.path)
+    if not cfg.dataset.path or not folder.is_dir():
+        raise StudioError("NO_IMAGES", f"dataset.path: {cfg.dataset.path or '(empty)'} is not a folder.")
+    files = sorted(p for p in folder.iterdir()
+                   if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    resolutions = [cfg.dataset.resolution, *cfg.dataset.extra_resolutions]
+    samples = []
+    for path in files:
+        try:
+            with Image.open(path) as im:
+                size = im.size
+                im.load()
+        except Exception as exc:
+            warn("NO_IMAGES", f"{path.name}: skipped, not a readable image ({exc.__class__.__name__}). "
+                 "Re-import the dataset through the studio to see why.")
+            continue
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        caption = _caption_for(path, cfg)
+        for res in resolutions:
+            if cfg.dataset.buckets:
+                bucket = nearest_bucket(*size, make_buckets(res))
+            else:
+                bucket = (res, res)
+            samples.append(Sample(len(samples), path, caption, bucket, res, digest))
+    if not samples:
+        raise StudioError("NO_IMAGES", f"{folder}: no usable images found (looked for "
+                          f"{', '.join(sorted(IMAGE_SUFFIXES))}).")
+    return samples
+
+
+def epoch_batches(samples: list[Sample], batch_size: int, seed: int, epoch: int, repeats: int = 1,
+                  rank: int = 0, world: int = 1) -> list[list[int]]:
+    """This rank's batches for one epoch: each batch from one bucket, order fixed by (seed, epoch)."""
+    rng = random.Random(seed * 100_003 + epoch)
+    by_bucket: dict[tuple[int, int], list[int]] = {}
+    for s in samples:
+        by_bucket.setdefault(s.bucket, []).extend([s.id] * repeats)
+    batches = []
+    for bucket in sorted(by_bucket):
+        ids = by_bucket[bucket]
+        rng.shuffle(ids)
+        batches += [ids[i:i + batch_size] for i in range(0, len(ids), batch_size)]
+    rng.shuffle(batches)
+    # Every rank must take the same number of batches, or the others wait forever at a sync.
+    usable = len(batches) // world * world or world
+    batches = (batches * world)[:usable] if len(batches) < world else batches[:usable]
+    return batches[rank::world]
+
+
+class BatchPlan:
+    """The micro-batch at any index, epoch after epoch, without loader state."""
+
+    def __init__(self, samples, batch_size, seed, repeats=1, rank=0, world=1):
+        self.args = (samples, batch_size, seed)
+        self.repeats, self.rank, self.world = repeats, rank, world
+        self.epoch, self.batches, self.offset = -1, [], 0
+
+    def __getitem__(self, index: int) -> list[int]:
+        samples, batch_size, seed = self.args
+        while index >= self.offset + len(self.batches) or index < self.offset:
+            if index < self.offset:
+                self.epoch, self.batches, self.offset = -1, [], 0
+            self.offset += len(self.batches)
+            self.epoch += 1
+            self.batches = epoch_batches(samples, batch_size, seed, self.epoch, self.repeats,
+                                         self.rank, self.world)
+        return self.batches[index - self.offset]
+
+    def epoch_of(self, index: int) -> int:
+        self[index]
+        return self.epoch
+
+
+def load_pixels(sample: Sample, augment=None):
+    """The image as a (3, H, W) tensor in [-1, 1], resized and centre-cropped to its bucket."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    with Image.open(sample.image) as im:
+        image = im.convert("RGB")
+    if augment is not None:
+        image = augment(image)
+    size, box = fit_to_bucket(*image.size, sample.bucket)
+    image = image.resize(size, Image.Resampling.LANCZOS).crop(box)
+    array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+# --------------------------------------------------------------------------- caches
+
+
+def component_fingerprint(model_path: str, *subfolders: str, extra: str = "") -> str:
+    """Identity of model components: their config files and the size/mtime of their weights."""
+    h = hashlib.sha256(f"{Path(model_path).resolve() if Path(model_path).exists() else model_path}|{extra}".encode())
+    for sub in subfolders:
+        folder = Path(model_path) / sub
+        if not folder.is_dir():
+            continue
+        for f in sorted(folder.iterdir()):
+            st = f.stat()
+            h.update(f"{sub}/{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+            if f.suffix == ".json":
+                h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+class TensorCache:
+    """Content-addressed tensors on disk: key → one .safetensors file (written atomically)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def key(*parts) -> str:
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+    def get(self, key: str):
+        from safetensors.torch import load_file
+
+        path = self.folder / f"{key}.safetensors"
+        if path.is_file():
+            try:
+                tensors = load_file(str(path))
+                self.hits += 1
+                return tensors
+            except Exception:
+                path.unlink(missing_ok=True)  # a damaged entry is recomputed
+        self.misses += 1
+        return None
+
+    def put(self, key: str, tensors: dict) -> None:
+        import os
+
+        from safetensors.torch import save_file
+
+        path = self.folder / f"{key}.safetensors"
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+        os.replace(tmp, path)

@@ -1,0 +1,81 @@
+"""The error catalogue: known failure modes with stable codes and plain advice.
+
+The engine, the CLI, the worker and the UI all speak these codes, so a user sees the same
+explanation wherever a problem shows up, and the README's troubleshooting table is built
+from the same entries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    code: str
+    title: str
+    advice: str
+
+
+CATALOGUE = {d.code: d for d in [
+    Diagnosis("CONFIG_INVALID", "The training settings are not valid",
+              "Change the settings named in the message; nothing was started."),
+    Diagnosis("RANK_TOO_LARGE", "LoRA rank larger than a targeted layer allows",
+              "Lower lora.rank below the smallest targeted layer's size, or target other layers."),
+    Diagnosis("GUIDANCE_UNSUPPORTED", "Training guidance set for a model without guidance embeddings",
+              "FLUX.1 [schnell] takes no guidance: remove training.guidance (leave it null)."),
+    Diagnosis("BLOCK_OUT_OF_RANGE", "A chosen block does not exist in this model",
+              "Pick block numbers below the model's block count (FLUX.1: 19 double, 38 single)."),
+    Diagnosis("MODEL_MISSING", "The base model files cannot be found",
+              "Download the model first, point model.base at a local diffusers folder, or use "
+              "the built-in demo model."),
+    Diagnosis("NO_IMAGES", "The dataset has no usable images",
+              "Upload JPEG, PNG or WebP photos (at least 256 px on the short side) to the dataset."),
+    Diagnosis("NAN_LOSS", "The loss became NaN or infinite",
+              "Lower the learning rate (try 1e-4), keep max_grad_norm at 1.0, and use bf16 "
+              "instead of fp16 or fp8. No checkpoint with NaN weights was saved."),
+    Diagnosis("OUT_OF_MEMORY", "The GPU ran out of memory",
+              "Choose the next lower memory tier, lower the resolution or batch size, or turn "
+              "on gradient checkpointing."),
+    Diagnosis("PROMPT_TRUNCATED", "A caption or prompt is longer than the T5 limit",
+              "Shorten it: tokens past the limit (512 for dev, 256 for schnell) are ignored."),
+    Diagnosis("CAPTIONER_UNAVAILABLE", "The captioning model is not available offline",
+              "Download the captioner model once with internet access, or use the basic "
+              "captioner (trigger word + class word + file name)."),
+    Diagnosis("SAVE_FAILED", "Writing a checkpoint or LoRA file failed",
+              "Free disk space or check the output folder's permissions; the previous "
+              "checkpoint is intact and the job can resume from it."),
+    Diagnosis("GPU_REQUIRED", "This setting needs a CUDA GPU",
+              "Choose the CPU tier (fp32, adamw) or run on a machine with an NVIDIA GPU."),
+    Diagnosis("LORA_INVALID", "The written LoRA file did not validate",
+              "This is a bug; please report it with the run's train.log."),
+    Diagnosis("INTERNAL", "An unexpected error",
+              "See train.log in the run folder for details, and report it if it repeats."),
+]}
+
+
+class StudioError(Exception):
+    """An error with a catalogue code; `str()` is the specific message."""
+
+    def __init__(self, code: str, message: str):
+        if code not in CATALOGUE:
+            raise KeyError(f"unknown diagnostic code {code}")
+        self.code = code
+        self.message = message
+        super().__init__(message)
+
+    @property
+    def advice(self) -> str:
+        return CATALOGUE[self.code].advice
+
+    def as_dict(self) -> dict:
+        return {"code": self.code, "message": self.message, "advice": self.advice}
+
+
+def explain(code: str) -> Diagnosis:
+    return CATALOGUE.get(code, CATALOGUE["INTERNAL"])
+
+
+def next_lower_tier(tier: str) -> str | None:
+    order = ["24gb", "16gb", "12gb", "8gb"]
+    return order[order.index(tier) + 1] if tier in order[:-1] else None
