@@ -94,7 +94,7 @@ def _kohya_groups(diffusers_modules: list[str]) -> dict[str, list[str | None]]:
     LoRA does not target (e.g. proj_mlp when only attention is trained).
     """
     groups: dict[str, list[str | None]] = {}
-    placed = set()
+    placed, diffusers_modules = set(), set(diffusers_modules)
     for kohya, parts, prefix in _block_tables(diffusers_modules):
         names = [f"{prefix}.{p}" for p in parts]
         present = [n if n in diffusers_modules else None for n in names]
@@ -118,7 +118,7 @@ def _block_tables(diffusers_modules):
         kind, _, index = block.partition(".")
         if kind == "transformer_blocks":
             table, bfl = DOUBLE_BLOCK_MODULES, f"double_blocks_{index}_"
-        elif kind == "single_transformer_blocks":
+        else:
             table, bfl = SINGLE_BLOCK_MODULES, f"single_blocks_{index}_"
         for suffix, parts in table.items():
             yield KOHYA_UNET_PREFIX + bfl + suffix, parts, block
@@ -202,6 +202,8 @@ def save_lora(
     """
     from diffusers import FluxPipeline  # heavy import, only needed when saving
 
+    if not name or Path(name).name != name or name.startswith("."):
+        raise LoraFileError(f"LoRA name must be a plain file name, got {name!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     te_rank = rank if te_rank is None else te_rank
@@ -215,6 +217,12 @@ def save_lora(
         if wrong:
             raise LoraFileError(f"{what} rank is {r} but module {wrong[0]} has A {tuple(pairs[wrong[0]][0].shape)}")
     file_metadata = _file_metadata(name, metadata, rank, alpha, has_text_encoder=bool(clip))
+    # Built first so that a module without a BFL name fails before anything is written.
+    kohya_tensors = {}
+    if save_comfyui:
+        kohya_tensors = _kohya_unet_tensors(unet, rank, alpha)
+        for module, (a, b) in clip.items():
+            _put_kohya(kohya_tensors, _clip_kohya_name(module), a, b, float(te_alpha))
 
     # Let diffusers write the diffusers file (key prefixes and adapter metadata exactly as it
     # reads them back), then add our metadata while copying it into place atomically.
@@ -233,11 +241,8 @@ def save_lora(
         _atomic_save(tensors, {**file_metadata, **diffusers_metadata}, paths["diffusers"])
 
     if save_comfyui:
-        tensors = _kohya_unet_tensors(unet, rank, alpha)
-        for module, (a, b) in clip.items():
-            _put_kohya(tensors, _clip_kohya_name(module), a, b, float(te_alpha))
         paths["comfyui"] = out_dir / f"{name}-comfyui.safetensors"
-        _atomic_save(tensors, {**file_metadata, "format": "pt"}, paths["comfyui"])
+        _atomic_save(kohya_tensors, {**file_metadata, "format": "pt"}, paths["comfyui"])
     return paths
 
 
@@ -444,7 +449,10 @@ def validate_lora_file(path) -> LoraFileInfo:
     unit_ranks, alphas = Counter(), {}
     for name, m in modules.items():
         rows = m.down.shape[0]
-        parts = len(_diffusers_parts(name)) if layout == "kohya" else 1
+        try:  # fused kohya modules hold one rank slot per part
+            parts = len(_diffusers_parts(name)) if layout == "kohya" else 1
+        except LoraFileError:  # a module we cannot map (e.g. T5) is still a valid LoRA module
+            parts = 1
         unit = rows // parts if rows % parts == 0 else rows
         unit_ranks[unit] += 1
         alphas.setdefault(unit, m.scale * unit)

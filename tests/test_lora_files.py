@@ -54,16 +54,21 @@ def add_random_lora(model, targets, seed=1, alpha=ALPHA):
     return get_peft_model_state_dict(model)
 
 
-def peft_deltas(model):
+def peft_deltas(model, adapter="default"):
     """ΔW straight from the live peft layers, independent of any file code."""
-    return {name: layer.scaling["default"] * layer.lora_B["default"].weight @ layer.lora_A["default"].weight
-            for name, layer in model.named_modules() if hasattr(layer, "lora_A") and "default" in layer.lora_A}
+    return {name: layer.scaling[adapter] * layer.lora_B[adapter].weight @ layer.lora_A[adapter].weight
+            for name, layer in model.named_modules() if hasattr(layer, "lora_A") and adapter in layer.lora_A}
 
 
 def assert_same_deltas(got, expected):
     assert sorted(got) == sorted(expected)
     for name in expected:
         torch.testing.assert_close(got[name], expected[name].detach(), atol=1e-6, rtol=0, msg=name)
+
+
+def _clip_name(module):
+    """CLIP checkpoint spelling; transformers 5's CLIPTextModel has no `text_model.` level."""
+    return module if module.startswith("text_model.") else "text_model." + module
 
 
 def flux_inputs(model, seed=3):
@@ -162,10 +167,12 @@ def test_diffusers_file_loads_into_a_flux_pipeline(tmp_path):
     models.build_demo_model(tmp_path / "demo", size="tiny", dev=False)
     pipe = FluxPipeline.from_pretrained(tmp_path / "demo")
     layers = add_random_lora(pipe.transformer, DIFFUSERS_DEFAULT)
+    te_layers = add_random_lora(pipe.text_encoder, ["q_proj", "v_proj"], alpha=2.0)
     inputs = flux_inputs(pipe.transformer)
     with torch.no_grad():
         trained = pipe.transformer(**inputs).sample
-    paths = save_lora(tmp_path / "out", "demo", layers, RANK, ALPHA, METADATA, save_comfyui=False)
+    paths = save_lora(tmp_path / "out", "demo", layers, RANK, ALPHA, METADATA, save_comfyui=False,
+                      text_encoder_layers=te_layers, te_alpha=2.0)
     assert set(paths) == {"diffusers"}
 
     fresh = FluxPipeline.from_pretrained(tmp_path / "demo")
@@ -175,6 +182,9 @@ def test_diffusers_file_loads_into_a_flux_pipeline(tmp_path):
         loaded = fresh.transformer(**inputs).sample
     assert not torch.allclose(loaded, base)
     torch.testing.assert_close(loaded, trained, atol=1e-5, rtol=1e-5)
+    # the CLIP LoRA went into the text encoder with its own alpha (diffusers names it default_0)
+    assert_same_deltas({_clip_name(k): v for k, v in peft_deltas(fresh.text_encoder, "default_0").items()},
+                       {_clip_name(k): v for k, v in peft_deltas(pipe.text_encoder).items()})
 
 
 def test_metadata_in_both_files(saved):
@@ -207,7 +217,7 @@ def test_clip_text_encoder_lora_round_trips_in_both_layouts(tmp_path):
     layers = add_random_lora(model, TARGET_SETS["attention"])
     paths = save_lora(tmp_path, "both", layers, RANK, ALPHA, METADATA, text_encoder_layers=te_layers,
                       te_rank=RANK, te_alpha=2.0)
-    expected_te = {re.sub(r"^(text_model\.)?", "text_model.", k): v for k, v in peft_deltas(clip).items()}
+    expected_te = {_clip_name(k): v for k, v in peft_deltas(clip).items()}
     expected = {**peft_deltas(model), **expected_te}
     assert_same_deltas(delta_weights(paths["diffusers"]), expected)
     assert_same_deltas(delta_weights(paths["comfyui"]), expected)
