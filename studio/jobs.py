@@ -390,9 +390,12 @@ class JobStore:
     def take_control_requests(self, job_id: int) -> dict[str, bool]:
         """Pending sample/save requests (cleared here) and whether a cancel is pending (kept,
         because the worker must remember it until the child exits)."""
-        with self._write() as conn:
-            row = self._get(conn, job_id)
-            conn.execute("UPDATE jobs SET sample_requested=0, save_requested=0 WHERE id=?", (job_id,))
+        row = self._get(self._conn(), job_id)
+        if row["sample_requested"] or row["save_requested"]:
+            # Write only when there is something to clear: this runs on every worker poll.
+            with self._write() as conn:
+                row = self._get(conn, job_id)
+                conn.execute("UPDATE jobs SET sample_requested=0, save_requested=0 WHERE id=?", (job_id,))
         return {"cancel": bool(row["cancel_requested"]), "sample": bool(row["sample_requested"]),
                 "save": bool(row["save_requested"])}
 
