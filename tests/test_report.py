@@ -91,3 +91,45 @@ def test_hashes_and_sharpness_behave():
     assert hamming(phash(a), phash(b)) > 16
     assert sharpness(Image.new("RGB", (300, 300), "gray")) == 0.0
     assert estimate_tokens("a dog") == 3
+
+
+def run_cli(argv):
+    import argparse
+
+    from studio.data.cli import add_dataset_commands
+
+    parser = argparse.ArgumentParser()
+    add_dataset_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli_import_check_caption(tmp_path, capsys, monkeypatch):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        noise(640, 512, 10 + i).save(photos / f"dog_{i}.png")
+    (photos / "notes.png").write_text("not an image")
+    data = tmp_path / "studio_data"
+    assert run_cli(["dataset", "import", str(photos), "--name", "My Dog", "--data-dir", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert "3 image(s) imported, 1 item(s) rejected" in out and "notes.png" in out
+    ds = data / "datasets" / "My_Dog"
+
+    assert run_cli(["caption", "My_Dog", "--data-dir", str(data), "--captioner", "basic",
+                    "--class-word", "dog", "--trigger", "sks"]) == 0
+    assert (ds / "images" / "dog_0.txt").read_text() == "sks dog, dog"
+    assert "Wrote 3 caption(s)" in capsys.readouterr().out
+
+    assert run_cli(["dataset", "check", str(ds), "--preset", "portrait", "--trigger", "sks", "--json", "--save"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"]["count"] == 3 and report["images"]["min_images"] == 8 and report["resolution"] == 512
+    assert json.loads((ds / "report.json").read_text())["quality"]["trainable"] is True
+
+    empty = tmp_path / "empty"
+    (empty / "images").mkdir(parents=True)
+    assert run_cli(["dataset", "check", str(empty)]) == 1
+    assert "NOT trainable" in capsys.readouterr().out
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert run_cli(["caption", str(ds), "--captioner", "no-such/model"]) == 1
+    assert "--captioner basic" in capsys.readouterr().err
