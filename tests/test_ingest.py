@@ -280,3 +280,46 @@ def test_icc_tagged_rgb_goes_through_colour_management():
     im = Image.new("RGB", (32, 32), (200, 100, 50))
     rgb, _ = decode_image(encode(im, "PNG", icc_profile=srgb), "tagged.png", LIMITS)
     assert all(abs(a - b) <= 2 for a, b in zip(rgb.getpixel((3, 3)), (200, 100, 50)))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_ends_upright(orientation):
+    # An upright 64x32 image with a green top-left corner, stored as a camera would for `orientation`.
+    upright = Image.new("RGB", (64, 32), (255, 0, 0))
+    upright.paste((0, 255, 0), (0, 0, 8, 8))
+    inverse = {2: [Image.Transpose.FLIP_LEFT_RIGHT], 3: [Image.Transpose.ROTATE_180],
+               4: [Image.Transpose.FLIP_TOP_BOTTOM], 5: [Image.Transpose.TRANSPOSE],
+               6: [Image.Transpose.ROTATE_90], 7: [Image.Transpose.TRANSVERSE], 8: [Image.Transpose.ROTATE_270]}
+    stored = upright
+    for op in inverse.get(orientation, []):
+        stored = stored.transpose(op)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    rgb, _ = decode_image(encode(stored, "PNG", exif=exif.tobytes()), f"o{orientation}.png", LIMITS)
+    assert rgb.size == (64, 32)
+    assert rgb.getpixel((2, 2)) == (0, 255, 0) and rgb.getpixel((60, 30)) == (255, 0, 0)
+
+
+def test_animated_webp_first_frame():
+    if "WEBP" not in supported_formats():
+        pytest.skip("this Pillow has no WebP")
+    frames = [Image.new("RGB", (32, 32), c) for c in [(0, 0, 255), (255, 0, 0)]]
+    buf = io.BytesIO()
+    frames[0].save(buf, "WEBP", save_all=True, append_images=frames[1:], duration=50, lossless=True)
+    rgb, fmt = decode_image(buf.getvalue(), "anim.webp", LIMITS)
+    assert fmt == "WEBP" and rgb.getpixel((5, 5)) == (0, 0, 255)
+
+
+@pytest.mark.filterwarnings("ignore:Duplicate name")  # the duplicate entry is the fixture
+def test_folder_symlinks_and_duplicate_zip_names(tmp_path):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "real.png").write_bytes(encode(noise_image(seed=1), "PNG"))
+    (folder / "link.png").symlink_to(folder / "real.png")
+    (folder / "escape.png").symlink_to("/etc/hostname")
+    z = zip_with(tmp_path / "dups.zip", [("same.jpg", encode(noise_image(seed=2), "JPEG")),
+                                         ("same.jpg", encode(noise_image(seed=3), "JPEG"))])
+    result = ingest([folder, z], tmp_path / "ds")
+    assert result.codes() == {"folder/escape.png": "symlink", "folder/link.png": "symlink"}
+    assert sorted(a.stem for a in result.accepted) == ["real", "same", "same_2"]
+    assert sorted(p.name for p in (tmp_path / "ds" / "images").iterdir()) == ["real.png", "same.png", "same_2.png"]

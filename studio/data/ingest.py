@@ -462,6 +462,11 @@ def _zip_entries(path: Path, label: str, limits: IngestLimits, budget: _Budget, 
         yield _Entry(name, os.path.splitext(info.filename)[0], base, reader(info, name))
 
 
+def _head(path: Path) -> str:
+    with path.open("rb") as fh:
+        return sniff(fh.read(64))
+
+
 def _collect(sources, limits: IngestLimits, budget: _Budget, stack: ExitStack,
              rejected: list[Rejected]) -> Iterator[_Entry]:
     for source in sources:
@@ -488,7 +493,7 @@ def _collect(sources, limits: IngestLimits, budget: _Budget, stack: ExitStack,
             rejected.append(Rejected(label, "not_an_image", f"{source} does not exist or is not a regular file."))
         elif _is_junk(label):
             rejected.append(Rejected(label, "junk", f"{label} is operating-system metadata; skipped."))
-        elif path.suffix.lower() != CAPTION_EXT and sniff(path.open("rb").read(64)) == "zip":
+        elif path.suffix.lower() != CAPTION_EXT and _head(path) == "zip":
             yield from _zip_entries(path, label, limits, budget, stack, rejected)
         else:
             yield _Entry(label, path.stem, label, lambda path=path, label=label: _read_file(path, label, limits, budget))
@@ -658,7 +663,8 @@ def list_dataset(dataset_dir: Path) -> list[DatasetItem]:
     items = []
     for png in sorted(images.glob("*.png")) if images.is_dir() else []:
         txt = png.with_suffix(CAPTION_EXT)
-        caption = txt.read_text("utf-8-sig").strip() if txt.is_file() else None
+        # errors="replace": a hand-edited caption must not crash listing; ingest checks encodings
+        caption = txt.read_text("utf-8-sig", errors="replace").strip() if txt.is_file() else None
         items.append(DatasetItem(png.stem, png, caption))
     return items
 
