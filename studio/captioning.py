@@ -121,9 +121,10 @@ class _TransformersCaptioner:
     """Shared load / batch / free logic; subclasses say which classes and how to prompt."""
 
     name = "transformers"
+    default_max_new_tokens = 77
 
     def __init__(self, model_id_or_path: str, device: str | None = None, batch_size: int = 4,
-                 max_new_tokens: int = 77, num_beams: int = 3):
+                 max_new_tokens: int | None = None, num_beams: int = 3):
         import torch
 
         self.model_id = model_id_or_path
@@ -131,7 +132,8 @@ class _TransformersCaptioner:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         # fp16 halves GPU memory for these small models without visible caption changes; CPU needs fp32.
         self.dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
-        self.batch_size, self.max_new_tokens, self.num_beams = batch_size, max_new_tokens, num_beams
+        self.batch_size, self.num_beams = batch_size, num_beams
+        self.max_new_tokens = max_new_tokens or self.default_max_new_tokens
         try:
             self.processor, self.model = self._load(self.model_dir)
         except CaptionerUnavailable:
@@ -186,6 +188,7 @@ class FlorenceCaptioner(_TransformersCaptioner):
     """Florence-2 via transformers' native Florence2ForConditionalGeneration (no remote code)."""
 
     name = "florence2"
+    default_max_new_tokens = 256  # <MORE_DETAILED_CAPTION> runs to a paragraph
 
     def __init__(self, model_id_or_path: str = DEFAULT_FLORENCE, task: FlorenceTask = "<CAPTION>", **kw):
         if task not in ("<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>"):
@@ -209,6 +212,7 @@ class BlipCaptioner(_TransformersCaptioner):
     """BLIP image captioning: lighter than Florence-2, short captions."""
 
     name = "blip"
+    default_max_new_tokens = 40  # BLIP captions are one short sentence
 
     def __init__(self, model_id_or_path: str = DEFAULT_BLIP, **kw):
         super().__init__(model_id_or_path, **kw)
@@ -262,7 +266,7 @@ class BasicCaptioner:
 
 def load_captioner(name_or_path: str, *, class_word: str = "", trigger_word: str | None = None,
                    task: FlorenceTask = "<CAPTION>", device: str | None = None, batch_size: int = 4,
-                   max_new_tokens: int = 77) -> Captioner:
+                   max_new_tokens: int | None = None) -> Captioner:
     """'basic', 'florence2', 'blip', a hub id or a folder; the config's model_type picks the class."""
     if name_or_path == "basic":
         return BasicCaptioner(class_word, trigger_word)
