@@ -1,0 +1,327 @@
+"""Publish a finished run to the Hugging Face Hub: both LoRA files, config, samples, model card.
+
+`model_card(run_dir)` builds the README.md (YAML front matter the Hub reads + a body for people);
+`publish_run(run_dir, repo_id, ...)` uploads it all in one commit with `HfApi`.
+
+The token is secret: it comes from the argument or `HF_TOKEN`, is only ever handed to the HTTP
+client, is never logged or written to disk, and every error message that leaves this module has
+anything shaped like a token (`hf_...`) replaced by `hf_***`. Errors are `PublishError` with a
+message a user can act on (no token, invalid name, unauthorised, network unreachable).
+
+Only the standard library and PyYAML load at import; huggingface_hub loads when publishing, and
+torch never (safetensors metadata is read from the file header directly).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import struct
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+# progress(done, total, message): called before each stage and once at the end.
+Progress = Callable[[int, int, str], None]
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+BFL_BASES = {"dev": "black-forest-labs/FLUX.1-dev", "schnell": "black-forest-labs/FLUX.1-schnell"}
+DEV_LICENCE_NAME = "flux-1-dev-non-commercial-license"
+DEV_LICENCE_LINK = "https://huggingface.co/black-forest-labs/FLUX.1-dev/blob/main/LICENSE.md"
+TAGS = ["flux", "lora", "diffusers", "text-to-image", "template:sd-lora"]
+TOKEN_PATTERN = re.compile(r"hf_[A-Za-z0-9]{10,}")
+# What the Hub accepts as <namespace>/<name> (huggingface_hub's own rule, checked again there).
+REPO_ID_PATTERN = re.compile(r"(?:[\w\-.]{1,96}/)?[\w\-.]{1,96}")
+SAMPLE_NAME = re.compile(r"step(\d+)_p(\d+)\.png")
+
+
+class PublishError(RuntimeError):
+    """Publishing failed; the message says why and contains no token."""
+
+
+def redact(text: str) -> str:
+    """`text` with anything shaped like a Hugging Face token replaced by `hf_***`."""
+    return TOKEN_PATTERN.sub("hf_***", str(text))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a run folder
+
+
+def read_safetensors_metadata(path: Path) -> dict[str, str]:
+    """The `__metadata__` of a safetensors file, read from its JSON header (no torch needed)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) != 8:
+            raise PublishError(f"{path.name} is not a safetensors file (too short)")
+        (size,) = struct.unpack("<Q", head)
+        if size > 100_000_000:
+            raise PublishError(f"{path.name} is not a safetensors file (header of {size} bytes)")
+        try:
+            header = json.loads(f.read(size))
+        except ValueError:
+            raise PublishError(f"{path.name} is not a safetensors file (unreadable header)") from None
+    return dict(header.get("__metadata__") or {})
+
+
+def _lora_files(run: Path) -> tuple[Path, Path]:
+    """(diffusers file, ComfyUI file) of a finished run, named after save.run_name."""
+    config = _read_config(run)
+    name = str((config.get("save") or {}).get("run_name") or "")
+    candidates = [name] if name else [p.name[: -len("-comfyui.safetensors")] for p in run.glob("*-comfyui.safetensors")]
+    for stem in candidates:
+        pair = run / f"{stem}.safetensors", run / f"{stem}-comfyui.safetensors"
+        if pair[0].is_file() and pair[1].is_file():
+            return pair
+    raise PublishError(f"{run} has no finished LoRA (expected <name>.safetensors and <name>-comfyui.safetensors);"
+                       " publish a run that succeeded")
+
+
+def _read_config(run: Path) -> dict:
+    path = run / "config.yaml"
+    if not path.is_file():
+        raise PublishError(f"{run} is not a run folder: config.yaml is missing")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise PublishError(f"{path} is not a YAML mapping")
+    return data
+
+
+def _samples(run: Path) -> list[dict]:
+    """Every sample PNG, oldest first: {path (relative), step, index, prompt, seed}."""
+    from PIL import Image
+
+    out = []
+    for png in sorted((run / "samples").glob("step*_p*.png")):
+        match = SAMPLE_NAME.fullmatch(png.name)
+        if not match:
+            continue
+        with Image.open(png) as im:
+            text = dict(getattr(im, "text", {}) or {})
+        out.append({"path": f"samples/{png.name}", "step": int(match[1]), "index": int(match[2]),
+                    "prompt": text.get("prompt", ""), "seed": text.get("seed", "")})
+    return out
+
+
+def _base_model(metadata: dict[str, str], family: str) -> str:
+    """A Hub id for `base_model:`: the trained base if it is a Hub id, else the BFL model of its family."""
+    base = metadata.get("base_model", "")
+    is_hub_id = (REPO_ID_PATTERN.fullmatch(base) and "/" in base and not base.startswith((".", "/", "~"))
+                 and not Path(base).exists())
+    return base if is_hub_id else BFL_BASES[family]
+
+
+def _family(metadata: dict[str, str]) -> str:
+    family = metadata.get("base_family", "")
+    if family in BFL_BASES:
+        return family
+    return "schnell" if "schnell" in metadata.get("base_model", "").lower() else "dev"
+
+
+# ---------------------------------------------------------------------------------------------
+# The model card
+
+
+def model_card(run_dir, repo_id: str | None = None) -> str:
+    """The Hub model card (README.md) of a finished run; `repo_id` fills the usage snippets."""
+    run = Path(run_dir)
+    lora, comfy = _lora_files(run)
+    metadata = read_safetensors_metadata(lora)
+    config = _read_config(run)
+    family = _family(metadata)
+    base = _base_model(metadata, family)
+    trigger = metadata.get("trigger_word") or str((config.get("dataset") or {}).get("trigger_word") or "")
+    samples = _samples(run)
+    # Widgets: the last sample of each prompt, so the card shows what the finished LoRA does.
+    last = {}
+    for s in samples:
+        last[s["index"]] = s
+    widget = [{"text": s["prompt"] or trigger, "output": {"url": s["path"]}} for _, s in sorted(last.items())]
+
+    front: dict = {"base_model": base}
+    if family == "dev":
+        front.update(license="other", license_name=DEV_LICENCE_NAME, license_link=DEV_LICENCE_LINK)
+    else:
+        front["license"] = "apache-2.0"
+    front.update(tags=list(TAGS), library_name="diffusers", pipeline_tag="text-to-image")
+    if trigger:
+        front["instance_prompt"] = trigger
+    if widget:
+        front["widget"] = widget
+    head = yaml.safe_dump(front, sort_keys=False, allow_unicode=True, width=1000)
+
+    repo = repo_id or "<username>/<repo>"
+    title = repo.split("/")[-1]
+    prompt = json.dumps(widget[0]["text"] if widget else f"a photo of {trigger}", ensure_ascii=False)
+    steps, guidance = ("4", "0.0") if family == "schnell" else ("28", "3.5")
+    body = [
+        f"# {title}", "",
+        f"A FLUX.1 [{family}] LoRA trained with Flux LoRA Studio on {metadata.get('dataset_size', '?')} images.", "",
+        "## Trigger word", "",
+        f"Use `{trigger}` in the prompt to activate the LoRA." if trigger else "This LoRA has no trigger word.", "",
+        "## Use it with diffusers", "",
+        "```python", "import torch", "from diffusers import FluxPipeline", "",
+        f'pipe = FluxPipeline.from_pretrained("{base}", dtype=torch.bfloat16).to("cuda")',
+        f'pipe.load_lora_weights("{repo}", weight_name="{lora.name}")',
+        f'image = pipe({prompt}, num_inference_steps={steps}, guidance_scale={guidance}).images[0]',
+        'image.save("out.png")', "```", "",
+        "## Use it in ComfyUI (or Forge)", "",
+        f"Download [`{comfy.name}`]({comfy.name}) (kohya/BFL layout) into `ComfyUI/models/loras/` and load it "
+        f"with a *LoraLoaderModelOnly* node after the FLUX.1 [{family}] model. `{lora.name}` is the "
+        "diffusers/peft layout of the same weights.", "",
+        "## Training settings", "",
+        *_settings_table(config, metadata), "",
+        "The full resolved configuration is in [`config.yaml`](config.yaml).", "",
+        "## Licence", "",
+        _licence_paragraph(family), "",
+    ]
+    return redact(f"---\n{head}---\n\n" + "\n".join(body))
+
+
+def _settings_table(config: dict, metadata: dict[str, str]) -> list[str]:
+    def get(section: str, key: str):
+        return (config.get(section) or {}).get(key, "")
+
+    rows = [
+        ("Base model", _base_model(metadata, _family(metadata))),
+        ("Steps", metadata.get("steps") or get("schedule", "max_steps")),
+        ("LoRA rank / alpha", f"{get('lora', 'rank')} / {get('lora', 'alpha')}"),
+        ("LoRA targets", get("lora", "targets")),
+        ("Learning rate", get("optimizer", "lr")),
+        ("Optimizer", get("optimizer", "name")),
+        ("Scheduler (warm-up steps)", f"{get('schedule', 'scheduler')} ({get('schedule', 'warmup_steps')})"),
+        ("Batch size x accumulation", f"{get('training', 'batch_size')} x {get('training', 'gradient_accumulation')}"),
+        ("Resolution", get("dataset", "resolution")),
+        ("Images", metadata.get("dataset_size", "")),
+        ("Timestep sampling", get("training", "timestep_sampling")),
+        ("Precision", f"{get('memory', 'base_precision')} base, mixed precision {get('memory', 'mixed_precision')}"),
+        ("Seed", get("training", "seed")),
+    ]
+    lines = ["| setting | value |", "|---|---|"]
+    lines += [f"| {name} | {str(value).replace('|', '/')} |" for name, value in rows]
+    return lines
+
+
+def _licence_paragraph(family: str) -> str:
+    if family == "dev":
+        return ("This LoRA was trained on FLUX.1 [dev] and is covered by the "
+                f"[FLUX.1 [dev] Non-Commercial License]({DEV_LICENCE_LINK}): it and the images it makes may be "
+                "used for non-commercial purposes only, unless you hold a commercial licence from Black Forest Labs.")
+    return ("This LoRA was trained on FLUX.1 [schnell], which is released under the Apache-2.0 licence; "
+            "the LoRA is released under Apache-2.0 as well and may be used commercially.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Publishing
+
+
+def publish_run(run_dir, repo_id: str, token: str | None = None, private: bool = True,
+                endpoint: str | None = None, progress: Progress | None = None, timeout: float = 10.0) -> str:
+    """Upload a finished run to the model repo `repo_id` (created if missing); returns its URL.
+
+    One commit: both LoRA files, config.yaml, samples/*.png and README.md (`model_card`).
+    `timeout` bounds the connectivity/credentials check made before anything is uploaded.
+    """
+    run = Path(run_dir)
+    report = progress or (lambda done, total, message: None)
+    token = token or os.environ.get("HF_TOKEN") or None
+    if not token:
+        raise PublishError("No Hugging Face token: set HF_TOKEN (on a Space: a secret named HF_TOKEN) or enter one; "
+                           "create a token with write access at https://huggingface.co/settings/tokens")
+    repo_id = (repo_id or "").strip()
+    if not REPO_ID_PATTERN.fullmatch(repo_id) or re.search(r"(^|/)[.-]|[.-]($|/)|--|\.\.", repo_id):
+        raise PublishError(f"Invalid repo name {redact(repo_id)!r}: use 'username/name' with letters, digits, '-', '_' "
+                           "or '.', at most 96 characters, not starting or ending with '-' or '.'")
+    lora, comfy = _lora_files(run)
+    endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+
+    from huggingface_hub import constants
+    if constants.is_offline_mode():
+        raise PublishError("Publishing needs the network but HF_HUB_OFFLINE is set; unset it and try again")
+
+    report(0, 3, "checking the token")
+    user = _whoami(endpoint, token, timeout)
+    if "/" not in repo_id:
+        repo_id = f"{user}/{repo_id}"
+
+    card = model_card(run, repo_id=repo_id)
+    config_bytes = redact((run / "config.yaml").read_text(encoding="utf-8")).encode()
+    files = [(lora.name, lora), (comfy.name, comfy), ("config.yaml", config_bytes), ("README.md", card.encode())]
+    files += [(s["path"], run / s["path"]) for s in _samples(run)]
+    log.info("publishing %s (%d files) to %s", run.name, len(files), repo_id)
+    try:
+        from huggingface_hub import CommitOperationAdd, HfApi
+
+        api = HfApi(endpoint=endpoint, token=token, library_name="flux-lora-studio")
+        report(1, 3, f"creating {repo_id}")
+        url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        repo_id = url.repo_id
+        report(2, 3, f"uploading {len(files)} files")
+        api.create_commit(repo_id, repo_type="model", commit_message=f"Upload LoRA {lora.stem} (Flux LoRA Studio)",
+                          operations=[CommitOperationAdd(path_in_repo=p, path_or_fileobj=src) for p, src in files])
+    except PublishError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one clear, token-free message
+        raise PublishError(_explain(exc, repo_id, endpoint)) from None
+    report(3, 3, "done")
+    return f"{endpoint}/{repo_id}"
+
+
+def _whoami(endpoint: str, token: str, timeout: float) -> str:
+    """The token's user name; fails fast (timeout) on no network, clearly on a bad or read-only token."""
+    request = urllib.request.Request(f"{endpoint}/api/whoami-v2", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            info = json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            raise PublishError("Hugging Face rejected the token (401 Unauthorized): it is invalid or expired; "
+                               "create a new one with write access at https://huggingface.co/settings/tokens") from None
+        raise PublishError(f"Hub check of the token failed: HTTP {exc.code} from {endpoint}") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise PublishError(f"Cannot reach {endpoint} ({redact(reason) or type(exc).__name__}); "
+                           "check the internet connection or proxy and try again") from None
+    except ValueError:
+        raise PublishError(f"{endpoint} did not answer like the Hugging Face Hub (whoami is not JSON)") from None
+    role = ((info.get("auth") or {}).get("accessToken") or {}).get("role")
+    if role == "read":
+        raise PublishError("The Hugging Face token is read-only: publishing needs a token with write access "
+                           "(https://huggingface.co/settings/tokens)")
+    name = info.get("name")
+    if not isinstance(name, str) or not name:
+        raise PublishError(f"{endpoint} did not say which user the token belongs to")
+    return name
+
+
+def _explain(exc: Exception, repo_id: str, endpoint: str) -> str:
+    """A short, token-free message for a failure inside huggingface_hub."""
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineModeIsEnabled
+
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    first_line = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    if isinstance(exc, OfflineModeIsEnabled):
+        return "Publishing needs the network but HF_HUB_OFFLINE is set; unset it and try again"
+    if isinstance(exc, HFValidationError):
+        return f"Invalid repo name {redact(repo_id)!r}: {first_line}"
+    if isinstance(exc, HfHubHTTPError) and status == 401:
+        return "Hugging Face rejected the token (401 Unauthorized): check it is valid and has write access"
+    if isinstance(exc, HfHubHTTPError) and status == 403:
+        return (f"The token may not write to {repo_id} (403 Forbidden): use a write token of that user "
+                "or an organisation member with write rights")
+    if isinstance(exc, HfHubHTTPError) and status == 404:
+        return f"{repo_id} was not found on {endpoint} and could not be created (404)"
+    if isinstance(exc, HfHubHTTPError):
+        return f"The Hub refused the upload to {repo_id} (HTTP {status}): {first_line}"
+    if type(exc).__module__.startswith(("httpx", "httpcore")) or isinstance(exc, (OSError, TimeoutError)):
+        return f"Lost the connection to {endpoint} while publishing ({type(exc).__name__}); try again"
+    if isinstance(exc, ValueError) and "README" in str(exc):
+        return f"The Hub rejected the model card metadata: {first_line}"
+    return f"Publishing to {repo_id} failed: {type(exc).__name__}: {first_line}"

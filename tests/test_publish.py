@@ -1,0 +1,347 @@
+"""Publishing a run to the Hub, offline: a real tiny run uploaded to a fake Hub API on 127.0.0.1.
+
+The fake implements what huggingface_hub 2.4's `create_repo` + `create_commit` call:
+  GET  /api/whoami-v2                      (our own fail-fast token check)
+  POST /api/repos/create
+  POST /api/validate-yaml                  (README.md front matter)
+  POST /api/models/<ns>/<name>/preupload/main   -> every file "regular", so no LFS/xet upload
+  POST /api/models/<ns>/<name>/commit/main      NDJSON, regular files inline as base64
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from studio.publish import PublishError, model_card, publish_run, read_safetensors_metadata, redact
+
+REPO = Path(__file__).resolve().parent.parent
+CANARY = "hf_CANARYtoken0123456789abcdef"
+
+
+# ---------------------------------------------------------------------------------------------
+# A finished run: one real (schnell, trained on the tiny model), one dev copy of it
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("publish")
+    env = {**os.environ, "STUDIO_DATA": str(root / "data")}
+    subprocess.run([sys.executable, "-m", "studio", "tiny-model", str(root / "model")], cwd=REPO, env=env,
+                   check=True, capture_output=True)
+    ds = root / "ds"
+    ds.mkdir()
+    for i in range(3):
+        Image.new("RGB", (64, 64), (40 * i, 120, 200 - 30 * i)).save(ds / f"img{i}.png")
+        (ds / f"img{i}.txt").write_text(f"a photo of sks, number {i}")
+    cfg = {"model": {"base": str(root / "model")},
+           "dataset": {"path": str(ds), "trigger_word": "sks", "resolution": 64},
+           "schedule": {"max_steps": 2, "warmup_steps": 1},
+           "sample": {"every": 2, "steps": 1, "width": 64, "height": 64, "prompts": ["a photo of [trigger]"]},
+           "save": {"output_dir": str(root / "out"), "run_name": "demo", "every": 0},
+           "memory": {"tier": "cpu"}, "lora": {"rank": 4, "alpha": 4}}
+    (root / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    done = subprocess.run([sys.executable, "-m", "studio", "train", str(root / "cfg.yaml")], cwd=REPO, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    run = root / "out" / "demo"
+    assert (run / "demo.safetensors").is_file() and (run / "demo-comfyui.safetensors").is_file()
+    return run
+
+
+def _set_metadata(path: Path, **changes: str) -> None:
+    """Rewrite a safetensors file's metadata in place (header only; tensor bytes are kept)."""
+    raw = path.read_bytes()
+    (size,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + size])
+    header["__metadata__"] = {**header.get("__metadata__", {}), **changes}
+    new = json.dumps(header).encode()
+    new += b" " * (-len(new) % 8)
+    path.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + size:])
+
+
+@pytest.fixture(scope="module")
+def dev_run(real_run, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("dev") / "demo"
+    shutil.copytree(real_run, run)
+    for name in ("demo.safetensors", "demo-comfyui.safetensors"):
+        _set_metadata(run / name, base_family="dev", base_model="/models/FLUX.1-dev-local")
+    return run
+
+
+# ---------------------------------------------------------------------------------------------
+# The fake Hub
+
+
+class FakeHub:
+    def __init__(self, fail: dict[str, tuple[int, dict]] | None = None, role: str = "write"):
+        self.fail = fail or {}      # path fragment -> (status, JSON body) to answer instead
+        self.role = role
+        self.requests: list[tuple[str, str, dict]] = []   # (method, path, headers)
+        self.repos: dict[str, dict] = {}
+        self.files: dict[str, dict[str, bytes]] = {}
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep stderr quiet
+                pass
+
+            def _send(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _handle(self, method: str) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                path = self.path.split("?")[0]
+                hub.requests.append((method, path, {k.lower(): v for k, v in self.headers.items()}))
+                for fragment, (status, answer) in hub.fail.items():
+                    if fragment in path:
+                        # A hostile server echoes the credentials back in its error.
+                        answer = {**answer, "error": f"{answer.get('error', '')} {self.headers.get('Authorization')}"}
+                        return self._send(status, answer)
+                if path == "/api/whoami-v2":
+                    return self._send(200, {"name": "alice", "auth": {"accessToken": {"role": hub.role}}})
+                if path == "/api/repos/create":
+                    req = json.loads(body)
+                    repo = f"{req.get('organization') or 'alice'}/{req['name']}"
+                    hub.repos[repo] = req
+                    return self._send(200, {"url": f"http://{self.headers['Host']}/{repo}"})
+                if path == "/api/validate-yaml":
+                    return self._send(200, {"errors": [], "warnings": []})
+                parts = path.split("/")   # ['', 'api', 'models', ns, name, op, revision]
+                if len(parts) == 7 and parts[2] == "models" and parts[5] == "preupload":
+                    files = json.loads(body)["files"]
+                    return self._send(200, {"files": [{"path": f["path"], "uploadMode": "regular",
+                                                       "shouldIgnore": False} for f in files]})
+                if len(parts) == 7 and parts[2] == "models" and parts[5] == "commit":
+                    repo = f"{parts[3]}/{parts[4]}"
+                    store = hub.files.setdefault(repo, {})
+                    for line in body.decode().splitlines():
+                        item = json.loads(line)
+                        if item["key"] == "file":
+                            store[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
+                        elif item["key"] != "header":
+                            return self._send(400, {"error": f"unexpected commit item {item['key']}"})
+                    return self._send(200, {"commitUrl": f"http://{self.headers['Host']}/{repo}/commit/abc",
+                                            "commitOid": "a" * 40})
+                return self._send(404, {"error": f"fake hub has no {method} {path}"})
+
+            def do_GET(self):
+                self._handle("GET")
+
+            def do_POST(self):
+                self._handle("POST")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def online(monkeypatch):
+    """conftest.py switches the Hub client offline; these tests only ever talk to 127.0.0.1."""
+    from huggingface_hub import constants
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def front_matter(card: str) -> dict:
+    assert card.startswith("---\n")
+    return yaml.safe_load(card.split("---\n", 2)[1])
+
+
+def assert_no_canary(caplog, capsys, *texts):
+    captured = capsys.readouterr()
+    everything = "\n".join([caplog.text, captured.out, captured.err, *map(str, texts)])
+    assert CANARY not in everything
+
+
+# ---------------------------------------------------------------------------------------------
+# Model card
+
+
+def test_model_card_schnell_from_real_run(real_run):
+    card = model_card(real_run, repo_id="alice/demo")
+    meta = front_matter(card)
+    assert meta["base_model"] == "black-forest-labs/FLUX.1-schnell"   # local path -> the family's Hub id
+    assert meta["license"] == "apache-2.0" and "license_name" not in meta
+    assert meta["tags"] == ["flux", "lora", "diffusers", "text-to-image", "template:sd-lora"]
+    assert meta["instance_prompt"] == "sks"
+    assert meta["widget"] == [{"text": "a photo of sks", "output": {"url": "samples/step000002_p0.png"}}]
+    assert (real_run / meta["widget"][0]["output"]["url"]).is_file()
+    assert 'pipe.load_lora_weights("alice/demo", weight_name="demo.safetensors")' in card
+    assert "models/loras" in card and "demo-comfyui.safetensors" in card
+    assert "| LoRA rank / alpha | 4 / 4.0 |" in card and "| Steps | 2 |" in card
+    assert "num_inference_steps=4, guidance_scale=0.0" in card
+    assert "Apache-2.0" in card.split("## Licence")[1]
+
+
+def test_model_card_dev_is_non_commercial(dev_run):
+    card = model_card(dev_run)
+    meta = front_matter(card)
+    assert meta["base_model"] == "black-forest-labs/FLUX.1-dev"
+    assert meta["license"] == "other"
+    assert meta["license_name"] == "flux-1-dev-non-commercial-license"
+    assert meta["license_link"].startswith("https://huggingface.co/black-forest-labs/FLUX.1-dev/")
+    assert "non-commercial" in card.split("## Licence")[1]
+    assert "<username>/<repo>" in card   # no repo id given: a placeholder, not a guess
+
+
+def test_model_card_keeps_a_hub_base_model(dev_run, tmp_path):
+    run = tmp_path / "demo"
+    shutil.copytree(dev_run, run)
+    _set_metadata(run / "demo.safetensors", base_model="someone/flux-dev-finetune")
+    assert front_matter(model_card(run))["base_model"] == "someone/flux-dev-finetune"
+
+
+def test_model_card_refuses_an_unfinished_run(real_run, tmp_path):
+    run = tmp_path / "demo"
+    shutil.copytree(real_run, run)
+    (run / "demo-comfyui.safetensors").unlink()
+    with pytest.raises(PublishError, match="no finished LoRA"):
+        model_card(run)
+
+
+def test_metadata_read_without_torch(real_run):
+    meta = read_safetensors_metadata(real_run / "demo.safetensors")
+    assert meta["trigger_word"] == "sks" and meta["base_family"] == "schnell"
+
+
+# ---------------------------------------------------------------------------------------------
+# Publishing
+
+
+@pytest.mark.parametrize("family", ["schnell", "dev"])
+def test_publish_uploads_everything(family, real_run, dev_run, caplog, capsys):
+    run = real_run if family == "schnell" else dev_run
+    caplog.set_level(logging.DEBUG)
+    seen = []
+    with FakeHub() as hub:
+        url = publish_run(run, "alice/my-lora", token=CANARY, endpoint=hub.url,
+                          progress=lambda done, total, message: seen.append((done, total, message)))
+    assert url == f"{hub.url}/alice/my-lora"
+    assert hub.repos["alice/my-lora"]["visibility"] == "private"
+    files = hub.files["alice/my-lora"]
+    samples = sorted(p.name for p in (run / "samples").glob("*.png"))
+    assert set(files) == {"demo.safetensors", "demo-comfyui.safetensors", "config.yaml", "README.md",
+                          *(f"samples/{s}" for s in samples)}
+    assert files["demo.safetensors"] == (run / "demo.safetensors").read_bytes()
+    assert files["demo-comfyui.safetensors"] == (run / "demo-comfyui.safetensors").read_bytes()
+    assert files["config.yaml"] == (run / "config.yaml").read_bytes()
+    meta = front_matter(files["README.md"].decode())
+    assert meta["license"] == ("apache-2.0" if family == "schnell" else "other")
+    for widget in meta["widget"]:
+        assert widget["output"]["url"] in files
+    assert all(h.get("authorization") == f"Bearer {CANARY}" for _, _, h in hub.requests)
+    assert seen[0][0] == 0 and seen[-1] == (3, 3, "done")
+    assert_no_canary(caplog, capsys, seen)
+
+
+def test_token_from_env_and_bare_repo_name(real_run, monkeypatch, caplog, capsys):
+    monkeypatch.setenv("HF_TOKEN", CANARY)
+    caplog.set_level(logging.DEBUG)
+    with FakeHub() as hub:
+        url = publish_run(real_run, "bare-name", endpoint=hub.url, private=False)
+    assert url.endswith("/alice/bare-name")   # namespace from whoami
+    assert hub.repos["alice/bare-name"]["visibility"] == "public"
+    assert "README.md" in hub.files["alice/bare-name"]
+    assert_no_canary(caplog, capsys)
+
+
+def test_no_token(real_run):
+    with pytest.raises(PublishError, match="HF_TOKEN"):
+        publish_run(real_run, "alice/x", endpoint="http://127.0.0.1:9")
+
+
+@pytest.mark.parametrize("name", ["bad name", "alice/-x", "a/b/c", "alice/x..y", "", "alice/" + "x" * 97])
+def test_invalid_repo_name_is_refused_before_any_request(name, real_run):
+    with FakeHub() as hub:
+        with pytest.raises(PublishError, match="Invalid repo name"):
+            publish_run(real_run, name, token=CANARY, endpoint=hub.url)
+    assert hub.requests == []
+
+
+@pytest.mark.parametrize("where, status, expected", [
+    ("/api/whoami-v2", 401, "rejected the token"),
+    ("/api/repos/create", 401, "rejected the token"),
+    ("/commit/", 401, "rejected the token"),
+    ("/commit/", 403, "may not write"),
+    ("/preupload/", 400, "HTTP 400"),
+])
+def test_hub_errors_are_clear_and_token_free(where, status, expected, real_run, caplog, capsys):
+    caplog.set_level(logging.DEBUG)
+    with FakeHub(fail={where: (status, {"error": "nope"})}) as hub:
+        with pytest.raises(PublishError, match=expected) as info:
+            publish_run(real_run, "alice/x", token=CANARY, endpoint=hub.url)
+    # The fake server echoed the Authorization header into its error body.
+    assert CANARY not in str(info.value) and info.value.__cause__ is None
+    assert_no_canary(caplog, capsys, info.value, repr(info.value))
+
+
+def test_read_only_token(real_run, caplog, capsys):
+    with FakeHub(role="read") as hub:
+        with pytest.raises(PublishError, match="read-only"):
+            publish_run(real_run, "alice/x", token=CANARY, endpoint=hub.url)
+    assert not hub.files
+
+
+def test_unreachable_network_fails_fast(real_run, caplog, capsys):
+    with socket.socket() as s:   # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(PublishError, match="Cannot reach") as info:
+        publish_run(real_run, "alice/x", token=CANARY, endpoint=f"http://127.0.0.1:{port}")
+    assert_no_canary(caplog, capsys, info.value)
+
+
+def test_silent_server_times_out(real_run):
+    import time
+    with socket.socket() as s:   # accepts connections (backlog) but never answers
+        s.bind(("127.0.0.1", 0))
+        s.listen(4)
+        start = time.monotonic()
+        with pytest.raises(PublishError, match="Cannot reach"):
+            publish_run(real_run, "alice/x", token=CANARY, endpoint=f"http://127.0.0.1:{s.getsockname()[1]}",
+                        timeout=0.5)
+        assert time.monotonic() - start < 5
+
+
+def test_offline_mode_is_explained(real_run, monkeypatch):
+    from huggingface_hub import constants
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(PublishError, match="HF_HUB_OFFLINE"):
+        publish_run(real_run, "alice/x", token=CANARY, endpoint="http://127.0.0.1:9")
+
+
+def test_redact():
+    assert redact(f"Bearer {CANARY} and hf_short") == "Bearer hf_*** and hf_short"
