@@ -521,7 +521,7 @@ def validate(cfg: TrainConfig) -> list[str]:
         p.append("schedule.cyclic_base_lr must be positive and below schedule.cyclic_max_lr.")
     if s.scheduler == "cosine" and s.min_lr >= o.lr:
         p.append(f"schedule.min_lr ({s.min_lr}) must be below optimizer.lr ({o.lr}).")
-    if s.warmup_steps >= s.max_steps and s.scheduler != "constant":
+    if s.warmup_steps and s.warmup_steps >= s.max_steps and s.scheduler != "constant":
         p.append(f"schedule.warmup_steps ({s.warmup_steps}) must be below schedule.max_steps ({s.max_steps}).")
     if t.timestep_sampling == "shift" and t.shift <= 0:
         p.append("training.shift: must be positive (FluxGym uses 3.1582).")

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 
 from . import training_utils as tu
-from .config import TrainConfig, check
+from .config import ConfigError, TrainConfig, check
 from .data.dataset import BatchPlan, TensorCache, component_fingerprint, load_pixels, load_samples
 from .diagnostics import StudioError, next_lower_tier
-from .events import (EXIT_CANCELLED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_OOM, Reporter)
+from .events import EXIT_CANCELLED, EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_OOM, Reporter
 from .models import inspect_model, load_pipeline
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -45,6 +45,7 @@ class Trainer:
         self.signalled = None
         self.fault = os.environ.get("STUDIO_FAULT", "")  # test hook: "oom@3", "save_error"
         self.step = 0
+        self.cache_stats: dict[str, int] = {}
 
     # ------------------------------------------------------------------ set-up
 
@@ -120,6 +121,8 @@ class Trainer:
                 if cache:
                     cache.put(key, hit)
             out[caption] = hit
+        if cache:
+            self.cache_stats.update(text_hits=cache.hits, text_misses=cache.misses)
         return out
 
     def _build_caches(self) -> None:
@@ -148,7 +151,7 @@ class Trainer:
                     cache.put(key, hit)
                 self.latents[s.id] = hit["parameters"]
                 self._poll_signals()
-            self.cache_stats = {"latent_hits": cache.hits, "latent_misses": cache.misses}
+            self.cache_stats.update(latent_hits=cache.hits, latent_misses=cache.misses)
         # The text encoders are not needed again unless their LoRA trains: free them now.
         if not cfg.lora.train_text_encoder:
             self.pipe.text_encoder_2 = None
@@ -308,7 +311,10 @@ class Trainer:
         pred = self.model(hidden_states=packed, timestep=t.to(dtype), guidance=guidance,
                           pooled_projections=pooled.to(dtype), encoder_hidden_states=embeds.to(dtype),
                           txt_ids=txt_ids, img_ids=img_ids, return_dict=False)[0]
-        return torch.nn.functional.mse_loss(pred.float(), target.float())
+        loss = torch.nn.functional.mse_loss(pred.float(), target.float())
+        if self.fault.startswith("nan@") and self.step >= int(self.fault[4:]):
+            loss = loss * float("nan")  # test hook: what an fp16 overflow does to a real run
+        return loss
 
     def block_norms(self) -> dict[str, float]:
         sums: dict[str, float] = {}
@@ -328,7 +334,7 @@ class Trainer:
         self.report.emit("start", max_steps=cfg.schedule.max_steps, start_step=start,
                          num_images=len({s.image for s in self.samples}), model=cfg.model.base,
                          device=str(self.device), family=self.info.family, licence=self.info.licence,
-                         **getattr(self, "cache_stats", {}))
+                         **self.cache_stats)
         if start == 0 and cfg.sample.at_start and cfg.sample.prompts:
             self.make_samples()
         accum = cfg.training.gradient_accumulation
@@ -528,6 +534,10 @@ def train(cfg: TrainConfig, run_dir: str | Path, reporter: Reporter, resume: boo
     except Stop as stop:
         reporter.emit("done", status=stop.status, files=[])
         return stop.exit_code
+    except ConfigError as err:
+        reporter.emit("error", **StudioError("CONFIG_INVALID", "; ".join(err.problems)).as_dict())
+        reporter.emit("done", status="failed", files=[])
+        return EXIT_CONFIG
     except StudioError as err:
         reporter.emit("error", **err.as_dict())
         reporter.emit("done", status="failed", files=[])

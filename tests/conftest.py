@@ -1,0 +1,111 @@
+"""Shared fixtures: an offline tiny FLUX model, small datasets made by the tests, no network."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+# Never reach the Hugging Face Hub from a test, whatever the code under test tries.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped without one)")
+    config.addinivalue_line("markers", "browser: drives Debian's Chromium through Playwright")
+    config.addinivalue_line("markers", "engine: runs the real training engine")
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A schnell-shaped tiny FLUX pipeline (random weights) in diffusers layout."""
+    from studio.models import build_demo_model
+    return build_demo_model(tmp_path_factory.mktemp("models") / "tiny", size="tiny", dev=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_dev_model(tmp_path_factory) -> Path:
+    """A dev-shaped (guidance-distilled) tiny FLUX pipeline."""
+    from studio.models import build_demo_model
+    return build_demo_model(tmp_path_factory.mktemp("models") / "tiny-dev", size="tiny", dev=True)
+
+
+def make_images(folder: Path, count: int = 4, captions: bool = True, trigger: str = "sks") -> Path:
+    """Small real images with structure (gradients and shapes), made here, not read from disk."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        w, h = (96, 64) if i % 2 else (64, 80)
+        y, x = np.mgrid[0:h, 0:w]
+        base = np.stack([x * 255 / w, y * 255 / h, np.full_like(x, 40 * i)], -1).astype(np.uint8)
+        im = Image.fromarray(base)
+        draw = ImageDraw.Draw(im)
+        cx, cy = rng.integers(16, 48, 2)
+        draw.ellipse((cx - 12, cy - 12, cx + 12, cy + 12), fill=(250, 240, 20))
+        im.save(folder / f"photo_{i}.png")
+        if captions:
+            (folder / f"photo_{i}.txt").write_text(f"a photo of {trigger} with a yellow circle, number {i}")
+    return folder
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    return make_images(tmp_path / "dataset")
+
+
+@pytest.fixture
+def studio_data(tmp_path, monkeypatch) -> Path:
+    """A private data folder (caches, demo model) for one test."""
+    data = tmp_path / "studio_data"
+    data.mkdir()
+    monkeypatch.setenv("STUDIO_DATA", str(data))
+    return data
+
+
+def tiny_config(model_dir: Path, images: Path, out: Path, **sections) -> dict:
+    """A config dict that trains in seconds on the tiny model."""
+    from studio.config import deep_merge
+
+    cfg = {
+        "model": {"base": str(model_dir)},
+        "dataset": {"path": str(images), "trigger_word": "sks", "resolution": 64},
+        "schedule": {"max_steps": 6, "warmup_steps": 0},
+        "sample": {"every": 0, "at_start": False, "steps": 2, "width": 64, "height": 64,
+                   "prompts": ["a photo of [trigger]"]},
+        "save": {"output_dir": str(out), "run_name": "test-lora", "every": 0},
+        "memory": {"tier": "cpu"},
+        "lora": {"rank": 4, "alpha": 4},
+    }
+    return deep_merge(cfg, sections)
+
+
+@pytest.fixture
+def clean_dir(tmp_path):
+    def make(name: str) -> Path:
+        path = tmp_path / name
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        return path
+    return make

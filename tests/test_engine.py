@@ -1,0 +1,334 @@
+"""The engine on the tiny offline FLUX model: the math, learning, output files, resume, caches."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import make_images, tiny_config
+from studio.config import resolve
+from studio.engine import Trainer, train
+from studio.events import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+
+
+class Events:
+    def __init__(self):
+        self.items = []
+
+    def emit(self, type, **fields):
+        self.items.append({"type": type, **fields})
+
+    def of(self, type):
+        return [e for e in self.items if e["type"] == type]
+
+
+def run(cfg_dict, run_dir, resume=False, tier="cpu"):
+    events = Events()
+    code = train(resolve(cfg_dict, tier=tier), run_dir, events, resume=resume)
+    return code, events
+
+
+def lora_tensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+    return load_file(str(path))
+
+
+# --------------------------------------------------------------------------- the math
+
+
+def test_one_step_matches_formulas(tiny_model, tmp_path, studio_data):
+    """Loss and gradients of one step equal an independent computation from the formulas."""
+    from diffusers import FluxPipeline
+
+    folder = tmp_path / "square"
+    folder.mkdir()
+    pixels = (np.random.default_rng(1).random((64, 64, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(folder / "a.png")
+    (folder / "a.txt").write_text("a photo of sks")
+    cfg = resolve(tiny_config(tiny_model, folder, tmp_path / "out", lora={"rank": 4, "alpha": 8}), tier="cpu")
+    trainer = Trainer(cfg, tmp_path / "run", Events())
+    trainer.setup()
+    torch.manual_seed(0)
+    for p in trainer.lora_params:  # make B non-zero so every LoRA path matters
+        p.data.normal_(0, 0.05)
+    ids = trainer.plan[0]
+    state = trainer.generator.get_state()
+
+    loss = trainer.loss(ids)
+    loss.backward()
+    grads = [p.grad.clone() for p in trainer.lora_params]
+    trainer.optimizer.zero_grad(set_to_none=True)
+
+    # Independent: encode text with a fresh pipeline, then the formulas of FLUX_NOTES.
+    gen = torch.Generator().manual_seed(0)
+    gen.set_state(state)
+    pipe = FluxPipeline.from_pretrained(str(tiny_model))
+    with torch.no_grad():
+        embeds, pooled, _ = pipe.encode_prompt("a photo of sks", None, max_sequence_length=256)
+        x = torch.from_numpy(pixels.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+        mean, logvar = pipe.vae.encode(x).latent_dist.parameters.chunk(2, dim=1)
+    std = torch.exp(0.5 * torch.clamp(logvar, -30.0, 20.0))
+    latents = mean + std * torch.randn(mean.shape, generator=gen)
+    latents = (latents - pipe.vae.config.shift_factor) * pipe.vae.config.scaling_factor
+    noise = torch.randn(latents.shape, generator=gen)
+    sigma = torch.sigmoid(torch.randn((1,), generator=gen) * cfg.training.logit_std)
+    s = cfg.training.shift
+    t = s * sigma / (1 + (s - 1) * sigma)
+    noisy = (1 - t) * latents + t * noise
+
+    def pack(z):  # 2x2 patches → tokens of 4·C features
+        b, c, h, w = z.shape
+        return z.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // 2) * (w // 2), c * 4)
+
+    h, w = latents.shape[2:]
+    img_ids = torch.zeros(h // 2, w // 2, 3)
+    img_ids[..., 1] = torch.arange(h // 2)[:, None]
+    img_ids[..., 2] = torch.arange(w // 2)[None, :]
+    pred = trainer.transformer(hidden_states=pack(noisy), timestep=t, guidance=None, pooled_projections=pooled,
+                               encoder_hidden_states=embeds, txt_ids=torch.zeros(embeds.shape[1], 3),
+                               img_ids=img_ids.reshape(-1, 3), return_dict=False)[0]
+    expected = ((pred - pack(noise - latents)) ** 2).mean()
+    expected.backward()
+
+    assert abs(loss.item() - expected.item()) < 1e-5
+    for p, g in zip(trainer.lora_params, grads):
+        torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- learning and output
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model, tmp_path_factory):
+    """One real training run shared by the output tests (the slowest part of the suite)."""
+    import os
+    root = tmp_path_factory.mktemp("trained")
+    os.environ["STUDIO_DATA"] = str(root / "data")
+    dataset = make_images(root / "ds", count=4)
+    cfg = tiny_config(tiny_model, dataset, root / "out", optimizer={"lr": 3e-3},
+                      lora={"rank": 16, "alpha": 16, "targets": "all_linear"},
+                      schedule={"max_steps": 200, "scheduler": "constant", "warmup_steps": 0},
+                      training={"timestep_sampling": "sigmoid", "batch_size": 2},
+                      sample={"every": 100, "at_start": True}, save={"every": 100})
+    code, events = run(cfg, root / "out" / "run")
+    return root / "out" / "run", code, events
+
+
+def test_training_learns_and_writes_everything(trained):
+    run_dir, code, events = trained
+    assert code == EXIT_OK, events.of("error")
+    losses = [e["loss"] for e in events.of("step")]
+    assert len(losses) == 200
+    # A random tiny model has a high loss floor; memorising four images still cuts it clearly.
+    first, last = np.mean(losses[:40]), np.mean(losses[-40:])
+    assert last < 0.9 * first, (first, last)
+    for name in ("config.yaml", "test-lora.safetensors", "test-lora-comfyui.safetensors"):
+        assert (run_dir / name).is_file(), name
+    samples = events.of("sample")
+    assert sorted({e["step"] for e in samples}) == [0, 100, 200]
+    assert all((run_dir / e["path"]).is_file() for e in samples)
+    assert Image.open(run_dir / samples[0]["path"]).text["prompt"] == "a photo of sks"
+    step = events.of("step")[-1]
+    assert step["it_s"] > 0 and step["eta_s"] == 0
+    assert any(e["block_grad_norms"] for e in events.of("step"))
+    assert events.of("checkpoint")[0]["step"] == 100
+
+
+def test_lora_changes_output_and_strength_zero_is_base(trained, tiny_model):
+    """The diffusers file loads with FluxPipeline.load_lora_weights and changes the output;
+    at strength 0 the output equals the base model's exactly."""
+    from diffusers import FluxPipeline
+
+    run_dir = trained[0]
+    pipe = FluxPipeline.from_pretrained(str(tiny_model))
+    pipe.set_progress_bar_config(disable=True)
+
+    def generate():
+        return pipe("a photo of sks", num_inference_steps=2, height=64, width=64,
+                    generator=torch.Generator().manual_seed(7), output_type="np").images[0]
+
+    base = generate()
+    pipe.load_lora_weights(str(run_dir / "test-lora.safetensors"), adapter_name="mine")
+    with_lora = generate()
+    pipe.set_adapters(["mine"], adapter_weights=[0.0])
+    strength_zero = generate()
+    assert np.abs(with_lora - base).mean() > 1e-3
+    np.testing.assert_array_equal(strength_zero, base)
+
+
+def test_comfyui_file_has_same_delta_weights(trained):
+    from studio.lora_files import delta_weights, read_metadata
+
+    run_dir = trained[0]
+    diffusers_dw = delta_weights(run_dir / "test-lora.safetensors")
+    comfy_dw = delta_weights(run_dir / "test-lora-comfyui.safetensors")
+    assert set(diffusers_dw) == set(comfy_dw) and diffusers_dw
+    for name, dw in diffusers_dw.items():
+        torch.testing.assert_close(comfy_dw[name], dw, atol=1e-6, rtol=1e-5)
+    meta = read_metadata(run_dir / "test-lora-comfyui.safetensors")
+    assert meta["trigger_word"] == "sks" and meta["ss_network_dim"] == "16"
+
+
+# --------------------------------------------------------------------------- resume and caches
+
+
+def test_resume_is_bitwise_exact(tiny_model, tmp_path, studio_data, monkeypatch):
+    dataset = make_images(tmp_path / "ds", count=3)
+    cfg = tiny_config(tiny_model, dataset, tmp_path / "out", schedule={"max_steps": 10, "scheduler": "cosine",
+                      "warmup_steps": 2}, training={"ema": True}, dataset={"caption_dropout": 0.3},
+                      lora={"dropout": 0.1}, save={"every": 0})
+    code, _ = run(cfg, tmp_path / "straight")
+    assert code == EXIT_OK
+
+    # Interrupt as SIGTERM would, at step 4: the engine checkpoints and exits "interrupted".
+    original = Trainer._controls
+
+    def interrupt_at_4(self):
+        if self.step == 4:
+            self.signalled = 15
+        original(self)
+
+    monkeypatch.setattr(Trainer, "_controls", interrupt_at_4)
+    code, events = run(cfg, tmp_path / "resumed")
+    assert code == EXIT_INTERRUPTED and events.of("checkpoint")[-1]["step"] == 4
+    monkeypatch.setattr(Trainer, "_controls", original)
+    code, events = run(cfg, tmp_path / "resumed", resume=True)
+    assert code == EXIT_OK and events.of("start")[0]["start_step"] == 4
+
+    a = lora_tensors(tmp_path / "straight" / "test-lora.safetensors")
+    b = lora_tensors(tmp_path / "resumed" / "test-lora.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_caches_hit_and_invalidate(tiny_model, tmp_path, studio_data):
+    dataset = make_images(tmp_path / "ds", count=2)
+    cfg = tiny_config(tiny_model, dataset, tmp_path / "out", schedule={"max_steps": 1})
+
+    def stats(cfg_dict):
+        code, events = run(cfg_dict, tmp_path / "run")
+        assert code == EXIT_OK, events.of("error")
+        return events.of("start")[0]
+
+    first = stats(cfg)
+    assert first["latent_misses"] == 2 and first["latent_hits"] == 0
+    second = stats(cfg)
+    assert second["latent_hits"] == 2 and second["latent_misses"] == 0
+    assert second["text_misses"] == 0
+
+    (dataset / "photo_0.txt").write_text("a new caption for sks")   # caption changed
+    make_images(tmp_path / "other", count=1)
+    Image.open(tmp_path / "other" / "photo_0.png").rotate(90).save(dataset / "photo_1.png")  # image changed
+    third = stats(cfg)
+    assert third["latent_misses"] == 1 and third["latent_hits"] == 1
+    assert third["text_misses"] == 1
+
+    fourth = stats(tiny_config(tiny_model, dataset, tmp_path / "out", schedule={"max_steps": 1},
+                               dataset={"resolution": 96}))  # resolution changed
+    assert fourth["latent_misses"] == 2
+
+
+def test_model_change_invalidates_cache(tiny_model, tmp_path, studio_data):
+    import shutil
+    from studio.models import build_demo_model
+
+    dataset = make_images(tmp_path / "ds", count=1)
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    cfg = tiny_config(model, dataset, tmp_path / "out", schedule={"max_steps": 1})
+    run(cfg, tmp_path / "run")
+    build_demo_model(model, size="tiny", seed=5)  # same path, different weights
+    _, events = run(cfg, tmp_path / "run")
+    start = events.of("start")[0]
+    assert start["latent_misses"] == 1 and start["text_misses"] >= 1
+
+
+# --------------------------------------------------------------------------- failures
+
+
+@pytest.mark.parametrize("log_every", [1, 4])
+def test_nan_loss_stops_without_nan_checkpoint(tiny_model, tmp_path, studio_data, monkeypatch, log_every):
+    """fp32 on a CPU does not overflow, so NaN is injected into the loss from step 3 on; with
+    sparse logging the checkpoint guard must catch it before the loss check does."""
+    from studio.training_utils import list_checkpoints, read_checkpoint
+
+    monkeypatch.setenv("STUDIO_FAULT", "nan@3")
+    dataset = make_images(tmp_path / "ds", count=2)
+    cfg = tiny_config(tiny_model, dataset, tmp_path / "out", schedule={"max_steps": 40, "scheduler": "constant"},
+                      save={"every": 1, "keep_last": 50}, log={"every": log_every})
+    code, events = run(cfg, tmp_path / "run")
+    assert code == EXIT_FAILED
+    error = events.of("error")[0]
+    assert error["code"] == "NAN_LOSS" and "learning rate" in error["advice"]
+    assert len(events.of("step")) <= 3
+    saved = list_checkpoints(tmp_path / "run" / "checkpoints")
+    assert [p.name for p in saved] == ["step000001", "step000002", "step000003"][:len(saved)] and saved
+    for path in saved:
+        lora, _ = read_checkpoint(path)
+        assert all(torch.isfinite(t).all() for t in lora.values()), path
+
+
+def test_model_dependent_validation(tiny_model, tmp_path, studio_data):
+    dataset = make_images(tmp_path / "ds", count=1)
+    code, events = run(tiny_config(tiny_model, dataset, tmp_path / "o", lora={"rank": 500, "alpha": 1}), tmp_path / "r1")
+    assert code == EXIT_FAILED and events.of("error")[0]["code"] == "RANK_TOO_LARGE"
+    code, events = run(tiny_config(tiny_model, dataset, tmp_path / "o", training={"guidance": 3.5}), tmp_path / "r2")
+    assert code == EXIT_FAILED and events.of("error")[0]["code"] == "GUIDANCE_UNSUPPORTED"
+    code, events = run(tiny_config(tiny_model, dataset, tmp_path / "o", lora={"single_blocks": [7]}), tmp_path / "r3")
+    assert code == EXIT_FAILED and events.of("error")[0]["code"] == "BLOCK_OUT_OF_RANGE"
+    code, events = run(tiny_config(tiny_model, tmp_path / "missing", tmp_path / "o"), tmp_path / "r4")
+    assert code == EXIT_FAILED and events.of("error")[0]["code"] == "NO_IMAGES"
+
+
+def test_dev_model_trains_with_guidance_and_block_selection(tiny_dev_model, tmp_path, studio_data):
+    dataset = make_images(tmp_path / "ds", count=2)
+    cfg = tiny_config(tiny_dev_model, dataset, tmp_path / "out", training={"guidance": 1.0},
+                      lora={"targets": "all_linear", "double_blocks": [1], "single_blocks": [0]})
+    code, events = run(cfg, tmp_path / "run")
+    assert code == EXIT_OK, events.of("error")
+    keys = lora_tensors(tmp_path / "run" / "test-lora.safetensors").keys()
+    assert any(".transformer_blocks.1." in k for k in keys)
+    assert not any(".transformer_blocks.0." in k for k in keys)
+    assert any(".single_transformer_blocks.0.proj_mlp" in k for k in keys)
+    assert not any(".single_transformer_blocks.1." in k for k in keys)
+
+
+def test_cancel_flag_checkpoints_and_stops(tiny_model, tmp_path, studio_data):
+    dataset = make_images(tmp_path / "ds", count=2)
+    control = tmp_path / "run" / "control"
+    control.mkdir(parents=True)
+    (control / "cancel").touch()
+    code, events = run(tiny_config(tiny_model, dataset, tmp_path / "out"), tmp_path / "run")
+    assert code == 3 and events.of("done")[0]["status"] == "cancelled"
+    assert events.of("checkpoint")[0]["step"] == 1 and not (control / "cancel").exists()
+
+
+def test_cli_exit_codes(tiny_model, tmp_path, studio_data):
+    import subprocess
+    import sys
+    import yaml
+
+    dataset = make_images(tmp_path / "ds", count=1)
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(tiny_config(tiny_model, dataset, tmp_path / "out", schedule={"max_steps": 2})))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lora:\n  rnak: 4\n")
+    env = {**__import__("os").environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    cmd = [sys.executable, "-m", "studio", "train"]
+    out = subprocess.run(cmd + [str(bad)], capture_output=True, text=True, env=env)
+    assert out.returncode == EXIT_CONFIG and "Did you mean 'rank'" in out.stderr
+    out = subprocess.run(cmd + [str(good), "--set", "dataset.resolution=70"], capture_output=True, text=True, env=env)
+    assert out.returncode == EXIT_CONFIG and "multiple of 16" in out.stderr
+    out = subprocess.run(cmd + [str(good), "--tier", "cpu"], capture_output=True, text=True, env=env)
+    assert out.returncode == EXIT_OK, out.stderr[-2000:]
+    run_dir = tmp_path / "out" / "test-lora"
+    assert (run_dir / "test-lora-comfyui.safetensors").is_file()
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert events[0]["type"] == "start" and events[-1] == {**events[-1], "type": "done", "status": "succeeded"}
+    assert [e["step"] for e in events if e["type"] == "step"] == [1, 2]
