@@ -477,7 +477,8 @@ class Trainer:
         import hashlib
         cfg = self.cfg
         digest = hashlib.sha256("".join(sorted({s.digest for s in self.samples})).encode()).hexdigest()
-        return {"base_model": cfg.model.base, "base_family": self.info.family, "licence": self.info.licence,
+        return {"base_model": cfg.model.base, "base_family": self.info.family, "model_variant": self.info.family,
+                "licence": self.info.licence, "learning_rate": cfg.optimizer.lr, "seed": cfg.training.seed,
                 "trigger_word": cfg.dataset.trigger_word, "rank": cfg.lora.rank, "alpha": cfg.lora.alpha,
                 "steps": self.step, "resolution": cfg.dataset.resolution,
                 "dataset_size": len({s.image for s in self.samples}), "dataset_hash": digest,
