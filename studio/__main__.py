@@ -6,6 +6,7 @@
   presets
   dataset import|check ..., caption ...   (see studio/data/cli.py)
   worker --data-dir DIR                   (see studio/worker.py)
+  healthcheck [--url URL]
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, config_reference, list_presets, load_preset, parse_yaml, read_text, resolve
+from .data.cli import add_dataset_commands
 from .events import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
+from .worker import add_worker_command
 
 
 def cmd_train(args) -> int:
@@ -91,11 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("presets", help="list presets")
     p.set_defaults(func=cmd_presets)
 
-    for module, hook in (("studio.data.cli", "add_dataset_commands"), ("studio.worker", "add_worker_command")):
-        try:
-            getattr(__import__(module, fromlist=[hook]), hook)(sub)
-        except (ImportError, AttributeError):
-            pass  # optional parts of the CLI not present in this build
+    p = sub.add_parser("healthcheck", help="exit 0 when the studio at --url answers (Docker HEALTHCHECK)")
+    p.add_argument("--url", default="http://127.0.0.1:7860/")
+    p.add_argument("--timeout", type=float, default=5.0)
+    p.set_defaults(func=lambda args: __import__("studio.health", fromlist=["healthcheck"]).healthcheck(
+        args.url, args.timeout))
+
+    add_dataset_commands(sub)
+    add_worker_command(sub)
     return parser
 
 

@@ -21,7 +21,8 @@ from typing import Any, Literal, Optional
 
 import yaml
 
-PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PRESETS_DIR = REPO_ROOT / "presets"
 MEMORY_TIERS = ("24gb", "16gb", "12gb", "8gb", "cpu")
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
@@ -505,9 +506,10 @@ def validate(cfg: TrainConfig) -> list[str]:
     for key, value in (("lora.dropout", lo.dropout), ("dataset.caption_dropout", d.caption_dropout)):
         if not 0.0 <= value < 1.0:
             p.append(f"{key}: must be in [0, 1) (got {value}).")
-    for aug in d.augmentations:
-        if not 0.0 <= aug.prob <= 1.0:
-            p.append(f"dataset.augmentations: {aug.name}.prob must be in [0, 1] (got {aug.prob}).")
+    if d.augmentations:
+        from .data.augment import validate_augmentations  # imports torchvision: only when used
+        p += [f"dataset.augmentations: {msg}" for msg in
+              validate_augmentations([dataclasses.asdict(a) for a in d.augmentations])]
     lrs = {"optimizer.lr": o.lr, "optimizer.double_blocks_lr": o.double_blocks_lr,
            "optimizer.single_blocks_lr": o.single_blocks_lr, "optimizer.text_encoder_lr": o.text_encoder_lr}
     for key, value in lrs.items():

@@ -1,0 +1,121 @@
+"""TrainConfig: round trip, rejection of unknown keys and wrong types, presets, validation, docs."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from studio.config import (REPO_ROOT, ConfigError, TrainConfig, config_reference, list_presets, load_preset,
+                           parse_override, resolve, validate)
+
+
+def test_round_trip_is_exact():
+    user = {"dataset": {"path": "/data/x", "trigger_word": "ohwx", "extra_resolutions": [768],
+                        "augmentations": [{"name": "horizontal_flip", "prob": 0.5}]},
+            "optimizer": {"lr": "3e-4"}, "lora": {"single_blocks": [0, 5]}}
+    cfg = resolve(user, preset="style", tier="cpu")
+    text = cfg.to_yaml()
+    again = TrainConfig.from_yaml(text)
+    assert again == cfg and again.to_yaml() == text
+    assert cfg.optimizer.lr == 3e-4 and cfg.preset == "style" and cfg.lora.rank == 32
+
+
+def test_unknown_key_names_the_nearest():
+    with pytest.raises(ConfigError) as err:
+        TrainConfig.from_dict({"lora": {"rnak": 8}, "optimiser": {}})
+    text = str(err.value)
+    assert "lora.rnak: unknown setting. Did you mean 'rank'?" in text
+    assert "optimiser: unknown setting. Did you mean 'optimizer'?" in text
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"lora": {"rank": "sixteen"}}, "lora.rank: expected a whole number"),
+    ({"lora": {"rank": 16.5}}, "lora.rank: expected a whole number"),
+    ({"dataset": {"buckets": "yes"}}, "dataset.buckets: expected true or false"),
+    ({"schedule": {"scheduler": "cosin"}}, "Did you mean 'cosine'"),
+    ({"sample": {"prompts": "one prompt"}}, "sample.prompts: expected a list of text"),
+    ({"optimizer": {"lr": float("nan")}}, "optimizer.lr: expected a number"),
+    ({"dataset": [1, 2]}, "dataset: expected a mapping"),
+])
+def test_wrong_types_are_rejected(data, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        TrainConfig.from_dict(data)
+
+
+@pytest.mark.parametrize("preset", list_presets())
+@pytest.mark.parametrize("tier", list_presets("memory"))
+def test_every_preset_loads_and_validates(preset, tier):
+    p = load_preset(preset)
+    assert p.description and p.guidance["min_images"] > 0 and p.guidance["min_resolution"] >= 256
+    cfg = resolve({"dataset": {"path": "/data/x"}}, preset=preset, tier=tier)
+    assert validate(cfg) == []
+    assert cfg.memory.tier == tier
+
+
+def test_presets_cover_the_subjects_and_tiers():
+    assert {"portrait", "style", "product", "concept"} <= set(list_presets())
+    assert {"24gb", "16gb", "12gb", "8gb", "cpu"} == set(list_presets("memory"))
+
+
+def test_override_order_and_parsing():
+    cfg = resolve({"lora": {"rank": 8}}, preset="portrait", tier="cpu", overrides=["lora.rank=32", "sample.prompts=[a, b]"])
+    assert cfg.lora.rank == 32 and cfg.sample.prompts == ["a", "b"] and cfg.lora.targets == "all_linear"
+    with pytest.raises(ConfigError, match="expected key=value"):
+        parse_override("lora.rank")
+    with pytest.raises(ConfigError, match="preset 'portriat' not found. Did you mean 'portrait'"):
+        resolve({}, preset="portriat", tier="cpu")
+
+
+@pytest.mark.parametrize("changes,needle", [
+    ({"dataset": {"resolution": 500}}, "multiple of 16"),
+    ({"memory": {"tier": "cpu", "mixed_precision": "fp16"}}, "fp16 needs a GPU"),
+    ({"memory": {"tier": "cpu", "base_precision": "nf4"}}, "needs a CUDA GPU"),
+    ({"optimizer": {"name": "adamw8bit"}, "memory": {"tier": "cpu"}}, "adamw8bit needs a CUDA GPU"),
+    ({"schedule": {"max_steps": -5}}, "schedule.max_steps: must be at least 1"),
+    ({"optimizer": {"lr": 50.0}}, "not a usable learning rate"),
+    ({"save": {"run_name": "../../etc"}}, "must be a plain name"),
+    ({"dataset": {"augmentations": [{"name": "flipp"}]}}, "flipp"),
+    ({"dataset": {"caption_dropout": 1.5}}, "must be in [0, 1)"),
+])
+def test_impossible_combinations_say_what_to_change(changes, needle):
+    cfg = resolve(changes, tier="cpu")
+    problems = validate(cfg)
+    assert any(needle in p for p in problems), problems
+
+
+def test_config_reference_is_generated_and_current():
+    text = config_reference()
+    for key in ("model.base", "lora.rank", "schedule.scheduler", "training.timestep_sampling", "memory.tier"):
+        assert f"`{key}`" in text
+    committed = (REPO_ROOT / "docs" / "config.md").read_text(encoding="utf-8")
+    assert committed == text, "docs/config.md is stale: run python -m studio config-reference -o docs/config.md"
+
+
+yaml_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["model", "dataset", "lora", "optimizer", "schedule", "training", "memory",
+                                        "sample", "save", "log", "preset", "junk"]),
+                       yaml_values | st.dictionaries(st.text(max_size=15), yaml_values, max_size=5), max_size=6))
+def test_fuzzed_configs_give_messages_not_crashes(data):
+    try:
+        cfg = TrainConfig.from_dict(data)
+    except ConfigError as err:
+        assert err.problems and all(isinstance(p, str) and p for p in err.problems)
+        return
+    assert isinstance(validate(cfg), list)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_fuzzed_yaml_text(text):
+    try:
+        TrainConfig.from_yaml(text)
+    except ConfigError as err:
+        assert str(err)
