@@ -1,0 +1,134 @@
+"""UI strings in English and Simplified Chinese: one catalogue per language, keys shared.
+
+Static text (labels, tab names, buttons) goes to the browser through Gradio's `gr.I18n`, which
+picks the language from the browser (or Gradio's settings page). Text a handler builds at run
+time (status messages, the quality report, validation problems) is looked up here with
+`t(key, lang)`, the language coming from the UI's language switch.
+
+Some English strings already live in one place elsewhere, so they are generated instead of
+copied (one source of truth): config help texts (`cfg.<key>` from studio/config.py), preset
+titles and descriptions (`preset.<name>.*`, `tier.<name>.*` from presets/), and the
+diagnostics catalogue (`diag.<CODE>.*` from studio/diagnostics.py). zh-CN.yaml translates them.
+
+No gradio or torch import at module load: handlers and tests use this without a UI.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+LANGS = ("en", "zh-CN")
+DEFAULT_LANG = "en"
+LANG_NAMES = {"en": "English", "zh-CN": "简体中文"}
+_HERE = Path(__file__).resolve().parent
+
+
+def _generated_english() -> dict[str, str]:
+    from studio import diagnostics
+    from studio.config import help_rows, list_presets, load_preset
+
+    out = {f"cfg.{key}": text for key, _, _, text in help_rows()}
+    for kind, prefix in (("subject", "preset"), ("memory", "tier")):
+        for name in list_presets(kind):
+            preset = load_preset(name, kind)
+            out[f"{prefix}.{name}.title"] = preset.title
+            out[f"{prefix}.{name}.description"] = " ".join(preset.description.split())
+    for code, diagnosis in diagnostics.CATALOGUE.items():
+        out[f"diag.{code}.title"] = diagnosis.title
+        out[f"diag.{code}.advice"] = diagnosis.advice
+    return out
+
+
+@lru_cache(maxsize=None)
+def catalogue(lang: str) -> dict[str, str]:
+    """All strings of one language (a copy is cheap to make; callers must not mutate it)."""
+    if lang not in LANGS:
+        raise KeyError(f"unknown language {lang!r}; known: {', '.join(LANGS)}")
+    data = yaml.safe_load((_HERE / f"{lang}.yaml").read_text(encoding="utf-8")) or {}
+    if lang == "en":
+        data = {**_generated_english(), **data}
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def normalise_lang(value: str | None) -> str:
+    """'zh', 'zh-CN', 'zh_Hans', 'zh-TW' → 'zh-CN'; anything else → 'en'."""
+    if value and value.replace("_", "-").lower().startswith("zh"):
+        return "zh-CN"
+    return DEFAULT_LANG
+
+
+def lang_from_accept_language(header: str | None) -> str:
+    """The first language of an Accept-Language header that we speak."""
+    for part in (header or "").split(","):
+        tag = part.split(";")[0].strip().lower()
+        if tag.startswith("zh"):
+            return "zh-CN"
+        if tag.startswith("en"):
+            return "en"
+    return DEFAULT_LANG
+
+
+def t(msg_key: str, lang: str | None = DEFAULT_LANG, /, **values) -> str:
+    """The string for `msg_key` in `lang` (English if that language lacks it), formatted.
+    Positional-only, so a template may itself have a `{key}` field."""
+    lang = lang if lang in LANGS else normalise_lang(lang)
+    text = catalogue(lang).get(msg_key) or catalogue(DEFAULT_LANG).get(msg_key)
+    if text is None:
+        raise KeyError(f"no UI string {msg_key!r}")
+    return text.format(**values) if values else text
+
+
+def has(key: str) -> bool:
+    return key in catalogue(DEFAULT_LANG)
+
+
+def config_help(key: str, lang: str = DEFAULT_LANG) -> str:
+    return t(f"cfg.{key}", lang)
+
+
+def gradio_i18n():
+    """A `gr.I18n` with every catalogue (gradio imported here, not at module load)."""
+    import gradio as gr
+
+    return gr.I18n(**{lang: catalogue(lang) for lang in LANGS})
+
+
+# ---------------------------------------------------------------- validation problems
+
+# validate() and ConfigError speak English ("key: what to change"). The common ones are
+# matched here and rewritten from the catalogue; anything else keeps its English detail but
+# still gets a translated frame, so a Chinese reader sees which setting is wrong.
+_PROBLEMS = [
+    (re.compile(r"(?P<value>-?\d+) must be a multiple of 16 and at least 64 \(try (?P<suggest>\d+)\)"),
+     "problem.multiple_of_16"),
+    (re.compile(r"must be at least 1 \(got (?P<value>[^)]*)\)"), "problem.at_least_1"),
+    (re.compile(r"must be 0 or more \(got (?P<value>[^)]*)\)"), "problem.zero_or_more"),
+    (re.compile(r"(?P<value>\S+) is not a usable learning rate"), "problem.bad_lr"),
+    (re.compile(r"\((?P<warmup>\d+)\) must be below schedule\.max_steps \((?P<steps>\d+)\)"),
+     "problem.warmup"),
+    (re.compile(r"needs a (CUDA )?GPU"), "problem.needs_gpu"),
+    (re.compile(r"(?P<value>-?\d+) must be a multiple of 16 between 64 and 4096"), "problem.sample_size"),
+    (re.compile(r"expected (?P<type>.+?), got (?P<value>.+)$"), "problem.expected"),
+    (re.compile(r"unknown setting\."), "problem.unknown_setting"),
+    (re.compile(r"must be a plain name"), "problem.run_name"),
+]
+_KEY = re.compile(r"^(?P<key>[a-z_]+(?:\.[a-z_]+)*(?:\[\d+\])?)\s*:?\s+(?P<rest>.*)$", re.S)
+
+
+def translate_problem(message: str, lang: str = DEFAULT_LANG) -> str:
+    """One validation message in the user's language: '**setting** — what to change'."""
+    match = _KEY.match(message.strip())
+    if not match:
+        return message
+    key, rest = match["key"], match["rest"].strip()
+    if lang == DEFAULT_LANG:
+        return t("problem.prefix", lang, key=f"`{key}`", detail=rest)
+    for pattern, text_key in _PROBLEMS:
+        found = pattern.search(rest)
+        if found:
+            return t("problem.prefix", lang, key=f"`{key}`", detail=t(text_key, lang, **found.groupdict()))
+    return t("problem.prefix", lang, key=f"`{key}`", detail=rest)

@@ -1,0 +1,93 @@
+"""The Blocks: a header (dataset picker, message language) over five tabs.
+
+Importing this module imports gradio but never torch (tests/test_ui_handlers.py checks it):
+start-up stays fast and the UI process stays small.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from studio.i18n import LANG_NAMES, LANGS, lang_from_accept_language
+from studio.ui import captions, dataset, monitor, results, train
+from studio.ui import handlers as h
+from studio.ui.common import Context, L
+
+CSS = ".studio-progress{margin:4px 0 8px 0}"
+
+
+def build_ui(data_dir: str | Path, max_upload_mb: int | None = None) -> gr.Blocks:
+    ctx = Context(data_dir=Path(data_dir).resolve(), max_upload_mb=max_upload_mb)
+    # delete_cache: uploads and served copies leave gradio's cache after an hour.
+    with gr.Blocks(title="Flux LoRA Studio", delete_cache=(3600, 3600)) as demo:
+        gr.Markdown(L("app.title"), elem_id="app-title")
+        gr.Markdown(L("app.intro"))
+        with gr.Row():
+            names = h.list_datasets(ctx.data_dir)
+            ctx.dataset = gr.Dropdown(label=L("common.dataset"), choices=names, value=names[0] if names else None,
+                                      elem_id="dataset-pick", scale=3)
+            # The language of messages built by handlers; labels follow the browser via gr.I18n.
+            ctx.lang = gr.Radio(label=L("app.language"), choices=[(LANG_NAMES[c], c) for c in LANGS], value="en",
+                                elem_id="lang", scale=1)
+        with gr.Tabs():
+            with gr.Tab(L("tab.dataset"), id="dataset"):
+                dataset.build(ctx)
+            with gr.Tab(L("tab.captions"), id="captions"):
+                captions.build(ctx)
+            with gr.Tab(L("tab.train"), id="train") as train_tab:
+                train.build(ctx)
+            with gr.Tab(L("tab.monitor"), id="monitor") as monitor_tab:
+                monitor.build(ctx)
+            with gr.Tab(L("tab.results"), id="results") as results_tab:
+                results.build(ctx)
+
+        # One trigger word for captioning and training unless the user changes the latter.
+        ctx.extra["trigger"].change(lambda v: v, [ctx.extra["trigger"]], [ctx.extra["train_trigger"]],
+                                    api_visibility="private")
+        fn, inputs, outputs = ctx.extra["monitor_poll"]
+        monitor_tab.select(fn, inputs, outputs, api_visibility="private")
+        fn, inputs, outputs = ctx.extra["results_view"]
+        results_tab.select(fn, inputs, outputs, api_visibility="private")
+
+        def on_load(request: gr.Request):
+            header = request.headers.get("accept-language", "") if request else ""
+            return lang_from_accept_language(header)
+
+        demo.load(on_load, None, [ctx.lang], api_visibility="private").then(
+            *ctx.extra["dataset_view"][:1], ctx.extra["dataset_view"][1], ctx.extra["dataset_view"][2],
+            api_visibility="private")
+    return demo
+
+
+def launch_kwargs(data_dir: str | Path) -> dict:
+    """File-serving policy: only dataset images and run outputs may be served, never the job
+    store, caches, models, checkpoints, worker files or a .env (HARDENING_NOTES §1)."""
+    from studio.i18n import gradio_i18n
+
+    root = Path(data_dir).resolve()
+    return {"allowed_paths": [str(root / "datasets"), str(root / "runs")],
+            "blocked_paths": blocked_paths(root), "i18n": gradio_i18n(), "css": CSS,
+            "footer_links": ["settings"]}
+
+
+def blocked_paths(root: Path) -> list[str]:
+    """gradio matches these as prefixes; run folders appear later, see `refresh_blocked`."""
+    fixed = [root / name for name in ("studio.db", "studio.db-wal", "studio.db-shm", "cache", "models",
+                                      "worker.lock", "worker.log", ".env")]
+    fixed += [Path.cwd() / ".env"]
+    runs = root / "runs"
+    if runs.is_dir():
+        for run in runs.iterdir():
+            fixed += [run / "checkpoints", run / "control"]
+    return [str(p) for p in fixed]
+
+
+def refresh_blocked(demo: gr.Blocks, data_dir: str | Path) -> None:
+    """Add checkpoint/control folders of runs created since launch to the blocklist, which
+    gradio reads on every file request."""
+    current = set(demo.blocked_paths)
+    for path in blocked_paths(Path(data_dir).resolve()):
+        if path not in current:
+            demo.blocked_paths.append(path)

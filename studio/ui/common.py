@@ -1,0 +1,61 @@
+"""What the tab modules share: the app context, label lookup and the error-catching wrapper."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from studio.i18n import t
+from studio.ui.handlers import UserError
+
+log = logging.getLogger("studio.ui")
+
+
+def L(key: str):
+    """A catalogue key as gradio's I18n marker: the browser shows it in its own language."""
+    from gradio.i18n import I18nData
+
+    return I18nData(key)
+
+
+@dataclass
+class Context:
+    data_dir: Path
+    max_upload_mb: int | None = None
+    # Components several tabs read; filled in by build.py.
+    lang: Any = None
+    dataset: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def status_error(exc: BaseException, lang: str) -> str:
+    """A readable message for any error (never a traceback; the log gets the details)."""
+    if isinstance(exc, UserError):
+        return str(exc)
+    log.exception("UI handler failed")
+    return t("common.error", lang, error=f"{exc.__class__.__name__}: {exc}")
+
+
+def guarded(n_outputs: int, status_index: int = -1) -> Callable:
+    """Wrap an event function whose last argument is the language: on error it returns
+    gr.skip() for every output except the status Markdown, which gets the message."""
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):
+            import gradio as gr
+
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - every handler error becomes a message
+                lang = args[-1] if args and isinstance(args[-1], str) else "en"
+                message = status_error(exc, lang)
+                if n_outputs == 1:
+                    return message
+                out = [gr.skip()] * n_outputs
+                out[status_index] = message
+                return tuple(out)
+        return inner
+    return wrap

@@ -1,0 +1,71 @@
+"""Dataset tab: create/pick a dataset, upload photos or zips, see and prune the images, and
+read the quality report with what to do about each warning."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from studio.config import list_presets
+from studio.ui import handlers as h
+from studio.ui.common import Context, L, guarded
+
+
+def build(ctx: Context) -> None:
+    d = ctx.data_dir
+    with gr.Row():
+        new_name = gr.Textbox(label=L("dataset.new_name"), scale=3, elem_id="dataset-new-name")
+        create = gr.Button(L("dataset.create"), scale=1, elem_id="dataset-create")
+    upload = gr.File(label=L("dataset.upload"), file_count="multiple", file_types=["image", ".zip", ".txt"],
+                     elem_id="dataset-upload")
+    add = gr.Button(L("dataset.import"), variant="primary", elem_id="dataset-import")
+    status = gr.Markdown(elem_id="dataset-status")
+    gallery = gr.Gallery(label=L("dataset.gallery"), columns=6, height=360, allow_preview=True,
+                         elem_id="dataset-gallery")
+    with gr.Row():
+        to_remove = gr.Dropdown(label=L("dataset.remove_pick"), multiselect=True, choices=[], scale=3)
+        remove = gr.Button(L("dataset.remove"), variant="stop", scale=1)
+    gr.Markdown(L("dataset.report_heading"))
+    with gr.Row():
+        preset = gr.Dropdown(label=L("dataset.report_preset"), choices=list_presets(), value="portrait")
+        resolution = gr.Number(label=L("train.resolution"), value=512, precision=0)
+        check = gr.Button(L("dataset.report_run"))
+    report_md = gr.Markdown(elem_id="dataset-report")
+
+    def refresh_choices(selected=None):
+        names = h.list_datasets(d)
+        return gr.update(choices=names, value=selected if selected in names else (names[0] if names else None))
+
+    @guarded(2, status_index=1)
+    def on_create(name, lang):
+        created, message = h.create_dataset(d, name, lang)
+        return refresh_choices(created), message
+
+    create.click(on_create, [new_name, ctx.lang], [ctx.dataset, status], api_visibility="private")
+
+    @guarded(2, status_index=0)
+    def on_upload(dataset, files, lang):
+        return h.upload_files(d, dataset, files, ctx.max_upload_mb, lang), None
+
+    @guarded(4, status_index=3)
+    def on_view(dataset, preset_name, res, lang):
+        if not dataset:
+            return [], gr.update(choices=[], value=[]), "", ""
+        report = h.run_report(d, dataset, preset_name, int(res or 512), None)
+        items = h.gallery_items(d, dataset, report, lang)
+        stems = [caption.split(" · ")[0] for _, caption in items]
+        return items, gr.update(choices=stems, value=[]), h.report_markdown(report, lang), gr.skip()
+
+    view_in = [ctx.dataset, preset, resolution, ctx.lang]
+    view_out = [gallery, to_remove, report_md, status]
+    add.click(on_upload, [ctx.dataset, upload, ctx.lang], [status, upload], api_visibility="private").then(
+        on_view, view_in, view_out, api_visibility="private")
+
+    @guarded(1)
+    def on_remove(dataset, stems, lang):
+        return h.remove_images(d, dataset, stems, lang)
+
+    remove.click(on_remove, [ctx.dataset, to_remove, ctx.lang], [status], api_visibility="private").then(
+        on_view, view_in, view_out, api_visibility="private")
+    check.click(on_view, view_in, view_out, api_visibility="private")
+    ctx.dataset.change(on_view, view_in, view_out, api_visibility="private")
+    ctx.extra["dataset_view"] = (on_view, view_in, view_out)

@@ -1,0 +1,92 @@
+"""Monitor tab: the job list with status badges and, for the chosen job, progress, loss and
+learning-rate charts, a per-block gradient-norm heat map, samples, the log tail and the
+control buttons. A gr.Timer re-reads the job store; closing the page does not touch the job."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from studio.i18n import t
+from studio.ui import runs
+from studio.ui.common import Context, L, guarded
+
+POLL_SECONDS = 2.0
+
+
+def build(ctx: Context) -> None:
+    d = ctx.data_dir
+    worker_note = gr.Markdown(elem_id="monitor-worker")
+    jobs = gr.Dataframe(label=L("monitor.jobs"), headers=["#", "name", "status", "progress", "loss"],
+                        interactive=False, elem_id="monitor-jobs")
+    with gr.Row():
+        pick = gr.Dropdown(label=L("monitor.pick"), choices=[], elem_id="monitor-pick", scale=3)
+        auto = gr.Checkbox(label=L("monitor.auto"), value=True, scale=1)
+        refresh = gr.Button(L("common.refresh"), scale=1)
+    progress = gr.HTML(elem_id="monitor-progress")
+    status = gr.Markdown(elem_id="monitor-status")
+    with gr.Row():
+        cancel = gr.Button(L("monitor.cancel"), variant="stop", elem_id="monitor-cancel")
+        sample_now = gr.Button(L("monitor.sample_now"), elem_id="monitor-sample")
+        save_now = gr.Button(L("monitor.save_now"), elem_id="monitor-save")
+        resume = gr.Button(L("monitor.resume"), elem_id="monitor-resume")
+    with gr.Row():
+        loss_plot = gr.LinePlot(x="step", y="loss", color="series", label=L("monitor.loss"), height=260,
+                                elem_id="monitor-loss")
+        lr_plot = gr.LinePlot(x="step", y="lr", label=L("monitor.lr"), height=260, elem_id="monitor-lr")
+    heat = gr.Image(label=L("monitor.heatmap"), type="numpy", interactive=False, height=260,
+                    elem_id="monitor-heatmap")
+    heat_rows = gr.Markdown()
+    samples = gr.Gallery(label=L("monitor.samples"), columns=4, height=300, elem_id="monitor-samples")
+    log = gr.Textbox(label=L("monitor.log"), lines=10, max_lines=14, interactive=False, elem_id="monitor-log")
+    with gr.Accordion(L("monitor.compare"), open=False):
+        compare = gr.Dropdown(label=L("monitor.compare"), choices=[], multiselect=True)
+        compare_plot = gr.LinePlot(x="step", y="loss", color="job", label=L("monitor.compare_plot"), height=260)
+    timer = gr.Timer(POLL_SECONDS, active=True)
+    # What the last poll drew, so an unchanged job sends no chart data (cheap polls).
+    seen = gr.State(None)
+
+    def poll(job_id, previous, lang):
+        rows = runs.job_rows(d, lang)
+        choices = runs.job_choices(d)
+        ids = [c[1] for c in choices]
+        if job_id not in ids:
+            job_id = ids[0] if ids else None
+        note = "" if runs.worker_running(d) else t("monitor.worker_missing", lang, data_dir=d)
+        view = runs.job_view(d, job_id, lang)
+        job = view["job"]
+        signature = (job_id, lang, job and (job["status"], job["step"], job["files"]),
+                     len(view["samples"]))
+        common = [note, rows, gr.update(choices=choices, value=job_id), gr.update(choices=choices),
+                  view["progress"], view["status"]]
+        if signature == previous:
+            return [*common, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), view["log"], previous]
+        blocks = t("monitor.heatmap_rows", lang, blocks=", ".join(view["blocks"])) if view["blocks"] else ""
+        loss = pd.DataFrame(view["loss"]) if view["loss"] else None
+        lr = pd.DataFrame(view["lr"]) if view["lr"] else None
+        return [*common, loss, lr, view["heatmap"], blocks, view["samples"], view["log"], signature]
+
+    outputs = [worker_note, jobs, pick, compare, progress, status, loss_plot, lr_plot, heat, heat_rows, samples,
+               log, seen]
+    safe_poll = guarded(len(outputs), status_index=5)(poll)
+    timer.tick(safe_poll, [pick, seen, ctx.lang], outputs, api_visibility="private", show_progress="hidden",
+               queue=False)
+    refresh.click(lambda j, lang: safe_poll(j, None, lang), [pick, ctx.lang], outputs, api_visibility="private")
+    pick.input(lambda j, lang: safe_poll(j, None, lang), [pick, ctx.lang], outputs, api_visibility="private")
+    auto.change(lambda on: gr.Timer(active=on), [auto], [timer], api_visibility="private")
+
+    def action(name):
+        @guarded(1)
+        def on_action(job_id, lang):
+            return runs.control(d, job_id, name, lang)
+        return on_action
+
+    for button, name in ((cancel, "cancel"), (sample_now, "sample"), (save_now, "save"), (resume, "resume")):
+        button.click(action(name), [pick, ctx.lang], [status], api_visibility="private")
+
+    @guarded(1)
+    def on_compare(job_ids, lang):
+        return pd.DataFrame(runs.compare_curves(d, job_ids))
+
+    compare.change(on_compare, [compare, ctx.lang], [compare_plot], api_visibility="private")
+    ctx.extra["monitor_poll"] = (lambda j, lang: safe_poll(j, None, lang), [pick, ctx.lang], outputs)

@@ -1,0 +1,82 @@
+"""Results tab: for a finished job, the two LoRA files and the config to download, a model
+card, a try-it panel (with vs. without the LoRA, same seed, in a child process) and
+publishing to the Hugging Face Hub (token typed once or from HF_TOKEN; never stored)."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from studio.i18n import t
+from studio.ui import runs
+from studio.ui.common import Context, L, guarded
+
+FINISHED = ("succeeded", "cancelled", "interrupted", "failed")
+
+
+def build(ctx: Context) -> None:
+    d = ctx.data_dir
+    with gr.Row():
+        pick = gr.Dropdown(label=L("results.pick"), choices=[], elem_id="results-pick", scale=3)
+        refresh = gr.Button(L("common.refresh"), scale=1, elem_id="results-refresh")
+    files = gr.File(label=L("results.files"), file_count="multiple", interactive=False, elem_id="results-files")
+    card = gr.Markdown(elem_id="results-card")
+    gallery = gr.Gallery(label=L("card.samples"), columns=4, height=240)
+    status = gr.Markdown(elem_id="results-status")
+    with gr.Accordion(L("results.try_heading"), open=False):
+        with gr.Row():
+            prompt = gr.Textbox(label=L("results.try_prompt"), value="a photo of ohwx", scale=3)
+            strength = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label=L("results.try_strength"))
+            seed = gr.Number(label=L("results.try_seed"), value=1234, precision=0)
+        try_run = gr.Button(L("results.try_run"))
+        with gr.Row():
+            with_lora = gr.Image(label=L("results.try_with"), interactive=False)
+            without_lora = gr.Image(label=L("results.try_without"), interactive=False)
+        try_folder = gr.State(None)
+        try_timer = gr.Timer(2.0, active=False)
+    with gr.Accordion(L("results.publish_heading"), open=False):
+        repo = gr.Textbox(label=L("results.repo"))
+        # type="password": the browser masks it; the handler uses it once and keeps nothing.
+        token = gr.Textbox(label=L("results.token"), type="password")
+        private = gr.Checkbox(label=L("results.private"), value=True)
+        publish = gr.Button(L("results.publish"))
+
+    @guarded(5, status_index=4)
+    def on_view(job_id, lang):
+        choices = runs.job_choices(d, FINISHED)
+        ids = [c[1] for c in choices]
+        if job_id not in ids:
+            job_id = ids[0] if ids else None
+        view = runs.result_view(d, job_id, lang)
+        return gr.update(choices=choices, value=job_id), view["files"] or None, view["card"], view["samples"], ""
+
+    outputs = [pick, files, card, gallery, status]
+    refresh.click(on_view, [pick, ctx.lang], outputs, api_visibility="private")
+    pick.input(on_view, [pick, ctx.lang], outputs, api_visibility="private")
+    ctx.extra["results_view"] = (on_view, [pick, ctx.lang], outputs)
+
+    @guarded(3, status_index=0)
+    def on_try(job_id, text, weight, seed_v, lang):
+        folder = runs.start_try_it(d, job_id, text, weight, int(seed_v or 0), lang)
+        return t("results.try_running", lang), str(folder), gr.Timer(active=True)
+
+    try_run.click(on_try, [pick, prompt, strength, seed, ctx.lang], [status, try_folder, try_timer],
+                  api_visibility="private")
+
+    def on_try_tick(folder, lang):
+        result = runs.try_it_result(folder)
+        if result["state"] == "running":
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        if result["state"] == "done":
+            return result["with"], result["without"], "", gr.Timer(active=False)
+        message = t("results.try_failed", lang, error=result.get("error", "?")) if result["state"] == "failed" else ""
+        return gr.skip(), gr.skip(), message, gr.Timer(active=False)
+
+    try_timer.tick(on_try_tick, [try_folder, ctx.lang], [with_lora, without_lora, status, try_timer],
+                   api_visibility="private")
+
+    @guarded(2, status_index=0)
+    def on_publish(job_id, repo_id, token_v, private_v, lang):
+        return runs.publish(d, job_id, repo_id, token_v, private_v, lang), ""
+
+    # The token box is cleared after every attempt so it does not linger in the page.
+    publish.click(on_publish, [pick, repo, token, private, ctx.lang], [status, token], api_visibility="private")

@@ -1,0 +1,345 @@
+"""Plain functions behind the Monitor and Results tabs: they read the job store and run folders.
+
+Everything here is a read of state the worker writes (job rows, engine events, run files), so
+two browser tabs, or a page reopened later, show the same truth. No gradio or torch import.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from studio.i18n import t
+from studio.ui.handlers import UserError
+
+LOG_TAIL_LINES = 40
+SMOOTHING = 0.9  # EMA weight of the smoothed loss curve
+
+
+def store(data_dir: Path):
+    from studio.jobs import JobStore
+
+    return JobStore(data_dir)
+
+
+def badge(status: str, lang: str = "en") -> str:
+    return t(f"job.{status}", lang)
+
+
+def job_rows(data_dir: Path, lang: str = "en") -> list[list[Any]]:
+    rows = []
+    for job in store(data_dir).list_jobs():
+        progress = f"{job['step'] or 0}/{job['max_steps'] or '?'}"
+        loss = f"{job['loss']:.4f}" if isinstance(job.get("loss"), (int, float)) else ""
+        rows.append([job["id"], job["name"], badge(job["status"], lang), progress, loss])
+    return rows
+
+
+def job_choices(data_dir: Path, statuses: tuple[str, ...] | None = None) -> list[tuple[str, int]]:
+    return [(f"#{j['id']} {j['name']} ({j['status']})", j["id"])
+            for j in store(data_dir).list_jobs(statuses)]
+
+
+def _fmt_eta(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)) or seconds < 0:
+        return "–"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
+        else f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def progress_html(job: dict, lang: str = "en") -> str:
+    """A progress bar with step, it/s and ETA (built server-side so it needs no custom JS)."""
+    step, max_steps = job.get("step") or 0, job.get("max_steps")
+    if job["status"] == "queued":
+        text = t("monitor.waiting", lang)
+        fraction = 0.0
+    else:
+        fraction = min(1.0, step / max_steps) if max_steps else 0.0
+        if job["status"] == "succeeded":
+            fraction = 1.0
+        it_s = f"{job['it_s']:.2f}" if isinstance(job.get("it_s"), (int, float)) else "–"
+        text = t("monitor.progress", lang, step=step, max_steps=max_steps or "?", it_s=it_s,
+                 eta=_fmt_eta(job.get("eta_s")))
+    return (f'<div class="studio-progress" data-status="{html.escape(job["status"])}">'
+            f'<div style="font-weight:600">{html.escape(badge(job["status"], lang))} — {html.escape(text)}</div>'
+            f'<div style="background:#ddd;border-radius:6px;height:14px;overflow:hidden">'
+            f'<div style="background:#4c8bf5;height:14px;width:{fraction * 100:.1f}%"></div></div></div>')
+
+
+def smooth(values: list[float], weight: float = SMOOTHING) -> list[float]:
+    out, last = [], None
+    for v in values:
+        last = v if last is None else weight * last + (1 - weight) * v
+        out.append(last)
+    return out
+
+
+def curves(events: list[dict], lang: str = "en") -> tuple[dict[str, list], dict[str, list]]:
+    """(loss table with raw + smoothed series, learning-rate table) as column dicts."""
+    steps = [e for e in events if e.get("type") == "step" and isinstance(e.get("loss"), (int, float))]
+    xs = [int(e["step"]) for e in steps]
+    losses = [float(e["loss"]) for e in steps]
+    raw, smoothed = t("monitor.series_raw", lang), t("monitor.series_smooth", lang)
+    loss = {"step": xs + xs, "loss": losses + smooth(losses), "series": [raw] * len(xs) + [smoothed] * len(xs)}
+    lr_steps = [e for e in steps if isinstance(e.get("lr"), (int, float))]
+    lr = {"step": [int(e["step"]) for e in lr_steps], "lr": [float(e["lr"]) for e in lr_steps]}
+    return loss, lr
+
+
+def compare_curves(data_dir: Path, job_ids: list[int] | None) -> dict[str, list]:
+    """Smoothed loss of several jobs, one colour each."""
+    s = store(data_dir)
+    out: dict[str, list] = {"step": [], "loss": [], "job": []}
+    for job_id in job_ids or []:
+        try:
+            name = f"#{job_id} {s.get_job(int(job_id))['name']}"
+        except KeyError:
+            continue
+        steps = [e for e in s.events(int(job_id), types=["step"]) if isinstance(e.get("loss"), (int, float))]
+        out["step"] += [int(e["step"]) for e in steps]
+        out["loss"] += smooth([float(e["loss"]) for e in steps])
+        out["job"] += [name] * len(steps)
+    return out
+
+
+_COLOURS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], float)
+
+
+def heatmap(events: list[dict], min_width: int = 480) -> tuple[np.ndarray | None, list[str]]:
+    """Per-block gradient norms over steps as an RGB image (rows = blocks, columns = steps)."""
+    rows = [e for e in events if e.get("type") == "step" and isinstance(e.get("block_grad_norms"), dict)
+            and e["block_grad_norms"]]
+    if not rows:
+        return None, []
+    blocks = sorted({b for e in rows for b in e["block_grad_norms"]}, key=_block_order)
+    grid = np.full((len(blocks), len(rows)), np.nan)
+    for j, e in enumerate(rows):
+        for i, b in enumerate(blocks):
+            v = e["block_grad_norms"].get(b)
+            if isinstance(v, (int, float)) and v > 0 and np.isfinite(v):
+                grid[i, j] = np.log10(v)
+    lo, hi = np.nanmin(grid) if np.isfinite(grid).any() else 0.0, np.nanmax(grid) if np.isfinite(grid).any() else 1.0
+    norm = np.nan_to_num((grid - lo) / (hi - lo if hi > lo else 1.0), nan=0.0)
+    # Piecewise-linear viridis-like map: enough to tell hot blocks from cold ones.
+    pos = norm * (len(_COLOURS) - 1)
+    idx = np.clip(pos.astype(int), 0, len(_COLOURS) - 2)
+    frac = (pos - idx)[..., None]
+    rgb = (_COLOURS[idx] * (1 - frac) + _COLOURS[idx + 1] * frac).astype(np.uint8)
+    scale_x = max(1, min_width // max(1, len(rows)))
+    scale_y = max(4, 240 // max(1, len(blocks)))
+    return np.repeat(np.repeat(rgb, scale_y, axis=0), scale_x, axis=1), blocks
+
+
+def _block_order(name: str) -> tuple:
+    parts = name.replace("-", ".").replace("_", ".").split(".")
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts)
+
+
+def samples(job: dict, events: list[dict]) -> list[tuple[str, str]]:
+    """(image path, 'step N · prompt') for each sample event whose file exists, newest first."""
+    run_dir = Path(job.get("run_dir") or "")
+    out = []
+    for e in events:
+        if e.get("type") != "sample" or not e.get("path"):
+            continue
+        path = (run_dir / e["path"]).resolve()
+        if path.is_file() and run_dir.resolve() in path.parents:
+            out.append((str(path), f"step {e.get('step')} · {e.get('prompt', '')}"))
+    return out[::-1]
+
+
+def log_tail(job: dict, lines: int = LOG_TAIL_LINES) -> str:
+    path = Path(job.get("run_dir") or "") / "train.log"
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, path.stat().st_size - 64_000))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def job_status_markdown(job: dict, lang: str = "en") -> str:
+    parts = []
+    if job.get("error_message"):
+        parts.append(t("monitor.failed_because", lang, message=job["error_message"]))
+    advice = job.get("advice")
+    if job.get("error_code") and lang != "en" and f"diag.{job['error_code']}.advice" in _keys():
+        advice = t(f"diag.{job['error_code']}.advice", lang)
+    if advice:
+        parts.append(t("monitor.advice", lang, advice=advice))
+    return "\n\n".join(parts)
+
+
+def _keys() -> set[str]:
+    from studio.i18n import catalogue
+
+    return set(catalogue("en"))
+
+
+def job_view(data_dir: Path, job_id: int | None, lang: str = "en") -> dict[str, Any]:
+    """Everything the Monitor tab shows for one job."""
+    if job_id is None:
+        return {"progress": t("monitor.no_job", lang), "loss": None, "lr": None, "heatmap": None, "blocks": [],
+                "samples": [], "log": "", "status": "", "job": None}
+    s = store(data_dir)
+    job = s.get_job(int(job_id))
+    events = s.events(int(job_id), types=["step", "sample"])
+    loss, lr = curves(events, lang)
+    image, blocks = heatmap(events)
+    return {"progress": progress_html(job, lang), "loss": loss, "lr": lr, "heatmap": image, "blocks": blocks,
+            "samples": samples(job, events), "log": log_tail(job), "status": job_status_markdown(job, lang),
+            "job": job}
+
+
+def control(data_dir: Path, job_id: int | None, action: str, lang: str = "en") -> str:
+    """cancel / sample / save / resume a job; JobStateError messages become UserError."""
+    from studio.jobs import JobNotFound, JobStateError
+
+    if job_id is None:
+        raise UserError(t("monitor.no_job", lang))
+    s = store(data_dir)
+    try:
+        if action == "cancel":
+            return t("monitor.cancel_sent", lang, status=badge(s.request_cancel(int(job_id)), lang))
+        if action == "sample":
+            s.request_sample(int(job_id))
+            return t("monitor.sample_sent", lang)
+        if action == "save":
+            s.request_save(int(job_id))
+            return t("monitor.save_sent", lang)
+        if action == "resume":
+            s.resume(int(job_id))
+            return t("monitor.resumed", lang, job_id=job_id)
+    except (JobStateError, JobNotFound) as exc:
+        raise UserError(str(exc)) from None
+    raise ValueError(f"unknown action {action!r}")
+
+
+def worker_running(data_dir: Path) -> bool:
+    from studio.worker import try_lock
+
+    fd = try_lock(Path(data_dir))
+    if fd is None:
+        return True
+    os.close(fd)  # we only peeked; nobody held it
+    return False
+
+
+# ================================================================= Results tab
+
+
+def result_files(job: dict) -> list[str]:
+    """Both LoRA files and the config of a finished run (absolute paths inside its run folder)."""
+    run_dir = Path(job.get("run_dir") or "")
+    if not run_dir.is_dir():
+        return []
+    files = sorted(p for p in run_dir.glob("*.safetensors") if p.is_file())
+    config = run_dir / "config.yaml"
+    return [str(p) for p in files] + ([str(config)] if config.is_file() else [])
+
+
+def model_card(job: dict, lang: str = "en") -> str:
+    from studio.ui.handlers import licence_text
+
+    cfg = job["config"]
+    name = cfg.get("save", {}).get("run_name") or job["name"]
+    base = cfg.get("model", {}).get("base", "demo")
+    lines = [t("card.title", lang, name=name)]
+    if cfg.get("dataset", {}).get("trigger_word"):
+        lines.append(t("card.trigger", lang, trigger=cfg["dataset"]["trigger_word"]))
+    lines += [t("card.base", lang, base=base), t("card.licence", lang, licence=licence_text(base, lang)),
+              t("card.steps", lang, steps=job.get("step") or cfg.get("schedule", {}).get("max_steps"),
+                resolution=cfg.get("dataset", {}).get("resolution"), rank=cfg.get("lora", {}).get("rank"),
+                lr=cfg.get("optimizer", {}).get("lr")),
+              t("card.usage", lang, file=f"{name}.safetensors", comfy=f"{name}-comfyui.safetensors"),
+              t("card.samples", lang)]
+    return "\n\n".join(lines)
+
+
+def result_view(data_dir: Path, job_id: int | None, lang: str = "en") -> dict[str, Any]:
+    if job_id is None:
+        return {"files": [], "card": t("results.none", lang), "samples": []}
+    s = store(data_dir)
+    job = s.get_job(int(job_id))
+    files = result_files(job)
+    card = model_card(job, lang)
+    if not any(f.endswith(".safetensors") for f in files):
+        card = t("results.no_files", lang) + "\n\n" + card
+    events = s.events(int(job_id), types=["sample"])
+    gallery = samples(job, events)
+    if gallery:  # only the last step's samples belong on the card
+        last = max(e.get("step", 0) for e in events if e.get("type") == "sample")
+        gallery = [g for g in gallery if g[1].startswith(f"step {last} ")]
+    return {"files": files, "card": card, "samples": gallery}
+
+
+def publish(data_dir: Path, job_id: int | None, repo_id: str, token: str, private: bool, lang: str = "en") -> str:
+    """Upload a finished run with studio.publish (if installed). The token is used and dropped:
+    never stored, never logged, never put in an exception message."""
+    if job_id is None:
+        raise UserError(t("results.none", lang))
+    repo_id = (repo_id or "").strip()
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise UserError(t("results.bad_repo", lang))
+    token = (token or "").strip() or os.environ.get("HF_TOKEN", "")
+    if not token:
+        raise UserError(t("results.no_token", lang))
+    try:
+        from studio.publish import publish_run  # written by another engineer; optional here
+    except ImportError:
+        raise UserError(t("results.no_publish", lang)) from None
+    job = store(data_dir).get_job(int(job_id))
+    try:
+        url = publish_run(Path(job["run_dir"]), repo_id, token, private=bool(private))
+    except Exception as exc:  # the library's message may quote the request; strip the token
+        raise UserError(t("common.error", lang, error=str(exc).replace(token, "[REDACTED]"))) from None
+    return t("results.published", lang, url=url)
+
+
+def start_try_it(data_dir: Path, job_id: int | None, prompt: str, strength: float, seed: int,
+                 lang: str = "en") -> Path:
+    """Generate with and without the LoRA in a child process (torch never loads in the UI
+    process). Returns the folder it writes `with.png`, `without.png` and `status.json` to."""
+    if job_id is None:
+        raise UserError(t("results.none", lang))
+    job = store(data_dir).get_job(int(job_id))
+    loras = [f for f in result_files(job) if f.endswith(".safetensors") and not f.endswith("-comfyui.safetensors")]
+    if not loras:
+        raise UserError(t("results.no_files", lang))
+    out = Path(job["run_dir"]) / "tryit" / time.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    request = {"base": job["config"].get("model", {}).get("base", "demo"), "lora": loras[0], "prompt": prompt,
+               "strength": float(strength), "seed": int(seed), "out": str(out),
+               "width": job["config"].get("sample", {}).get("width", 512),
+               "height": job["config"].get("sample", {}).get("height", 512),
+               "steps": job["config"].get("sample", {}).get("steps", 20)}
+    (out / "request.json").write_text(json.dumps(request), encoding="utf-8")
+    env = {**os.environ, "STUDIO_DATA": str(data_dir)}
+    with open(out / "tryit.log", "ab") as log:
+        subprocess.Popen([sys.executable, "-m", "studio.ui.tryit", str(out / "request.json")], stdout=log,
+                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+                         cwd=str(Path(__file__).resolve().parents[2]))
+    return out
+
+
+def try_it_result(folder: str | None) -> dict[str, Any]:
+    """{'state': 'running'|'done'|'failed', 'with':path, 'without':path, 'error':text}."""
+    if not folder:
+        return {"state": "none"}
+    status = Path(folder) / "status.json"
+    if not status.is_file():
+        return {"state": "running"}
+    try:
+        return json.loads(status.read_text(encoding="utf-8"))
+    except ValueError:
+        return {"state": "running"}
