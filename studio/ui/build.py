@@ -10,7 +10,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from studio.i18n import LANG_NAMES, LANGS, lang_from_accept_language
+from studio.i18n import LANG_NAMES, LANGS, lang_from_accept_language, t
 from studio.ui import captions, dataset, monitor, results, train
 from studio.ui import handlers as h
 from studio.ui.common import Context, L
@@ -21,7 +21,7 @@ CSS = ".studio-progress{margin:4px 0 8px 0}"
 def build_ui(data_dir: str | Path, max_upload_mb: int | None = None) -> gr.Blocks:
     ctx = Context(data_dir=Path(data_dir).resolve(), max_upload_mb=max_upload_mb)
     # delete_cache: uploads and served copies leave gradio's cache after an hour.
-    with gr.Blocks(title="Flux LoRA Studio", delete_cache=(3600, 3600)) as demo:
+    with gr.Blocks(title=t("app.title"), delete_cache=(3600, 3600)) as demo:
         gr.Markdown(L("app.title"), elem_id="app-title")
         gr.Markdown(L("app.intro"))
         with gr.Row():

@@ -4,11 +4,18 @@ caption beside its image, bulk find/replace and prefix/suffix, with token and la
 from __future__ import annotations
 
 import gradio as gr
+import pandas as pd
 
+from studio.i18n import t
 from studio.ui import handlers as h
 from studio.ui.common import Context, L, guarded
 
 CAPTIONERS = ["basic", "florence2", "blip"]
+COLUMNS = ("captions.col_image", "captions.col_caption", "captions.col_tokens", "captions.col_note")
+
+
+def _columns(lang: str) -> list[str]:
+    return [t(key, lang) for key in COLUMNS]
 
 
 def build(ctx: Context) -> None:
@@ -34,7 +41,7 @@ def build(ctx: Context) -> None:
             selected = gr.Textbox(label=L("captions.selected"), interactive=False, elem_id="captions-selected")
             caption = gr.Textbox(label=L("captions.edit"), lines=4, elem_id="captions-edit")
             save = gr.Button(L("captions.save"), elem_id="captions-save")
-    table = gr.Dataframe(label=L("captions.table"), headers=["image", "caption", "tokens", "note"],
+    table = gr.Dataframe(label=L("captions.table"), headers=_columns("en"),
                          interactive=False, wrap=True, elem_id="captions-table")
     with gr.Accordion(L("captions.bulk_heading"), open=False):
         with gr.Row():
@@ -47,7 +54,7 @@ def build(ctx: Context) -> None:
     def on_view(dataset, lang):
         items = h.gallery_items(d, dataset, None, lang) if dataset else []
         rows = h.caption_table(d, dataset, lang) if dataset else []
-        return items, rows, gr.skip()
+        return items, pd.DataFrame(rows, columns=_columns(lang)), gr.skip()
 
     view_out = [gallery, table, status]
 

@@ -12,12 +12,17 @@ from studio.ui import runs
 from studio.ui.common import Context, L, guarded
 
 POLL_SECONDS = 2.0
+COLUMNS = ("monitor.col_id", "monitor.col_name", "monitor.col_status", "monitor.col_progress", "monitor.col_loss")
+
+
+def _columns(lang: str) -> list[str]:
+    return [t(key, lang) for key in COLUMNS]
 
 
 def build(ctx: Context) -> None:
     d = ctx.data_dir
     worker_note = gr.Markdown(elem_id="monitor-worker")
-    jobs = gr.Dataframe(label=L("monitor.jobs"), headers=["#", "name", "status", "progress", "loss"],
+    jobs = gr.Dataframe(label=L("monitor.jobs"), headers=_columns("en"),
                         interactive=False, elem_id="monitor-jobs")
     with gr.Row():
         pick = gr.Dropdown(label=L("monitor.pick"), choices=[], elem_id="monitor-pick", scale=3)
@@ -47,7 +52,7 @@ def build(ctx: Context) -> None:
     seen = gr.State(None)
 
     def poll(job_id, previous, lang):
-        rows = runs.job_rows(d, lang)
+        rows = pd.DataFrame(runs.job_rows(d, lang), columns=_columns(lang))
         choices = runs.job_choices(d)
         ids = [c[1] for c in choices]
         if job_id not in ids:

@@ -254,14 +254,18 @@ def model_card(job: dict, lang: str = "en") -> str:
     cfg = job["config"]
     name = cfg.get("save", {}).get("run_name") or job["name"]
     base = cfg.get("model", {}).get("base", "demo")
-    lines = [t("card.title", lang, name=name)]
+    # Name the files that exist (the worker may have named the run differently from the config).
+    loras = [Path(f).name for f in result_files(job) if f.endswith(".safetensors")]
+    comfy = next((f for f in loras if f.endswith("-comfyui.safetensors")), f"{name}-comfyui.safetensors")
+    plain = next((f for f in loras if not f.endswith("-comfyui.safetensors")), f"{name}.safetensors")
+    lines = [t("card.title", lang, name=plain.removesuffix(".safetensors"))]
     if cfg.get("dataset", {}).get("trigger_word"):
         lines.append(t("card.trigger", lang, trigger=cfg["dataset"]["trigger_word"]))
     lines += [t("card.base", lang, base=base), t("card.licence", lang, licence=licence_text(base, lang)),
               t("card.steps", lang, steps=job.get("step") or cfg.get("schedule", {}).get("max_steps"),
                 resolution=cfg.get("dataset", {}).get("resolution"), rank=cfg.get("lora", {}).get("rank"),
                 lr=cfg.get("optimizer", {}).get("lr")),
-              t("card.usage", lang, file=f"{name}.safetensors", comfy=f"{name}-comfyui.safetensors"),
+              t("card.usage", lang, file=plain, comfy=comfy),
               t("card.samples", lang)]
     return "\n\n".join(lines)
 

@@ -1,0 +1,115 @@
+"""The English and Chinese catalogues: same keys, same placeholders, and every UI string
+goes through them (no literal labels in studio/ui)."""
+
+from __future__ import annotations
+
+import ast
+import re
+import string
+from pathlib import Path
+
+import pytest
+
+from studio import diagnostics
+from studio.config import help_rows, list_presets
+from studio.i18n import (LANGS, catalogue, lang_from_accept_language, normalise_lang, t,
+                         translate_problem)
+
+UI_DIR = Path(__file__).resolve().parent.parent / "studio" / "ui"
+# Keyword arguments and positional first arguments that put text on the page.
+TEXT_KWARGS = {"label", "info", "placeholder", "title", "caption", "x_title", "y_title", "headers"}
+TEXT_CALLS = {"Button", "Markdown", "Tab", "Accordion", "DownloadButton", "HTML"}
+
+
+def _fields(text: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(text) if name}
+
+
+def test_both_catalogues_have_the_same_keys():
+    en, zh = set(catalogue("en")), set(catalogue("zh-CN"))
+    assert not en - zh, f"missing in zh-CN.yaml: {sorted(en - zh)}"
+    assert not zh - en, f"in zh-CN.yaml but not in English: {sorted(zh - en)}"
+
+
+def test_generated_keys_are_translated():
+    zh = catalogue("zh-CN")
+    for key, *_ in help_rows():
+        assert f"cfg.{key}" in zh, key
+    for name in list_presets():
+        assert f"preset.{name}.description" in zh
+    for name in list_presets("memory"):
+        assert f"tier.{name}.title" in zh
+    for code in diagnostics.CATALOGUE:
+        assert f"diag.{code}.advice" in zh
+
+
+def test_placeholders_match_and_chinese_is_chinese():
+    en, zh = catalogue("en"), catalogue("zh-CN")
+    for key in en:
+        assert _fields(en[key]) == _fields(zh[key]), key
+        t(key, "zh-CN", **{f.split("!")[0]: "x" for f in _fields(zh[key])})  # formats without error
+    han = re.compile(r"[\u4e00-\u9fff]")
+    # Status words and titles such as "#" or "12 GB" may be the same in both; prose must not be.
+    untranslated = [k for k in en if len(en[k]) > 25 and not han.search(zh[k])]
+    assert not untranslated, untranslated
+
+
+def _ui_sources():
+    return sorted(UI_DIR.glob("*.py"))
+
+
+def test_no_literal_ui_text_in_tab_modules():
+    """Labels, info texts, buttons, tabs and headings come from the catalogue (L("key"))."""
+    offenders = []
+    for path in _ui_sources():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            literals = [kw.value for kw in node.keywords if kw.arg in TEXT_KWARGS]
+            if name in TEXT_CALLS and node.args:
+                literals.append(node.args[0])
+            for value in literals:
+                texts = value.elts if isinstance(value, ast.List) else [value]  # headers=[...]
+                for text in texts:
+                    if isinstance(text, ast.Constant) and isinstance(text.value, str) and text.value.strip():
+                        offenders.append(f"{path.name}:{node.lineno}: {name}(... {text.value!r})")
+    assert not offenders, "literal UI text (put it in studio/i18n/*.yaml):\n" + "\n".join(offenders)
+
+
+def test_every_key_used_in_the_ui_exists():
+    en = catalogue("en")
+    used = set()
+    for path in _ui_sources():
+        text = path.read_text(encoding="utf-8")
+        used |= set(re.findall(r"""\b(?:L|t)\(\s*["']([A-Za-z0-9_.\-]+)["']""", text))
+    assert used, "no catalogue keys found: the scan is broken"
+    missing = sorted(k for k in used if k not in en)
+    assert not missing, missing
+
+
+def test_language_choice():
+    assert lang_from_accept_language("zh-CN,zh;q=0.9,en;q=0.8") == "zh-CN"
+    assert lang_from_accept_language("en-US,en;q=0.9,zh;q=0.5") == "en"
+    assert lang_from_accept_language("fr-FR") == "en" and lang_from_accept_language(None) == "en"
+    assert normalise_lang("zh_Hans") == "zh-CN" and normalise_lang("de") == "en"
+    assert set(LANGS) == {"en", "zh-CN"}
+    assert t("tab.train", "zh-CN") == "3 · 训练" and t("tab.train", "xx") == "3 · Train"
+    with pytest.raises(KeyError):
+        t("no.such.key")
+
+
+@pytest.mark.parametrize("message, expected", [
+    ("dataset.resolution: 100 must be a multiple of 16 and at least 64 (try 96).", "必须是 16 的倍数"),
+    ("schedule.max_steps: must be at least 1 (got 0).", "至少为 1（当前为 0）"),
+    ("schedule.warmup_steps (20) must be below schedule.max_steps (10).", "预热步数（20）必须少于训练步数（10）"),
+    ("optimizer.lr: 50.0 is not a usable learning rate (use 1e-4 for AdamW, 1.0 for Prodigy).", "不是可用的学习率"),
+    ("memory.base_precision: nf4 needs a CUDA GPU; use fp32 on CPU.", "需要 CUDA 显卡"),
+    ("lora.rnk: unknown setting. Did you mean 'rank'?", "未知的设置项"),
+    ("lora.rank: expected a whole number, got 'x'", "应为 a whole number"),
+])
+def test_validation_messages_in_chinese(message, expected):
+    zh = translate_problem(message, "zh-CN")
+    assert expected in zh and zh.startswith("`")
+    assert translate_problem(message, "en").endswith(message.split(" ", 1)[1].strip()) or "`" in translate_problem(message, "en")

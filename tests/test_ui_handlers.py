@@ -1,0 +1,313 @@
+"""Handlers of the studio UI: inputs → dataset files, config dicts and job-store changes.
+
+They are plain functions, so these tests call them directly with a temporary data folder;
+no browser, no server, no torch.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from studio.config import resolve
+from studio.jobs import JobStore
+from studio.ui import handlers as h
+from studio.ui import runs
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _png(path: Path, seed: int, size=(320, 288)) -> Path:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (18, 20, 3), dtype=np.uint8)).resize(size, Image.NEAREST).save(path)
+    return path
+
+
+@pytest.fixture
+def data(tmp_path):
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def filled(data, tmp_path):
+    """A data folder with dataset 'cat' holding three images."""
+    h.create_dataset(data, "cat")
+    files = [str(_png(tmp_path / f"cat_{i}.png", i)) for i in range(3)]
+    h.upload_files(data, "cat", files)
+    return data
+
+
+def _train_fields(**over):
+    basic, advanced, _ = h.preset_values("portrait", "cpu")
+    advanced[[r[0] for r in h.advanced_rows()].index("schedule.warmup_steps")] = 2  # the preset's 20 > 20 steps
+    fields = dict(dataset="cat", base="demo", custom_base="", preset="portrait", tier="cpu", run_name="cat-lora",
+                  trigger="ohwx", steps=20, lr=1e-4, rank=4, resolution=64, prompts="a photo of [trigger]\n\n",
+                  sample_every=10, advanced=advanced, lang="en")
+    fields.update(over)
+    return fields
+
+
+# ------------------------------------------------------------------ dataset
+
+
+def test_create_dataset_validates_the_name(data):
+    name, message = h.create_dataset(data, "my cat")
+    assert name == "my-cat" and (data / "datasets" / "my-cat" / "images").is_dir() and "ready" in message
+    assert "already exists" in h.create_dataset(data, "my-cat")[1]
+    with pytest.raises(h.UserError, match="name"):
+        h.create_dataset(data, "../etc")
+    with pytest.raises(h.UserError, match="请输入"):
+        h.create_dataset(data, "", lang="zh-CN")
+    assert h.list_datasets(data) == ["my-cat"]
+
+
+def test_upload_images_and_zip_then_remove(data, tmp_path):
+    h.create_dataset(data, "cat")
+    zipped = tmp_path / "more.zip"
+    with zipfile.ZipFile(zipped, "w") as z:
+        buf = io.BytesIO()
+        Image.open(_png(tmp_path / "z.png", 9)).save(buf, "PNG")
+        z.writestr("inside.png", buf.getvalue())
+        z.writestr("inside.txt", "ohwx cat on a sofa")
+    fake = tmp_path / "fake.png"
+    fake.write_bytes(b"PK\x03\x04 not really an image")
+    message = h.upload_files(data, "cat", [str(_png(tmp_path / "a.png", 1)), str(zipped), str(fake)])
+    assert "2 image(s) added, 1 item(s) skipped" in message and "fake.png" in message
+    zh = h.upload_files(data, "cat", [str(fake)], lang="zh-CN")
+    assert "已跳过 fake.png：文件已损坏或不完整" in zh  # PK magic sniffs as a (broken) zip
+    items = h.gallery_items(data, "cat")
+    assert [caption for _, caption in items] == ["a · no caption", "inside · captioned"]
+    assert "Removed 1" in h.remove_images(data, "cat", ["a"])
+    assert [c for _, c in h.gallery_items(data, "cat")] == ["inside · captioned"]
+
+
+def test_upload_total_cap_and_missing_inputs(data, tmp_path):
+    h.create_dataset(data, "cat")
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\0" * (2 * 1024**2))
+    with pytest.raises(h.UserError, match="more than the limit of 1 MB"):
+        h.upload_files(data, "cat", [str(big)], max_total_mb=1)
+    with pytest.raises(h.UserError, match="Choose some photos"):
+        h.upload_files(data, "cat", [])
+    with pytest.raises(h.UserError, match="Pick or create"):
+        h.upload_files(data, None, [str(big)])
+
+
+def test_quality_report_says_what_to_do_in_both_languages(filled):
+    report = h.run_report(filled, "cat", "portrait", 512, "ohwx")
+    codes = {w["code"] for w in report["warnings"]}
+    assert {"too_few_images", "missing_captions", "below_resolution"} <= codes
+    en = h.report_markdown(report, "en")
+    assert "What to do" in en and "at least 8" in en
+    zh = h.report_markdown(report, "zh-CN")
+    assert "怎么办" in zh and "图片数量少于此预设的最低要求" in zh
+    statuses = [c for _, c in h.gallery_items(filled, "cat", report, "zh-CN")]
+    assert all("无标注" in s and "偏小" in s for s in statuses)
+
+
+# ------------------------------------------------------------------ captions
+
+
+def test_basic_captioning_and_editing(filled):
+    seen = []
+    message = h.caption_images(filled, "cat", "basic", "ohwx", "animal", "start", "", "", False, "en",
+                               progress=lambda done, total: seen.append((done, total)))
+    assert "Captioned 3 image(s)" in message and seen[-1] == (3, 3)
+    rows = h.caption_table(filled, "cat")
+    assert [r[1] for r in rows] == ["ohwx animal, cat"] * 3 and all(r[2] > 0 for r in rows)
+    assert "saved" in h.save_caption(filled, "cat", "cat_0", "ohwx cat on grass")
+    assert h.read_caption(filled, "cat", "cat_0") == "ohwx cat on grass"
+    assert "Changed 1" in h.bulk_edit(filled, "cat", find="grass", replace="snow")
+    assert h.read_caption(filled, "cat", "cat_0") == "ohwx cat on snow"
+    assert "Changed 3" in h.bulk_edit(filled, "cat", prefix="photo", suffix="high quality")
+    assert h.read_caption(filled, "cat", "cat_1") == "photo, ohwx animal, cat, high quality"
+    # Only-missing leaves edited captions alone; a cleared caption is captioned again.
+    h.save_caption(filled, "cat", "cat_2", "")
+    assert "Captioned 1" in h.caption_images(filled, "cat", "basic", "ohwx", "cat", "start", "", "", False)
+    assert h.read_caption(filled, "cat", "cat_0") == "photo, ohwx cat on snow, high quality"
+
+
+def test_caption_notes_for_long_and_non_latin_captions(filled):
+    note = h.save_caption(filled, "cat", "cat_0", "一只猫坐在沙发上", lang="zh-CN")
+    assert "已保存" in note and "拉丁字母" in note
+    h.save_caption(filled, "cat", "cat_1", "word " * 700)
+    notes = {r[0]: r[3] for r in h.caption_table(filled, "cat")}
+    assert "T5 limit" in notes["cat_1"] and "Latin" in notes["cat_0"] and notes["cat_2"] == ""
+    with pytest.raises(h.UserError, match="Click an image"):
+        h.save_caption(filled, "cat", None, "x")
+
+
+def test_unavailable_captioner_is_a_readable_message(filled, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(filled / "no-hf-home"))
+    with pytest.raises(h.UserError, match="basic captioner"):
+        h.caption_images(filled, "cat", "florence2", "ohwx", "", "start", "", "", False)
+
+
+# ------------------------------------------------------------------ train
+
+
+def test_build_config_from_fields(filled):
+    cfg = h.build_config(filled, **_train_fields())
+    d = cfg.to_dict()
+    assert d["preset"] == "portrait" and d["memory"]["tier"] == "cpu" and d["model"]["base"] == "demo"
+    assert d["schedule"]["max_steps"] == 20 and d["lora"]["rank"] == 4 and d["dataset"]["resolution"] == 64
+    assert d["sample"]["prompts"] == ["a photo of [trigger]"] and d["save"]["run_name"] == "cat-lora"
+    assert d["dataset"]["path"] == str(filled / "datasets" / "cat" / "images")
+    # Advanced fields carry the preset's values, so the preset shows through.
+    assert d["lora"]["targets"] == "all_linear" and d["dataset"]["caption_dropout"] == 0.05
+
+
+def test_advanced_fields_cover_every_other_setting_and_round_trip(filled):
+    keys = [row[0] for row in h.advanced_rows()]
+    assert "optimizer.betas" in keys and "memory.mixed_precision" in keys and "schedule.max_steps" not in keys
+    _, advanced, _ = h.preset_values("style", "cpu")
+    advanced[keys.index("optimizer.betas")] = "[0.8, 0.95]"
+    advanced[keys.index("lora.double_blocks")] = "[0, 1]"
+    cfg = h.build_config(filled, **_train_fields(advanced=advanced, preset="style"))
+    assert cfg.optimizer.betas == [0.8, 0.95] and cfg.lora.double_blocks == [0, 1]
+    fields = h.fields_from_config(cfg)
+    assert fields["preset"] == "style" and fields["advanced"][keys.index("optimizer.betas")] == "[0.8, 0.95]"
+    assert h.import_config(h.export_config(cfg)).to_dict() == cfg.to_dict()
+
+
+def test_validation_problems_are_readable_in_both_languages(filled):
+    bad = _train_fields(steps=0, resolution=100)
+    with pytest.raises(h.UserError) as en:
+        h.check_config(filled, h.build_config(filled, **bad), "en")
+    assert "Please fix these settings first" in str(en.value) and "`dataset.resolution`" in str(en.value)
+    with pytest.raises(h.UserError) as zh:
+        h.check_config(filled, h.build_config(filled, **{**bad, "lang": "zh-CN"}), "zh-CN")
+    assert "请先修正以下设置" in str(zh.value) and "必须是 16 的倍数" in str(zh.value) and "至少为 1" in str(zh.value)
+    with pytest.raises(h.UserError, match="whole number"):
+        h.build_config(filled, **_train_fields(steps=2.5))
+    advanced = h.preset_values("portrait", "cpu")[1]
+    advanced[[r[0] for r in h.advanced_rows()].index("optimizer.betas")] = "[0.9"
+    with pytest.raises(h.UserError, match="optimizer.betas"):
+        h.build_config(filled, **_train_fields(advanced=advanced))
+
+
+def test_start_training_queues_a_job_only_when_valid(filled):
+    with pytest.raises(h.UserError, match="Pick a dataset"):
+        h.start_training(filled, h.build_config(filled, **_train_fields(dataset=None)))
+    h.create_dataset(filled, "empty")
+    with pytest.raises(h.UserError, match="no images"):
+        h.start_training(filled, h.build_config(filled, **_train_fields(dataset="empty")))
+    assert JobStore(filled).list_jobs() == []
+    job_id, message = h.start_training(filled, h.build_config(filled, **_train_fields()))
+    assert f"#{job_id}" in message
+    job = JobStore(filled).get_job(job_id)
+    assert job["status"] == "queued" and job["name"] == "cat-lora"
+    assert job["config"]["schedule"]["max_steps"] == 20
+
+
+def test_licence_and_tier_texts():
+    assert "Non-Commercial" in h.licence_text("black-forest-labs/FLUX.1-dev")
+    assert "Apache-2.0" in h.licence_text("black-forest-labs/FLUX.1-schnell")
+    assert "演示模型" in h.licence_text("demo", "zh-CN")
+    assert h.tier_for(None) == "cpu" and h.tier_for(80) == "24gb" and h.tier_for(8) == "8gb"
+    assert "人像" in h.preset_text("portrait", "zh-CN") and "CPU" in h.tier_text("cpu")
+
+
+# ------------------------------------------------------------------ monitor and results
+
+
+def _fake_run(data: Path, status="succeeded") -> int:
+    store = JobStore(data)
+    job_id = store.create_job("cat-lora", resolve({"dataset": {"trigger_word": "ohwx"}}, "portrait", "cpu").to_dict())
+    job = store.claim_next("test")
+    run_dir = Path(job["run_dir"])
+    (run_dir / "samples").mkdir(parents=True)
+    Image.new("RGB", (64, 64)).save(run_dir / "samples" / "step000010_p0.png")
+    (run_dir / "cat-lora.safetensors").write_bytes(b"x")
+    (run_dir / "cat-lora-comfyui.safetensors").write_bytes(b"x")
+    (run_dir / "config.yaml").write_text("{}")
+    (run_dir / "train.log").write_text("\n".join(f"line {i}" for i in range(100)))
+    events = [{"type": "start", "max_steps": 20, "start_step": 0}]
+    events += [{"type": "step", "step": s, "max_steps": 20, "loss": 1.0 / s, "lr": 1e-4, "it_s": 2.0, "eta_s": 5,
+                "block_grad_norms": {"double.0": 0.1 * s, "single.1": 0.2} if s % 5 == 0 else None}
+               for s in range(1, 11)]
+    events += [{"type": "sample", "step": 10, "path": "samples/step000010_p0.png", "prompt": "a photo of ohwx"}]
+    store.append_events(job_id, events)
+    if status != "running":
+        store.finish(job_id, status, files=[str(run_dir / "cat-lora.safetensors")])
+    return job_id
+
+
+def test_monitor_view_reads_progress_charts_samples_and_log(data):
+    job_id = _fake_run(data, status="running")
+    view = runs.job_view(data, job_id, "en")
+    assert "Step 10 / 20" in view["progress"] and "2.00 it/s" in view["progress"]
+    assert len(view["loss"]["step"]) == 20 and set(view["loss"]["series"]) == {"raw", "smoothed"}
+    assert view["lr"]["lr"] == [1e-4] * 10
+    assert view["heatmap"].ndim == 3 and view["blocks"] == ["double.0", "single.1"]
+    assert view["samples"][0][1] == "step 10 · a photo of ohwx"
+    assert view["log"].splitlines()[-1] == "line 99" and len(view["log"].splitlines()) == runs.LOG_TAIL_LINES
+    assert runs.job_rows(data, "zh-CN")[0][2] == "🏃 训练中"
+    assert "cat-lora" in runs.compare_curves(data, [job_id])["job"][0]
+
+
+def test_monitor_controls_change_the_store(data):
+    job_id = _fake_run(data, status="running")
+    assert "next step" in runs.control(data, job_id, "sample", "en")
+    runs.control(data, job_id, "save", "en")
+    assert JobStore(data).get_job(job_id)["status"] == "running"
+    assert "stopping" in runs.control(data, job_id, "cancel", "en")
+    with pytest.raises(h.UserError, match="only"):
+        runs.control(data, job_id, "resume", "en")
+    with pytest.raises(h.UserError, match="No job"):
+        runs.control(data, None, "cancel", "en")
+
+
+def test_results_files_card_and_publish_guards(data, monkeypatch):
+    job_id = _fake_run(data)
+    view = runs.result_view(data, job_id, "en")
+    assert [Path(f).name for f in view["files"]] == ["cat-lora-comfyui.safetensors", "cat-lora.safetensors",
+                                                     "config.yaml"]
+    assert "ohwx" in view["card"] and "cat-lora-comfyui.safetensors" in view["card"] and view["samples"]
+    assert "触发词" in runs.model_card(JobStore(data).get_job(job_id), "zh-CN")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with pytest.raises(h.UserError, match="user/name"):
+        runs.publish(data, job_id, "no-slash", "", True)
+    with pytest.raises(h.UserError, match="No token"):
+        runs.publish(data, job_id, "me/cat", "", True)
+    # A token typed into the page never reaches the job store.
+    try:
+        runs.publish(data, job_id, "me/cat", "hf_" + "a" * 30, True)
+    except h.UserError:
+        pass
+    assert "hf_aaaa" not in (data / "studio.db").read_bytes().decode("latin-1")
+
+
+def test_ui_modules_do_not_import_torch():
+    code = "import sys, studio.ui.build, app; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_app_help_and_file_policy(tmp_path):
+    out = subprocess.run([sys.executable, "app.py", "--help"], cwd=ROOT, capture_output=True, text=True, check=True)
+    for flag in ("--host", "--port", "--data-dir", "--auth", "--share", "--max-upload-mb", "--no-worker"):
+        assert flag in out.stdout
+    from app import parse_args, parse_auth
+    from studio.ui.build import launch_kwargs
+
+    assert parse_args([]).share is False
+    assert parse_auth("ann:secret") == ("ann", "secret")
+    with pytest.raises(SystemExit):
+        parse_auth("no-colon")
+    (tmp_path / "runs" / "1-x").mkdir(parents=True)
+    kw = launch_kwargs(tmp_path)
+    root = tmp_path.resolve()
+    assert kw["allowed_paths"] == [str(root / "datasets"), str(root / "runs")]
+    for blocked in ("studio.db", "cache", "models", "runs/1-x/checkpoints", ".env"):
+        assert str(root / blocked) in kw["blocked_paths"]
+    assert set(kw["i18n"].translations) == {"en", "zh-CN"}
