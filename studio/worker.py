@@ -53,6 +53,11 @@ def grace_seconds_from_env() -> float:
         raise ValueError(f"STUDIO_GRACE_SECONDS must be a number of seconds, got {value!r}") from None
 
 
+def log(message: str) -> None:
+    """One line to stderr (worker.log when started by the app); secrets masked."""
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} worker: {redact(message)}", file=sys.stderr, flush=True)
+
+
 # --------------------------------------------------------------------------- the lock
 
 
@@ -194,6 +199,7 @@ class Worker:
                     "stop it first or use another --data-dir"
                 )
             self._lock_fd = fd
+            log(f"serving {self.data_dir} (pid {os.getpid()})")
         if not self._reconciled:
             self.reconcile()
             self._reconciled = True
@@ -269,6 +275,7 @@ class Worker:
             if run_dir:
                 self._ingest_metrics(job["id"], run_dir)
             job = self.store.get_job(job["id"])
+            log(f"job {job['id']} was {job['status']} when the previous worker died; reconciled")
             where = f" (last checkpoint: {job['last_checkpoint']})" if job["last_checkpoint"] else " (no checkpoint yet)"
             if job["cancel_requested"]:
                 self.store.finish(job["id"], "cancelled", error_message="cancelled while the worker was down" + where)
@@ -326,23 +333,28 @@ class Worker:
             num_gpus = int(_get(job["config"], "memory.num_gpus", 1) or 1)
             if self.gpus is not None and num_gpus > len(self.gpus):
                 raise RuntimeError(f"the job asks for {num_gpus} GPUs but this worker has {len(self.gpus)}")
-            with open(run_dir / "train.log", "ab") as log:
+            with open(run_dir / "train.log", "ab") as train_log:
                 child = subprocess.Popen(
-                    self.command_for(job, config_path, run_dir), stdin=subprocess.DEVNULL, stdout=log,
+                    self.command_for(job, config_path, run_dir), stdin=subprocess.DEVNULL, stdout=train_log,
                     stderr=subprocess.STDOUT, env=self.child_env(), start_new_session=True,
                 )
         except Exception as exc:
             self.store.finish(job_id, "failed", error_code="spawn_failed",
                               error_message=f"could not start training: {exc}")
+            log(f"job {job_id} failed to start: {exc}")
             return
         self._child, self._child_terminated_at = child, None
         if self._stop:  # a stop signal arrived between claim and spawn
             self._on_stop_signal(signal.SIGTERM, None)
         try:
             self.store.set_pid(job_id, child.pid)
+            log(f"job {job_id} started (pid {child.pid}, run folder {run_dir})")
             forced = self._supervise(job_id, child, run_dir)
             self._ingest_metrics(job_id, run_dir)
             self._record_exit(self.store.get_job(job_id), child.returncode, run_dir, forced)
+            ended = self.store.get_job(job_id)
+            log(f"job {job_id} {ended['status']} (exit code {child.returncode})"
+                + (f": {ended['error_message']}" if ended["status"] != "succeeded" and ended["error_message"] else ""))
         finally:
             self._child = None
 
@@ -543,14 +555,11 @@ def ensure_worker(data_dir: str | os.PathLike[str]) -> subprocess.Popen | None:
     env = dict(os.environ)
     package_root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
-    log = open(data_dir / "worker.log", "ab")
-    try:
+    with open(data_dir / "worker.log", "ab") as worker_log:
         return subprocess.Popen(
             [sys.executable, "-m", "studio.worker", "--data-dir", str(data_dir)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+            stdin=subprocess.DEVNULL, stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
         )
-    finally:
-        log.close()
 
 
 if __name__ == "__main__":

@@ -82,6 +82,7 @@ def main() -> int:
             step, acc = state["step"], state["acc"]
     emit("start", max_steps=max_steps, start_step=step, num_images=4, model="fake", device="cpu")
     print(f"fake trainer: token from env present={bool(os.environ.get('HF_TOKEN'))}", flush=True)
+    print(f"fake trainer: argv={sys.argv}", flush=True)  # lets tests check what the command line held
 
     while step < max_steps:
         time.sleep(float(fake.get("step_time", 0.02)))

@@ -96,8 +96,9 @@ def test_jobs_run_in_queue_order_one_at_a_time(tmp_path):
     worker = make_worker(tmp_path)
     thread = threading.Thread(target=worker.run_forever, daemon=True)
     thread.start()
-    most_running = 0
+    most_running, deadline = 0, time.monotonic() + 30
     while not all(store.get_job(i)["status"] == "succeeded" for i in (first, second)):
+        assert thread.is_alive() and time.monotonic() < deadline, [j["status"] for j in store.list_jobs()]
         most_running = max(most_running, len(store.list_jobs(["running", "stopping"])))
         assert all(store.get_job(i)["status"] in ("queued", "running", "succeeded") for i in (first, second))
         time.sleep(0.01)
@@ -410,8 +411,9 @@ def test_canary_token_in_config_and_error_never_reaches_db_or_run_files(tmp_path
     job = store.get_job(job_id)
     assert job["status"] == "failed" and "401 Unauthorized" in job["error_message"]
     assert "[REDACTED]" in job["error_message"]
-    assert "token from env present=True" in Path(job["run_dir"], "train.log").read_text()  # env still works
-    for path in [*tmp_path.glob("studio.db*"), Path(job["run_dir"], "config.yaml")]:
+    log = Path(job["run_dir"], "train.log").read_text()
+    assert "token from env present=True" in log and "argv=" in log  # the token travels by env only
+    for path in [*tmp_path.glob("studio.db*"), Path(job["run_dir"], "config.yaml"), Path(job["run_dir"], "train.log")]:
         assert CANARY.encode() not in path.read_bytes(), path
 
 
@@ -419,34 +421,23 @@ def test_canary_token_in_config_and_error_never_reaches_db_or_run_files(tmp_path
 
 
 @pytest.mark.engine
-def test_real_engine_job_on_the_demo_model(tmp_path):
+def test_real_engine_job_through_the_worker(tmp_path, tiny_model):
     try:
         import studio.engine  # noqa: F401
     except ImportError as exc:
-        pytest.skip(f"studio.engine is not written yet ({exc})")
-    from PIL import Image
-
+        pytest.skip(f"studio.engine is not importable ({exc})")
+    from conftest import make_images, tiny_config
     from studio.config import resolve
-    from studio.models import build_demo_model
 
-    model_dir = build_demo_model(tmp_path / "models" / "demo")
-    images = tmp_path / "datasets" / "tiny" / "images"
-    images.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(images / f"{i}.png")
-        (images / f"{i}.txt").write_text(f"a photo of sks thing number {i}")
-    config = resolve({
-        "model": {"base": str(model_dir)},
-        "dataset": {"path": str(images), "resolution": 64, "trigger_word": "sks"},
-        "schedule": {"max_steps": 4, "warmup_steps": 0},
-        "sample": {"every": 0, "at_start": False, "width": 64, "height": 64, "steps": 2},
-        "save": {"every": 2, "run_name": "tiny"},
-    }, tier="cpu")
-    store = JobStore(tmp_path)
+    dataset = make_images(tmp_path / "dataset")
+    config = resolve(tiny_config(tiny_model, dataset, tmp_path / "out", schedule={"max_steps": 4},
+                                 save={"every": 2, "run_name": "tiny"}), tier="cpu")
+    store = JobStore(tmp_path / "data")
     job_id = store.create_job("tiny", config.to_dict())
-    Worker(tmp_path, poll_interval=0.1).run_once()
+    Worker(tmp_path / "data", poll_interval=0.1).run_once()  # the default `python -m studio train`
     job = store.get_job(job_id)
     assert job["status"] == "succeeded", (job["error_message"], job["advice"])
-    assert len(job["files"]) == 2 and job["step"] == 4
-    assert store.events(job_id, types=["step"])
+    assert job["exit_code"] == 0 and job["step"] == 4 and len(job["files"]) == 2
+    assert all(Path(job["run_dir"], f).is_file() for f in job["files"])
+    assert [e["step"] for e in store.events(job_id, types=["step"])][-1] == 4
+    assert job["last_checkpoint"] and Path(job["run_dir"], job["last_checkpoint"]).is_dir()
