@@ -121,7 +121,7 @@ def _signal_group(pid: int, sig: int) -> None:
 
 def _log_tail(run_dir: Path) -> str:
     try:
-        with open(run_dir / "train.handle", "rb") as handle:
+        with open(run_dir / "train.log", "rb") as handle:
             handle.seek(0, os.SEEK_END)
             handle.seek(max(0, handle.tell() - LOG_TAIL_CHARS))
             text = handle.read().decode("utf-8", "replace").strip()
