@@ -150,7 +150,7 @@ def test_train_a_lora_end_to_end(studio, browser, tmp_path):
     page.locator("#dataset-create").click()
     expect(page.locator("#dataset-status")).to_contain_text("is ready")
     page.locator("#dataset-upload input[type=file]").set_input_files(_photos(tmp_path / "photos"))
-    expect(page.locator("#dataset-upload")).to_contain_text("red_sneaker_3.png")
+    expect(page.locator("#dataset-upload")).to_contain_text(re.compile(r"red_sneaker_3\s*\.png"))
     page.locator("#dataset-import").click()
     expect(page.locator("#dataset-status")).to_contain_text("4 image(s) added")
     expect(page.locator("#dataset-gallery img")).to_have_count(4)
@@ -191,7 +191,8 @@ def test_train_a_lora_end_to_end(studio, browser, tmp_path):
 
     # 5 · Results: download the LoRA through the page's link and load it.
     _tab(page, "5 · Results")
-    link = page.locator("#results-files a", has_text=re.compile(r"my-lora\.safetensors"))
+    # Each file is a table row: the name cell, then the size cell that holds the download link.
+    link = page.locator("#results-files tr", has_text=re.compile(r"my-lora\s*\.safetensors")).locator("a")
     expect(link.first).to_be_visible(timeout=30_000)
     href = link.first.get_attribute("href")
     response = page.request.get(href if href.startswith("http") else url + href)

@@ -32,9 +32,9 @@ def build_ui(data_dir: str | Path, max_upload_mb: int | None = None) -> gr.Block
             ctx.lang = gr.Radio(label=L("app.language"), choices=[(LANG_NAMES[c], c) for c in LANGS], value="en",
                                 elem_id="lang", scale=1)
         with gr.Tabs():
-            with gr.Tab(L("tab.dataset"), id="dataset"):
+            with gr.Tab(L("tab.dataset"), id="dataset") as dataset_tab:
                 dataset.build(ctx)
-            with gr.Tab(L("tab.captions"), id="captions"):
+            with gr.Tab(L("tab.captions"), id="captions") as captions_tab:
                 captions.build(ctx)
             with gr.Tab(L("tab.train"), id="train") as train_tab:
                 train.build(ctx)
@@ -48,6 +48,10 @@ def build_ui(data_dir: str | Path, max_upload_mb: int | None = None) -> gr.Block
                                     api_visibility="private")
         fn, inputs, outputs = ctx.extra["monitor_poll"]
         monitor_tab.select(fn, inputs, outputs, api_visibility="private")
+        timer, auto = ctx.extra["monitor_timer"]
+        monitor_tab.select(lambda on: gr.Timer(active=bool(on)), [auto], [timer], api_visibility="private")
+        for tab in (dataset_tab, captions_tab, train_tab, results_tab):
+            tab.select(lambda: gr.Timer(active=False), None, [timer], api_visibility="private")
         fn, inputs, outputs = ctx.extra["results_view"]
         results_tab.select(fn, inputs, outputs, api_visibility="private")
 

@@ -49,7 +49,7 @@ def build(ctx: Context) -> None:
     @guarded(4, status_index=3)
     def on_view(dataset, preset_name, res, lang):
         if not dataset:
-            return [], gr.update(choices=[], value=[]), "", ""
+            return [], gr.update(choices=[], value=[]), "", gr.skip()
         report = h.run_report(d, dataset, preset_name, int(res or 512), None)
         items = h.gallery_items(d, dataset, report, lang)
         stems = [caption.split(" · ")[0] for _, caption in items]

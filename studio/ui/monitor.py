@@ -47,7 +47,9 @@ def build(ctx: Context) -> None:
     with gr.Accordion(L("monitor.compare"), open=False):
         compare = gr.Dropdown(label=L("monitor.compare"), choices=[], multiselect=True)
         compare_plot = gr.LinePlot(x="step", y="loss", color="job", label=L("monitor.compare_plot"), height=260)
-    timer = gr.Timer(POLL_SECONDS, active=True)
+    # Ticks only while this tab is shown (build.py switches it): charts drawn into a hidden
+    # tab come out blank, and an unseen tab need not poll at all.
+    timer = gr.Timer(POLL_SECONDS, active=False)
     # What the last poll drew, so an unchanged job sends no chart data (cheap polls).
     seen = gr.State(None)
 
@@ -67,8 +69,9 @@ def build(ctx: Context) -> None:
         if signature == previous:
             return [*common, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), view["log"], previous]
         blocks = t("monitor.heatmap_rows", lang, blocks=", ".join(view["blocks"])) if view["blocks"] else ""
-        loss = pd.DataFrame(view["loss"]) if view["loss"] else None
-        lr = pd.DataFrame(view["lr"]) if view["lr"] else None
+        # None, never an empty frame: a plot first drawn from empty columns stays blank after.
+        loss = pd.DataFrame(view["loss"]) if view["loss"] and view["loss"]["step"] else None
+        lr = pd.DataFrame(view["lr"]) if view["lr"] and view["lr"]["step"] else None
         return [*common, loss, lr, view["heatmap"], blocks, view["samples"], view["log"], signature]
 
     outputs = [worker_note, jobs, pick, compare, progress, status, loss_plot, lr_plot, heat, heat_rows, samples,
@@ -78,7 +81,7 @@ def build(ctx: Context) -> None:
                queue=False)
     refresh.click(lambda j, lang: safe_poll(j, None, lang), [pick, ctx.lang], outputs, api_visibility="private")
     pick.input(lambda j, lang: safe_poll(j, None, lang), [pick, ctx.lang], outputs, api_visibility="private")
-    auto.change(lambda on: gr.Timer(active=on), [auto], [timer], api_visibility="private")
+    auto.input(lambda on: gr.Timer(active=on), [auto], [timer], api_visibility="private")
 
     def action(name):
         @guarded(1)
@@ -91,7 +94,9 @@ def build(ctx: Context) -> None:
 
     @guarded(1)
     def on_compare(job_ids, lang):
-        return pd.DataFrame(runs.compare_curves(d, job_ids))
+        data = runs.compare_curves(d, job_ids)
+        return pd.DataFrame(data) if data["step"] else None
 
     compare.change(on_compare, [compare, ctx.lang], [compare_plot], api_visibility="private")
+    ctx.extra["monitor_timer"] = (timer, auto)
     ctx.extra["monitor_poll"] = (lambda j, lang: safe_poll(j, None, lang), [pick, ctx.lang], outputs)
