@@ -22,7 +22,7 @@ from .config import ConfigError, TrainConfig, check
 from .data.dataset import BatchPlan, TensorCache, component_fingerprint, load_pixels, load_samples
 from .diagnostics import StudioError, next_lower_tier
 from .events import EXIT_CANCELLED, EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_OOM, Reporter
-from .models import inspect_model, load_pipeline
+from .models import ModelError, inspect_model, load_pipeline
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -54,7 +54,10 @@ class Trainer:
         for folder in (self.run_dir, self.run_dir / "samples", self.control):
             folder.mkdir(parents=True, exist_ok=True)
         cfg.write(self.run_dir / "config.yaml")
-        self.info = inspect_model(cfg.model.base, cfg.model.revision, data_dir())
+        try:
+            self.info = inspect_model(cfg.model.base, cfg.model.revision, data_dir())
+        except ModelError as exc:
+            raise StudioError("MODEL_MISSING", str(exc)) from None
         if cfg.training.guidance is not None and not self.info.guidance_embeds:
             raise StudioError("GUIDANCE_UNSUPPORTED", f"training.guidance is {cfg.training.guidance}, but "
                               f"{cfg.model.base} has no guidance embeddings (a schnell-type model).")
@@ -63,7 +66,11 @@ class Trainer:
         torch.manual_seed(cfg.training.seed)
         self.generator = torch.Generator(self.device).manual_seed(cfg.training.seed + self.accelerator.process_index)
 
-        self.pipe = load_pipeline(self.info, cfg.model.transformer_file, self._base_dtype(), cfg.model.revision)
+        try:
+            self.pipe = load_pipeline(self.info, cfg.model.transformer_file, self._base_dtype(), cfg.model.revision,
+                                      cfg.memory.base_precision)
+        except ModelError as exc:
+            raise StudioError("MODEL_MISSING", str(exc)) from None
         self.pipe.set_progress_bar_config(disable=True)
         self.transformer = self.pipe.transformer
         self.transformer.requires_grad_(False)
@@ -90,7 +97,7 @@ class Trainer:
     def _base_dtype(self):
         m = self.cfg.memory
         if m.base_precision in ("int8", "fp8", "nf4"):
-            return torch.bfloat16  # quantised layers compute in bf16 (see _quantise)
+            return torch.bfloat16  # quantised layers compute in bf16 (models.quantization_config)
         if m.base_precision == "auto":
             return {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[m.mixed_precision]
         return DTYPES[m.base_precision]
@@ -180,15 +187,24 @@ class Trainer:
                                                 init_lora_weights="gaussian", target_modules=self.targets))
         self.text_encoder = None
         if lo.train_text_encoder:
+            from peft import inject_adapter_in_model
+
+            # transformers' own add_adapter wants a newer peft; peft's injection is the same layer.
             self.text_encoder = self.pipe.text_encoder.to(self.device)
-            self.text_encoder.add_adapter(LoraConfig(
+            inject_adapter_in_model(LoraConfig(
                 r=lo.text_encoder_rank, lora_alpha=lo.text_encoder_alpha, lora_dropout=lo.dropout,
-                init_lora_weights="gaussian", target_modules=["q_proj", "k_proj", "v_proj", "out_proj"]))
+                init_lora_weights="gaussian", target_modules=["q_proj", "k_proj", "v_proj", "out_proj"]),
+                self.text_encoder)
         trainable = [m for m in (self.transformer, self.text_encoder) if m is not None]
         cast_training_params(trainable, torch.float32)  # LoRA in fp32 even over a bf16 base
         if self.cfg.memory.gradient_checkpointing:
             self.transformer.enable_gradient_checkpointing()
-        self.transformer.to(self.device)
+        if self.cfg.memory.block_offload and self.device.type == "cuda":
+            # 8 GB tier: blocks live in CPU memory and stream to the GPU one at a time.
+            self.transformer.enable_group_offload(self.device, torch.device("cpu"), offload_type="block_level",
+                                                  num_blocks_per_group=1, use_stream=True)
+        elif self.cfg.memory.base_precision not in ("int8", "nf4"):
+            self.transformer.to(self.device)  # bitsandbytes weights are placed on the GPU at load
         if self.cfg.memory.compile:
             self.transformer.compile_repeated_blocks(fullgraph=False)
 
@@ -428,8 +444,13 @@ class Trainer:
                 cached = self.text[prompt]
                 dtype = model.dtype
                 with torch.no_grad():
+                    pooled = cached["pooled"][None]
+                    if self.text_encoder is not None:  # the CLIP LoRA trains: its pooled vector moves
+                        tokens = pipe.tokenizer([prompt], padding="max_length", max_length=77, truncation=True,
+                                                return_tensors="pt").input_ids.to(self.device)
+                        pooled = self.text_encoder(tokens).pooler_output
                     image = pipe(prompt_embeds=cached["prompt_embeds"][None].to(self.device, dtype),
-                                 pooled_prompt_embeds=cached["pooled"][None].to(self.device, dtype),
+                                 pooled_prompt_embeds=pooled.to(self.device, dtype),
                                  num_inference_steps=cfg.sample.steps, guidance_scale=cfg.sample.guidance,
                                  height=cfg.sample.height, width=cfg.sample.width,
                                  generator=torch.Generator(self.device).manual_seed(seed)).images[0]

@@ -91,8 +91,39 @@ def inspect_model(base: str, revision: str = "", data_dir: str | Path | None = N
                      latent_channels=vae.get("latent_channels", 16))
 
 
-def load_pipeline(info: ModelInfo, transformer_file: str = "", dtype=None, revision: str = ""):
-    """The FluxPipeline for a model, its transformer optionally replaced by a single file."""
+def quantization_config(base_precision: str):
+    """diffusers quantisation settings for a frozen base: int8 / nf4 (bitsandbytes), fp8 (torchao).
+
+    Raises ModelError with the package to install when the backend is missing; both need CUDA.
+    """
+    import torch
+
+    if base_precision in ("int8", "nf4"):
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise ModelError(f"memory.base_precision {base_precision} needs bitsandbytes on a CUDA GPU "
+                             "(pip install bitsandbytes).") from None
+        from diffusers import BitsAndBytesConfig
+        if base_precision == "int8":
+            return BitsAndBytesConfig(load_in_8bit=True)
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                  bnb_4bit_compute_dtype=torch.bfloat16)
+    if base_precision == "fp8":
+        try:
+            from torchao.quantization import Float8WeightOnlyConfig
+        except ImportError:
+            raise ModelError("memory.base_precision fp8 needs torchao on a CUDA GPU with fp8 support "
+                             "(pip install torchao).") from None
+        from diffusers import TorchAoConfig
+        return TorchAoConfig(Float8WeightOnlyConfig())
+    return None
+
+
+def load_pipeline(info: ModelInfo, transformer_file: str = "", dtype=None, revision: str = "",
+                  base_precision: str = "auto"):
+    """The FluxPipeline for a model, its transformer optionally replaced by a single file and
+    optionally quantised (QLoRA style: the frozen base is stored in 8/4 bits, LoRA trains in fp32)."""
     import torch
     from diffusers import FluxPipeline, FluxTransformer2DModel
 
@@ -101,13 +132,18 @@ def load_pipeline(info: ModelInfo, transformer_file: str = "", dtype=None, revis
     kwargs = {"dtype": dtype}
     if revision:
         kwargs["revision"] = revision
+    quant = quantization_config(base_precision)
     try:
         if transformer_file:
             if not Path(transformer_file).is_file():
                 raise ModelError(f"model.transformer_file: {transformer_file} does not exist.")
-            transformer = FluxTransformer2DModel.from_single_file(
-                transformer_file, config=info.path, subfolder="transformer", torch_dtype=dtype)
-            kwargs["transformer"] = transformer
+            kwargs["transformer"] = FluxTransformer2DModel.from_single_file(
+                transformer_file, config=info.path, subfolder="transformer", torch_dtype=dtype,
+                **({"quantization_config": quant} if quant else {}))
+        elif quant is not None:
+            kwargs["transformer"] = FluxTransformer2DModel.from_pretrained(
+                info.path, subfolder="transformer", quantization_config=quant, torch_dtype=dtype,
+                **({"revision": revision} if revision else {}))
         return FluxPipeline.from_pretrained(info.path, **kwargs)
     except ModelError:
         raise

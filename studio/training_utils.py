@@ -149,7 +149,7 @@ def build_optimizer(cfg: TrainConfig, groups: list[dict]) -> torch.optim.Optimiz
 
 
 def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
-    from diffusers.optimization import get_scheduler
+    from diffusers.optimization import get_polynomial_decay_schedule_with_warmup, get_scheduler
 
     s, steps = cfg.schedule, cfg.schedule.max_steps
     if s.scheduler == "cyclic":
@@ -168,9 +168,8 @@ def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
     if s.scheduler == "cosine_with_restarts":
         kwargs["num_cycles"] = s.num_cycles
     if s.scheduler == "polynomial":
-        return get_scheduler("polynomial", optimizer, num_warmup_steps=s.warmup_steps,
-                             num_training_steps=steps, power=s.poly_power,
-                             scheduler_specific_kwargs={"lr_end": s.poly_end_lr})
+        return get_polynomial_decay_schedule_with_warmup(optimizer, s.warmup_steps, steps,
+                                                         lr_end=s.poly_end_lr, power=s.poly_power)
     return get_scheduler(s.scheduler, optimizer, num_warmup_steps=s.warmup_steps,
                          num_training_steps=steps, **kwargs)
 
