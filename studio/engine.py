@@ -58,6 +58,9 @@ class Trainer:
             self.info = inspect_model(cfg.model.base, cfg.model.revision, data_dir())
         except ModelError as exc:
             raise StudioError("MODEL_MISSING", str(exc)) from None
+        if cfg.lora.rank > self.info.inner_dim:  # every block layer is at least inner_dim wide
+            raise StudioError("RANK_TOO_LARGE", f"lora.rank {cfg.lora.rank} is larger than this model's "
+                              f"layers allow (hidden size {self.info.inner_dim}); use at most {self.info.inner_dim}.")
         if cfg.training.guidance is not None and not self.info.guidance_embeds:
             raise StudioError("GUIDANCE_UNSUPPORTED", f"training.guidance is {cfg.training.guidance}, but "
                               f"{cfg.model.base} has no guidance embeddings (a schnell-type model).")
