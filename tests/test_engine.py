@@ -332,3 +332,27 @@ def test_cli_exit_codes(tiny_model, tmp_path, studio_data):
     events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert events[0]["type"] == "start" and events[-1] == {**events[-1], "type": "done", "status": "succeeded"}
     assert [e["step"] for e in events if e["type"] == "step"] == [1, 2]
+
+
+def test_single_file_transformer_replaces_the_folders(tiny_model, tmp_path, studio_data):
+    """model.transformer_file: a single .safetensors transformer, the rest from the folder."""
+    from diffusers import FluxTransformer2DModel
+    from safetensors.torch import save_file
+
+    other = FluxTransformer2DModel.from_pretrained(str(tiny_model), subfolder="transformer")
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.01)
+    single = tmp_path / "flux-finetune.safetensors"
+    save_file(other.state_dict(), str(single))
+    dataset = make_images(tmp_path / "ds", count=1)
+    cfg = resolve(tiny_config(tiny_model, dataset, tmp_path / "out", model={"transformer_file": str(single)}), tier="cpu")
+    trainer = Trainer(cfg, tmp_path / "run", Events())
+    trainer.setup()
+    loaded = trainer.transformer.x_embedder.base_layer.weight if hasattr(trainer.transformer.x_embedder, "base_layer") \
+        else trainer.transformer.x_embedder.weight
+    assert torch.equal(loaded, other.x_embedder.weight)
+    missing = resolve(tiny_config(tiny_model, dataset, tmp_path / "out", model={"transformer_file": str(tmp_path / "nope.safetensors")}), tier="cpu")
+    code, events = run(missing.to_dict(), tmp_path / "run2")
+    assert code == EXIT_FAILED and events.of("error")[0]["code"] == "MODEL_MISSING"
+    assert "nope.safetensors" in events.of("error")[0]["message"]
