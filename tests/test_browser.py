@@ -172,6 +172,8 @@ def test_train_a_lora_end_to_end(studio, browser, tmp_path):
     _fill_number(page, "train-rank", 4)
     _fill_number(page, "train-sample-every", 10)
     page.locator("#train-advanced").get_by_text("Advanced settings").first.click()
+    for section in ("sample", "schedule", "log", "save"):
+        page.locator(f"#adv-section-{section}").get_by_text(section, exact=True).first.click()
     for key, value in {"sample-steps": 2, "sample-width": 64, "sample-height": 64,
                        "schedule-warmup_steps": 2, "log-block_norms_every": 2, "save-every": 10}.items():
         _fill_number(page, f"adv-{key}", value)

@@ -60,8 +60,16 @@ def build(ctx: Context) -> None:
     advanced = []
     with gr.Accordion(L("train.advanced"), open=False, elem_id="train-advanced"):
         gr.Markdown(L("train.advanced_note"))
+        # One sub-section per config section, three settings to a row, so 70 settings stay scannable.
+        sections: dict[str, list] = {}
         for (key, type_name, _, _), value in zip(h.advanced_rows(), advanced0):
-            advanced.append(_advanced_widget(key, type_name, value))
+            sections.setdefault(key.split(".")[0], []).append((key, type_name, value))
+        for section, rows in sections.items():
+            with gr.Accordion(section, open=False, elem_id=f"adv-section-{section}"):
+                for start_at in range(0, len(rows), 3):
+                    with gr.Row():
+                        for key, type_name, value in rows[start_at:start_at + 3]:
+                            advanced.append(_advanced_widget(key, type_name, value))
     with gr.Row():
         check = gr.Button(L("train.preview"), elem_id="train-check")
         start = gr.Button(L("train.start"), variant="primary", elem_id="train-start")
