@@ -28,7 +28,7 @@ def cmd_train(args) -> int:
         from .config import check
         check(cfg)
     except ConfigError as exc:
-        print(f"Invalid config:\n  " + "\n  ".join(exc.problems), file=sys.stderr)
+        print("Invalid config:\n  " + "\n  ".join(exc.problems), file=sys.stderr)
         return EXIT_CONFIG
     from .engine import train
     from .events import Broadcast, ConsoleReporter, JsonlReporter

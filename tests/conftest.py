@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -101,11 +100,14 @@ def tiny_config(model_dir: Path, images: Path, out: Path, **sections) -> dict:
     return deep_merge(cfg, sections)
 
 
-@pytest.fixture
-def clean_dir(tmp_path):
-    def make(name: str) -> Path:
-        path = tmp_path / name
-        shutil.rmtree(path, ignore_errors=True)
-        path.mkdir(parents=True)
-        return path
-    return make
+class Events:
+    """A reporter that keeps the engine's events for assertions."""
+
+    def __init__(self):
+        self.items = []
+
+    def emit(self, type, **fields):
+        self.items.append({"type": type, **fields})
+
+    def of(self, type):
+        return [e for e in self.items if e["type"] == type]

@@ -10,21 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_images, tiny_config
+from conftest import Events, make_images, tiny_config
 from studio.config import resolve
 from studio.engine import Trainer, train
 from studio.events import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
-
-
-class Events:
-    def __init__(self):
-        self.items = []
-
-    def emit(self, type, **fields):
-        self.items.append({"type": type, **fields})
-
-    def of(self, type):
-        return [e for e in self.items if e["type"] == type]
 
 
 def run(cfg_dict, run_dir, resume=False, tier="cpu"):

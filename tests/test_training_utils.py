@@ -7,22 +7,11 @@ import math
 import pytest
 import torch
 
-from conftest import make_images, tiny_config
+from conftest import Events, make_images, tiny_config
 from studio.config import resolve
 from studio.engine import train
 from studio.events import EXIT_OK
 from studio import training_utils as tu
-
-
-class Events:
-    def __init__(self):
-        self.items = []
-
-    def emit(self, type, **fields):
-        self.items.append({"type": type, **fields})
-
-    def of(self, type):
-        return [e for e in self.items if e["type"] == type]
 
 
 @pytest.mark.parametrize("scheme", ["uniform", "sigmoid", "logit_normal", "shift", "resolution_shift"])

@@ -7,7 +7,6 @@ no browser, no server, no torch.
 from __future__ import annotations
 
 import io
-import json
 import subprocess
 import sys
 import zipfile
@@ -15,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
 from studio.config import resolve
