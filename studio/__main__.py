@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -35,6 +36,9 @@ def cmd_train(args) -> int:
 
     run_dir = Path(args.run_dir) if args.run_dir else cfg.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
+    if int(os.environ.get("RANK", "0")) > 0:
+        # Data parallel: only rank 0 writes the run's events; the others print their own errors.
+        return train(cfg, run_dir, ConsoleReporter(), resume=args.resume)
     jsonl = JsonlReporter(run_dir / "metrics.jsonl")
     try:
         return train(cfg, run_dir, Broadcast(jsonl, ConsoleReporter()), resume=args.resume)

@@ -163,11 +163,9 @@ class Trainer:
                 self._poll_signals()
             self.cache_stats.update(latent_hits=cache.hits, latent_misses=cache.misses)
         # The text encoders are not needed again unless their LoRA trains: free them now.
+        self.pipe.text_encoder_2 = None
         if not cfg.lora.train_text_encoder:
-            self.pipe.text_encoder_2 = None
-            self.pipe.text_encoder.to("cpu")
-        else:
-            self.pipe.text_encoder_2 = None
+            self.pipe.text_encoder = None
         if self.device.type == "cuda":
             self.pipe.vae.to("cpu")  # back on the GPU only to sample
             torch.cuda.empty_cache()
@@ -204,8 +202,10 @@ class Trainer:
             self.transformer.enable_gradient_checkpointing()
         if self.cfg.memory.block_offload and self.device.type == "cuda":
             # 8 GB tier: blocks live in CPU memory and stream to the GPU one at a time.
+            # No CUDA streams: the stream path restores weights from a CPU copy made when offloading
+            # starts, which would undo the optimiser's updates to the LoRA weights inside the blocks.
             self.transformer.enable_group_offload(self.device, torch.device("cpu"), offload_type="block_level",
-                                                  num_blocks_per_group=1, use_stream=True)
+                                                  num_blocks_per_group=1, use_stream=False)
         elif self.cfg.memory.base_precision not in ("int8", "nf4"):
             self.transformer.to(self.device)  # bitsandbytes weights are placed on the GPU at load
         if self.cfg.memory.compile:
@@ -383,7 +383,8 @@ class Trainer:
             last_time = now
             if self._due(cfg.log.every, self.step) or self.step == cfg.schedule.max_steps:
                 # One host sync per logged step, not per micro-batch.
-                loss_value = float(torch.stack(pending).mean())
+                # Averaged over ranks, so every rank logs, and stops on NaN, at the same step.
+                loss_value = float(acc.reduce(torch.stack(pending).mean(), reduction="mean"))
                 pending = []
                 if not math.isfinite(loss_value):
                     raise StudioError("NAN_LOSS", f"The loss became {loss_value} at step {self.step} "

@@ -297,7 +297,8 @@ class Worker:
             return self.train_command + tail
         num_gpus = int(_get(job["config"], "memory.num_gpus", 1) or 1)
         if num_gpus > 1:
-            return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_gpus),
+            return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
+                    "--num_processes", str(num_gpus),
                     "-m", "studio", "train"] + tail
         return [sys.executable, "-m", "studio", "train"] + tail
 

@@ -107,11 +107,6 @@ def test_effective_batch_is_the_sum_of_the_rank_batches(ddp_run):
         assert sorted(r["steps"][s] for s in steps for r in ranks) == sorted(single)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine bug: every rank reports through its own Reporter into the same metrics.jsonl, so the "
-    "worker sees each start/step event twice (loss alternating between the ranks' local losses) "
-    "and a rank-1 'done' event with files=[] before rank 0's; only the main process should report "
-    "(see the fix in studio/__main__.py cmd_train / studio/engine.py train)"))
 def test_only_the_main_process_reports(ddp_run):
     events = [json.loads(line) for line in (ddp_run["run_dir"] / "metrics.jsonl").read_text().splitlines()]
     kinds = [e["type"] for e in events]

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from conftest import Events, make_images, tiny_config
@@ -159,8 +160,14 @@ def test_comfyui_file_has_same_delta_weights(trained):
     assert set(diffusers_dw) == set(comfy_dw) and diffusers_dw
     for name, dw in diffusers_dw.items():
         torch.testing.assert_close(comfy_dw[name], dw, atol=1e-6, rtol=1e-5)
-    meta = read_metadata(run_dir / "test-lora-comfyui.safetensors")
-    assert meta["trigger_word"] == "sks" and meta["ss_network_dim"] == "16"
+    for name in ("test-lora.safetensors", "test-lora-comfyui.safetensors"):
+        meta = read_metadata(run_dir / name)
+        for key in ("base_model", "trigger_word", "rank", "alpha", "steps", "resolution", "dataset_size",
+                    "dataset_hash", "config", "ss_network_dim", "ss_network_alpha", "ss_base_model_version"):
+            assert meta.get(key), (name, key)
+        assert meta["trigger_word"] == "sks" and meta["ss_network_dim"] == "16" and meta["steps"] == "200"
+        assert meta["dataset_size"] == "4" and meta["ss_base_model_version"] == "flux1-schnell"
+        assert yaml.safe_load(meta["config"])["lora"]["rank"] == 16
 
 
 # --------------------------------------------------------------------------- resume and caches

@@ -388,7 +388,8 @@ def test_commands_carry_no_secrets_and_launch_multi_gpu_through_accelerate(tmp_p
     job = store.claim_next("w")
     worker = Worker(tmp_path, gpus=[0, 1])
     command = worker.command_for(job, Path("/r/config.yaml"), Path("/r"))
-    assert command == [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2",
+    assert command == [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
+                       "--num_processes", "2",
                        "-m", "studio", "train", "/r/config.yaml", "--run-dir", "/r"]
     job["config"]["memory"]["num_gpus"] = 1
     job["resume"] = True
