@@ -352,3 +352,26 @@ def test_single_file_transformer_replaces_the_folders(tiny_model, tmp_path, stud
     code, events = run(missing.to_dict(), tmp_path / "run2")
     assert code == EXIT_FAILED and events.of("error")[0]["code"] == "MODEL_MISSING"
     assert "nope.safetensors" in events.of("error")[0]["message"]
+
+
+@pytest.mark.parametrize("strength", [1.0, 0.0])
+def test_try_it_child_draws_with_and_without_the_lora(trained, tiny_model, tmp_path, strength):
+    """The Results tab's try-it child process: same prompt and seed, with and without the LoRA."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "tryit"
+    out.mkdir()
+    request = {"out": str(out), "base": str(tiny_model), "lora": str(trained[0] / "test-lora.safetensors"),
+               "prompt": "a photo of sks", "steps": 2, "width": 64, "height": 64, "seed": 3, "strength": strength}
+    (out / "request.json").write_text(json.dumps(request))
+    done = subprocess.run([sys.executable, "-m", "studio.ui.tryit", str(out / "request.json")],
+                          capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((out / "status.json").read_text())["state"] == "done"
+    with_lora = np.asarray(Image.open(out / "with.png"), dtype=np.int16)
+    without = np.asarray(Image.open(out / "without.png"), dtype=np.int16)
+    if strength:
+        assert np.abs(with_lora - without).mean() > 0.5
+    else:
+        np.testing.assert_array_equal(with_lora, without)
