@@ -54,9 +54,28 @@ def _keep_blocklist_current(demo, data_dir: Path, stop: threading.Event) -> None
             pass
 
 
+TRAINING_REFUSED = "STUDIO_TRAINING_REFUSED"
+
+
+def apply_space_settings(args: argparse.Namespace, auth):
+    """On a Hugging Face Space: local-disk data folder, the STUDIO_AUTH login, and no training
+    until a login is set (a public Space is open to anyone). Returns the auth to launch with."""
+    from studio.space import space_settings
+
+    settings = space_settings()
+    if not settings.on_space:
+        return auth
+    if not os.environ.get("STUDIO_DATA") and args.data_dir == "./studio_data":
+        args.data_dir = str(settings.data_dir)
+    if not settings.training_allowed:
+        os.environ[TRAINING_REFUSED] = " ".join(settings.problems)
+        print("training disabled: " + " ".join(settings.problems), file=sys.stderr)
+    return auth or settings.auth or None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    auth = parse_auth(args.auth)
+    auth = apply_space_settings(args, parse_auth(args.auth))
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     # The engine finds the demo model and caches through STUDIO_DATA; the worker's children inherit it.

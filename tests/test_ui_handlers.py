@@ -208,6 +208,28 @@ def test_start_training_queues_a_job_only_when_valid(filled):
     assert job["config"]["schedule"]["max_steps"] == 20
 
 
+def test_a_public_space_without_login_refuses_training(filled, monkeypatch):
+    import argparse
+
+    import app
+
+    monkeypatch.setenv("SPACE_ID", "someone/flux-lora-studio")
+    monkeypatch.delenv("STUDIO_AUTH", raising=False)
+    monkeypatch.delenv("STUDIO_TRAINING_REFUSED", raising=False)
+    monkeypatch.delenv("STUDIO_DATA", raising=False)
+    args = argparse.Namespace(data_dir="./studio_data")
+    assert app.apply_space_settings(args, None) is None
+    assert args.data_dir == "/tmp/studio_data"  # local disk, not a network mount
+    with pytest.raises(h.UserError, match="STUDIO_AUTH"):
+        h.start_training(filled, h.build_config(filled, **_train_fields()))
+    assert JobStore(filled).list_jobs() == []
+
+    monkeypatch.delenv("STUDIO_TRAINING_REFUSED")
+    monkeypatch.setenv("STUDIO_AUTH", "me:secret-pass")
+    assert app.apply_space_settings(argparse.Namespace(data_dir="./studio_data"), None) == [("me", "secret-pass")]
+    assert "STUDIO_TRAINING_REFUSED" not in __import__("os").environ
+
+
 def test_licence_and_tier_texts():
     assert "Non-Commercial" in h.licence_text("black-forest-labs/FLUX.1-dev")
     assert "Apache-2.0" in h.licence_text("black-forest-labs/FLUX.1-schnell")

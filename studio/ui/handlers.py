@@ -8,6 +8,7 @@ which the tab wiring turns into a status line instead of a traceback.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -473,6 +474,9 @@ def start_training(data_dir: Path, cfg: TrainConfig, lang: str = "en") -> tuple[
     """Validate, then queue the job; returns (job id, message)."""
     from studio.jobs import JobStore
 
+    refused = os.environ.get("STUDIO_TRAINING_REFUSED")  # set by app.py on a Space without a login
+    if refused:
+        raise UserError(refused)
     check_config(data_dir, cfg, lang)
     job_id = JobStore(data_dir).create_job(cfg.save.run_name, cfg.to_dict())
     return job_id, t("train.queued", lang, job_id=job_id)
