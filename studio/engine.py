@@ -68,6 +68,8 @@ class Trainer:
         self.device = self.accelerator.device
         torch.manual_seed(cfg.training.seed)
         self.generator = torch.Generator(self.device).manual_seed(cfg.training.seed + self.accelerator.process_index)
+        # Caption dropout is decided on the host, so it costs no GPU sync.
+        self.host_generator = torch.Generator().manual_seed(cfg.training.seed + 7919 + self.accelerator.process_index)
 
         try:
             self.pipe = load_pipeline(self.info, cfg.model.transformer_file, self._base_dtype(), cfg.model.revision,
@@ -245,7 +247,7 @@ class Trainer:
         return {"step": self.step, "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "generator": self.generator.get_state(),
+                "generator": self.generator.get_state(), "host_generator": self.host_generator.get_state(),
                 "ema": self.ema.state_dict() if self.ema else {}}
 
     def load_state(self) -> None:
@@ -270,6 +272,7 @@ class Trainer:
         if state["cuda_rng"]:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.generator.set_state(state["generator"])
+        self.host_generator.set_state(state["host_generator"])
         if self.ema and state["ema"]:
             self.ema.load_state_dict(state["ema"])
         self.step = state["step"]
@@ -279,12 +282,8 @@ class Trainer:
 
     def text_batch(self, ids: list[int]):
         drop = self.cfg.dataset.caption_dropout
-        captions = []
-        for _ in ids:
-            # Drawn from the training generator so that resume replays the same choices.
-            dropped = drop > 0 and torch.rand((), generator=self.generator, device=self.device).item() < drop
-            captions.append("" if dropped else None)
-        captions = [c if c is not None else self.samples[i].caption for c, i in zip(captions, ids)]
+        dropped = torch.rand(len(ids), generator=self.host_generator).tolist() if drop > 0 else [1.0] * len(ids)
+        captions = ["" if d < drop else self.samples[i].caption for d, i in zip(dropped, ids)]
         embeds = torch.stack([self.text[c]["prompt_embeds"] for c in captions]).to(self.device)
         if self.text_encoder is not None:
             tokens = self.pipe.tokenizer(captions, padding="max_length", max_length=77, truncation=True,
