@@ -141,8 +141,12 @@ def cmd_caption(args) -> int:
     style = CaptionStyle(trigger_word=args.trigger, placement=args.placement, prefix=args.prefix,
                          suffix=args.suffix, strip_boilerplate=not args.keep_boilerplate, max_chars=args.max_chars)
 
+    tty = sys.stderr.isatty()
+
     def progress(done: int, total: int) -> None:
-        print(f"\rcaptioned {done}/{total}", end="", file=sys.stderr, flush=True)
+        # One updating line at a terminal; whole lines in a log file.
+        end = "\n" if not tty or done == total else ""
+        print(f"{chr(13) if tty else ''}captioned {done}/{total}", end=end, file=sys.stderr, flush=True)
 
     try:
         run = caption_dataset(dataset_dir, captioner, style, overwrite=args.overwrite,
