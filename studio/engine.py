@@ -161,9 +161,7 @@ class Trainer:
                 if hit is None:
                     hit = {"parameters": self._encode_image(s)}
                     cache.put(key, hit)
-                # Pinned host memory lets the per-step copy to the GPU overlap with compute.
-                params = hit["parameters"]
-                self.latents[s.id] = params.pin_memory() if self.device.type == "cuda" else params
+                self.latents[s.id] = hit["parameters"]
                 self._poll_signals()
             self.cache_stats.update(latent_hits=cache.hits, latent_misses=cache.misses)
         # The text encoders are not needed again unless their LoRA trains: free them now.
@@ -300,7 +298,9 @@ class Trainer:
 
         if self.latents:
             params = torch.stack([self.latents[i] for i in ids])
-            params = (params.pin_memory() if self.device.type == "cuda" else params).to(self.device, non_blocking=True)
+            if self.device.type == "cuda":  # pinned: the copy to the GPU overlaps with compute
+                params = params.pin_memory()
+            params = params.to(self.device, non_blocking=True)
         else:
             self.pipe.vae.to(self.device)
             params = torch.stack([self._encode_image(self.samples[i]) for i in ids]).to(self.device)
