@@ -35,6 +35,8 @@ from PIL import Image, ImageCms, ImageOps, features
 
 REPORT_NAME = "report.json"
 CAPTION_EXT = ".txt"
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif", ".heic",
+                   ".heif"}
 JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
 
 # Reason codes a rejected item can carry; the UI and the report key off these.
@@ -494,7 +496,12 @@ def _collect(sources, limits: IngestLimits, budget: _Budget, stack: ExitStack,
         elif _is_junk(label):
             rejected.append(Rejected(label, "junk", f"{label} is operating-system metadata; skipped."))
         elif path.suffix.lower() != CAPTION_EXT and _head(path) == "zip":
-            yield from _zip_entries(path, label, limits, budget, stack, rejected)
+            if path.suffix.lower() in _IMAGE_SUFFIXES:
+                # The name says image, the bytes say archive: trust neither (HARDENING_NOTES §1).
+                rejected.append(Rejected(label, "not_an_image", f"{label} is named like an image but is a zip "
+                                         "archive; it was not opened. Rename it to .zip to import its contents."))
+            else:
+                yield from _zip_entries(path, label, limits, budget, stack, rejected)
         else:
             yield _Entry(label, path.stem, label, lambda path=path, label=label: _read_file(path, label, limits, budget))
 

@@ -458,9 +458,52 @@ def problems_markdown(problems: list[str], lang: str = "en") -> str:
     return "\n".join(["**" + t("train.problems", lang) + "**"] + [f"- {translate_problem(p, lang)}" for p in problems])
 
 
+HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}$")
+
+
+def source_problems(cfg: TrainConfig) -> list[str]:
+    """Where the model comes from, checked before anything is queued: 'demo', a hub id
+    (owner/name) or a local diffusers folder; never an arbitrary server path (HARDENING_NOTES §1)."""
+    problems = []
+    base = (cfg.model.base or "").strip()
+    local = Path(base).expanduser()
+    if base == "demo":
+        pass
+    elif HUB_ID_RE.match(base) and ".." not in base and not local.exists():
+        pass
+    elif not (local.is_dir() and (local / "model_index.json").is_file()):
+        problems.append(f"model.base: {base!r} is not 'demo', a Hugging Face model id (owner/name) or a local "
+                        "model folder in diffusers layout (with model_index.json).")
+    single = (cfg.model.transformer_file or "").strip()
+    if single and not (single.endswith(".safetensors") and Path(single).expanduser().is_file()):
+        problems.append(f"model.transformer_file: {single!r} is not an existing .safetensors file.")
+    return problems
+
+
+def token_problems(cfg: TrainConfig) -> list[str]:
+    """Settings that hold something shaped like an access token: refused, never stored."""
+    from studio.jobs import redact
+
+    found = []
+
+    def walk(value: Any, key: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(value, list):
+            for item in value:
+                walk(item, key)
+        elif isinstance(value, str) and redact(value) != value and key not in found:
+            found.append(key)
+
+    walk(cfg.to_dict(), "")
+    return [f"{key}: contains what looks like an access token; never type tokens into settings (set the "
+            "HF_TOKEN environment variable instead)." for key in found]
+
+
 def check_config(data_dir: Path, cfg: TrainConfig, lang: str = "en") -> None:
     """Validation plus what only the UI knows (a dataset with images); raises UserError."""
-    problems = validate(cfg)
+    problems = validate(cfg) + source_problems(cfg) + token_problems(cfg)
     if problems:
         raise UserError(problems_markdown(problems, lang))
     images = Path(cfg.dataset.path) if cfg.dataset.path else None
