@@ -74,6 +74,8 @@ def apply_space_settings(args: argparse.Namespace, auth):
 
 
 def main(argv: list[str] | None = None) -> int:
+    # No usage analytics calls home from a studio that people run on their own photos.
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     args = parse_args(argv)
     auth = apply_space_settings(args, parse_auth(args.auth))
     data_dir = Path(args.data_dir).resolve()
