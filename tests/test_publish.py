@@ -345,3 +345,29 @@ def test_offline_mode_is_explained(real_run, monkeypatch):
 
 def test_redact():
     assert redact(f"Bearer {CANARY} and hf_short") == "Bearer hf_*** and hf_short"
+
+
+def test_results_tab_publishes_a_finished_job(real_run, tmp_path, monkeypatch, caplog, capsys):
+    """The Results tab's publish handler: a finished job's files reach the Hub, the token is
+    used once and stored nowhere."""
+    import shutil
+
+    from studio.jobs import JobStore
+    from studio.ui import runs
+
+    store = JobStore(tmp_path)
+    job_id = store.create_job("demo", {"save": {"run_name": "demo"}})
+    job = store.claim_next("test")
+    shutil.copytree(real_run, job["run_dir"], dirs_exist_ok=True)
+    store.finish(job_id, "succeeded", exit_code=0)
+    with FakeHub() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        message = runs.publish(tmp_path, job_id, "alice/from-ui", CANARY, True)
+    assert f"{hub.url}/alice/from-ui" in message
+    assert {"demo.safetensors", "demo-comfyui.safetensors", "README.md"} <= set(hub.files["alice/from-ui"])
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert CANARY.encode() not in path.read_bytes(), path
+    assert_no_canary(caplog, capsys, message)
+    with pytest.raises(runs.UserError):
+        runs.publish(tmp_path, job_id, "not a repo", CANARY, True)

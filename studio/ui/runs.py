@@ -298,10 +298,8 @@ def publish(data_dir: Path, job_id: int | None, repo_id: str, token: str, privat
     token = (token or "").strip() or os.environ.get("HF_TOKEN", "")
     if not token:
         raise UserError(t("results.no_token", lang))
-    try:
-        from studio.publish import publish_run  # written by another engineer; optional here
-    except ImportError:
-        raise UserError(t("results.no_publish", lang)) from None
+    from studio.publish import publish_run  # loads huggingface_hub only when someone publishes
+
     job = store(data_dir).get_job(int(job_id))
     try:
         url = publish_run(Path(job["run_dir"]), repo_id, token, private=bool(private))
