@@ -68,6 +68,9 @@ def _read_json(base: str, name: str, revision: str = "") -> dict:
     if Path(base).exists():
         raise ModelError(f"{base}: no {name} here. A base model folder must be in diffusers "
                          "layout (model_index.json, transformer/, vae/, text_encoder/, …).")
+    if base.startswith(("/", ".", "~")) or "\\" in base or base.count("/") != 1:
+        raise ModelError(f"{base}: this folder does not exist. Give a local model folder in diffusers "
+                         "layout, a Hugging Face model id such as black-forest-labs/FLUX.1-dev, or 'demo'.")
     from huggingface_hub import hf_hub_download
     try:
         return json.loads(Path(hf_hub_download(base, name, revision=revision or None)).read_text())

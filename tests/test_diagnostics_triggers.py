@@ -137,7 +137,7 @@ def test_model_missing_names_the_folder(images, tmp_path, studio_data):
     code, events, console = run(quick(missing, images, tmp_path), tmp_path / "run")
     assert code == EXIT_FAILED and time.monotonic() - started < 60
     error = events.of("error")[0]
-    assert str(missing) in error["message"]
+    assert str(missing) in error["message"] and "does not exist" in error["message"]
     assert_presented("MODEL_MISSING", error, console)
     # A folder that exists but is not a diffusers model says what is missing.
     (tmp_path / "not-a-model").mkdir()
