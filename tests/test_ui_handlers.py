@@ -81,7 +81,7 @@ def test_upload_images_and_zip_then_remove(data, tmp_path):
     message = h.upload_files(data, "cat", [str(_png(tmp_path / "a.png", 1)), str(zipped), str(fake)])
     assert "2 image(s) added, 1 item(s) skipped" in message and "fake.png" in message
     zh = h.upload_files(data, "cat", [str(fake)], lang="zh-CN")
-    assert "已跳过 fake.png：文件已损坏或不完整" in zh  # PK magic sniffs as a (broken) zip
+    assert "已跳过 fake.png：内容不是图片" in zh  # a zip named like an image is not opened as a zip
     items = h.gallery_items(data, "cat")
     assert [caption for _, caption in items] == ["a · no caption", "inside · captioned"]
     assert "Removed 1" in h.remove_images(data, "cat", ["a"])
@@ -215,7 +215,9 @@ def test_a_public_space_without_login_refuses_training(filled, monkeypatch):
 
     monkeypatch.setenv("SPACE_ID", "someone/flux-lora-studio")
     monkeypatch.delenv("STUDIO_AUTH", raising=False)
-    monkeypatch.delenv("STUDIO_TRAINING_REFUSED", raising=False)
+    # apply_space_settings writes os.environ itself: setenv first so teardown removes it again.
+    monkeypatch.setenv("STUDIO_TRAINING_REFUSED", "")
+    monkeypatch.delenv("STUDIO_TRAINING_REFUSED")
     monkeypatch.delenv("STUDIO_DATA", raising=False)
     args = argparse.Namespace(data_dir="./studio_data")
     assert app.apply_space_settings(args, None) is None
@@ -331,3 +333,29 @@ def test_app_help_and_file_policy(tmp_path):
     for blocked in ("studio.db", "cache", "models", "runs/1-x/checkpoints", ".env"):
         assert str(root / blocked) in kw["blocked_paths"]
     assert set(kw["i18n"].translations) == {"en", "zh-CN"}
+
+
+def test_duplicate_rerun_with_edits_and_confirmed_delete(filled):
+    from studio.ui import runs
+
+    job_id, _ = h.start_training(filled, h.build_config(filled, **_train_fields()))
+    store = JobStore(filled)
+    store.request_cancel(job_id)  # queued → cancelled at once, so it may be deleted
+    copy_message = runs.manage(filled, job_id, "duplicate")
+    copy_id = max(j["id"] for j in store.list_jobs())
+    assert f"#{copy_id}" in copy_message and store.get_job(copy_id)["config"] == store.get_job(job_id)["config"]
+
+    text = runs.job_config_yaml(filled, job_id).replace("max_steps: 20", "max_steps: 33")
+    message = runs.manage(filled, job_id, "rerun", config_yaml=text)
+    rerun_id = max(j["id"] for j in store.list_jobs())
+    assert f"#{rerun_id}" in message and store.get_job(rerun_id)["config"]["schedule"]["max_steps"] == 33
+    with pytest.raises(h.UserError, match="max_stepz"):
+        runs.manage(filled, job_id, "rerun", config_yaml=text.replace("max_steps:", "max_stepz:"))
+    with pytest.raises(h.UserError, match="multiple of 16"):
+        runs.manage(filled, job_id, "rerun", config_yaml=text.replace("resolution: 64", "resolution: 70"))
+
+    with pytest.raises(h.UserError, match="Tick the box"):
+        runs.manage(filled, job_id, "delete")
+    assert any(j["id"] == job_id for j in store.list_jobs())
+    assert f"#{job_id}" in runs.manage(filled, job_id, "delete", confirmed=True)
+    assert not any(j["id"] == job_id for j in store.list_jobs())

@@ -44,6 +44,16 @@ def build(ctx: Context) -> None:
     heat_rows = gr.Markdown()
     samples = gr.Gallery(label=L("monitor.samples"), columns=4, height=300, elem_id="monitor-samples")
     log = gr.Textbox(label=L("monitor.log"), lines=10, max_lines=14, interactive=False, elem_id="monitor-log")
+    with gr.Accordion(L("monitor.manage"), open=False, elem_id="monitor-manage"):
+        with gr.Row():
+            duplicate = gr.Button(L("monitor.duplicate"), elem_id="monitor-duplicate")
+            load_config = gr.Button(L("monitor.load_config"), elem_id="monitor-load-config")
+            rerun = gr.Button(L("monitor.rerun"), elem_id="monitor-rerun")
+        config_box = gr.Code(label=L("monitor.edit_config"), language="yaml", interactive=True,
+                             elem_id="monitor-config")
+        with gr.Row():
+            confirm = gr.Checkbox(label=L("monitor.delete_confirm"), value=False, elem_id="monitor-delete-confirm")
+            delete = gr.Button(L("monitor.delete"), variant="stop", elem_id="monitor-delete")
     with gr.Accordion(L("monitor.compare"), open=False):
         compare = gr.Dropdown(label=L("monitor.compare"), choices=[], multiselect=True)
         compare_plot = gr.LinePlot(x="step", y="loss", color="job", label=L("monitor.compare_plot"), height=260)
@@ -91,6 +101,27 @@ def build(ctx: Context) -> None:
 
     for button, name in ((cancel, "cancel"), (sample_now, "sample"), (save_now, "save"), (resume, "resume")):
         button.click(action(name), [pick, ctx.lang], [status], api_visibility="private")
+
+    @guarded(1)
+    def on_duplicate(job_id, lang):
+        return runs.manage(d, job_id, "duplicate", lang)
+
+    @guarded(2, status_index=1)
+    def on_load_config(job_id, lang):
+        return runs.job_config_yaml(d, job_id, lang), ""
+
+    @guarded(1)
+    def on_rerun(job_id, text, lang):
+        return runs.manage(d, job_id, "rerun", lang, config_yaml=text or "")
+
+    @guarded(2, status_index=0)
+    def on_delete(job_id, confirmed, lang):
+        return runs.manage(d, job_id, "delete", lang, confirmed=bool(confirmed)), False
+
+    duplicate.click(on_duplicate, [pick, ctx.lang], [status], api_visibility="private")
+    load_config.click(on_load_config, [pick, ctx.lang], [config_box, status], api_visibility="private")
+    rerun.click(on_rerun, [pick, config_box, ctx.lang], [status], api_visibility="private")
+    delete.click(on_delete, [pick, confirm, ctx.lang], [status, confirm], api_visibility="private")
 
     @guarded(1)
     def on_compare(job_ids, lang):

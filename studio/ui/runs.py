@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import yaml
 from typing import Any
 
 import numpy as np
@@ -220,6 +222,42 @@ def control(data_dir: Path, job_id: int | None, action: str, lang: str = "en") -
         if action == "resume":
             s.resume(int(job_id))
             return t("monitor.resumed", lang, job_id=job_id)
+    except (JobStateError, JobNotFound) as exc:
+        raise UserError(str(exc)) from None
+    raise ValueError(f"unknown action {action!r}")
+
+
+def job_config_yaml(data_dir: Path, job_id: int | None, lang: str = "en") -> str:
+    if job_id is None:
+        raise UserError(t("monitor.no_job", lang))
+    return yaml.safe_dump(store(data_dir).get_job(int(job_id))["config"], sort_keys=False, allow_unicode=True)
+
+
+def manage(data_dir: Path, job_id: int | None, action: str, lang: str = "en", config_yaml: str = "",
+           confirmed: bool = False) -> str:
+    """duplicate / rerun (with edited settings, validated like the Train tab) / delete (confirmed)."""
+    from studio.config import ConfigError, TrainConfig
+    from studio.jobs import JobNotFound, JobStateError
+    from studio.ui.handlers import check_config
+
+    if job_id is None:
+        raise UserError(t("monitor.no_job", lang))
+    s, job_id = store(data_dir), int(job_id)
+    try:
+        if action == "duplicate":
+            return t("monitor.duplicated", lang, job_id=s.duplicate(job_id), source=job_id)
+        if action == "rerun":
+            try:
+                cfg = TrainConfig.from_yaml(config_yaml, "settings")
+            except ConfigError as exc:
+                raise UserError("\n".join(f"- {p}" for p in exc.problems)) from None
+            check_config(data_dir, cfg, lang)
+            return t("monitor.rerun_queued", lang, job_id=s.rerun_with(job_id, cfg.to_dict()), source=job_id)
+        if action == "delete":
+            if not confirmed:
+                raise UserError(t("monitor.delete_needs_confirm", lang))
+            s.delete(job_id, delete_files=True)
+            return t("monitor.deleted", lang, job_id=job_id)
     except (JobStateError, JobNotFound) as exc:
         raise UserError(str(exc)) from None
     raise ValueError(f"unknown action {action!r}")
