@@ -22,7 +22,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import make_images, tiny_config
+from conftest import Events, make_images, tiny_config
 from studio.config import resolve
 from studio.diagnostics import CATALOGUE
 from studio.events import EXIT_CONFIG, EXIT_FAILED, EXIT_OOM, Broadcast, ConsoleReporter
@@ -31,17 +31,6 @@ from studio.ui import runs
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.engine
-
-
-class Events:
-    def __init__(self):
-        self.items = []
-
-    def emit(self, type, **fields):
-        self.items.append({"type": type, **fields})
-
-    def of(self, type):
-        return [e for e in self.items if e["type"] == type]
 
 
 def run(cfg_dict, run_dir, tier="cpu"):

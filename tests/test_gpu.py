@@ -11,21 +11,10 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, make_images, tiny_config
+from conftest import REPO, Events, make_images, tiny_config
 from studio.config import resolve
 from studio.engine import train
 from studio.events import EXIT_FAILED, EXIT_OK
-
-
-class Events:
-    def __init__(self):
-        self.items = []
-
-    def emit(self, type, **fields):
-        self.items.append({"type": type, **fields})
-
-    def of(self, type):
-        return [e for e in self.items if e["type"] == type]
 
 
 def _train(tiny_model, tmp_path, tier: str, **sections):
