@@ -323,3 +323,24 @@ def test_folder_symlinks_and_duplicate_zip_names(tmp_path):
     assert result.codes() == {"folder/escape.png": "symlink", "folder/link.png": "symlink"}
     assert sorted(a.stem for a in result.accepted) == ["real", "same", "same_2"]
     assert sorted(p.name for p in (tmp_path / "ds" / "images").iterdir()) == ["real.png", "same.png", "same_2.png"]
+
+
+def test_hostile_corpus_through_the_ui_upload_handler(tmp_path, corpus):
+    """The Dataset tab's upload path gets the same protection and the same reasons."""
+    from studio.ui import handlers
+
+    sources, expected = corpus
+    files = sorted(str(p) for p in sources[0].iterdir()) + [str(sources[1])]
+    data = tmp_path / "studio_data"
+    handlers.create_dataset(data, "mine")
+    before = all_files(tmp_path)
+    message = handlers.upload_files(data, "mine", files)
+    ds = data / "datasets" / "mine"
+    assert sorted(i.stem for i in list_dataset(ds)) == ["good1", "good1_2", "good2", "good3", "zipgood"]
+    report = json.loads((ds / "report.json").read_text())
+    assert {r["code"] for r in report["rejected"]} == set(expected.values())
+    listed = [line for line in message.splitlines() if line.startswith("- Skipped ")]
+    assert len(listed) == 20 and f"and {len(report['rejected']) - 20} more skipped" in message
+    for line in listed:  # each shown line names its file and says why
+        assert any(r["name"] in line and r["message"] in line for r in report["rejected"]), line
+    assert {p for p in all_files(tmp_path) - before if not p.is_relative_to(ds)} == set()

@@ -91,9 +91,12 @@ def upload_files(data_dir: Path, name: str, files: list[str] | None, max_total_m
     # The upload cache names files by content hash folders; ingest names items by basename.
     result = ingest(paths, folder, limits)
     lines = [t("dataset.imported", lang, accepted=len(result.accepted), rejected=len(result.rejected))]
-    for r in result.rejected[:20]:
+    shown = 20  # enough to act on; the report lists every item
+    for r in result.rejected[:shown]:
         reason = t(f"ingest.{r.code}", lang) if lang != "en" else r.message
         lines.append("- " + t("dataset.rejected_item", lang, name=r.name, reason=reason))
+    if len(result.rejected) > shown:
+        lines.append(t("dataset.rejected_more", lang, count=len(result.rejected) - shown))
     return "\n".join(lines)
 
 
