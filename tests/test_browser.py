@@ -223,6 +223,7 @@ def test_chinese_locale(studio, browser):
     expect(page.get_by_role("tab", name="3 · 训练")).to_be_visible()
     _tab(page, "3 · 训练")
     expect(page.locator("#train-start")).to_have_text("开始训练")
+    expect(page.locator("#train-licence")).to_contain_text("内置演示模型")  # texts the tab writes follow too
     _fill_number(page, "train-steps", 0)
     page.locator("#train-start").click()
     expect(page.locator("#train-status")).to_contain_text("请先修正以下设置")

@@ -142,7 +142,10 @@ def build(ctx: Context) -> None:
                        [base, custom_base, preset, tier, run_name, trigger] + basic + advanced + [yaml_view, status],
                        api_visibility="private")
 
-    def on_lang(lang):
+    def on_lang(preset_v, tier_v, base_v, custom_v, lang):
+        # Every text this tab writes itself follows the message language (labels follow the browser).
         text, _ = h.gpu_message(lang)
-        return text
-    ctx.lang.change(on_lang, [ctx.lang], [gpu_md], api_visibility="private")
+        return (text, h.preset_text(preset_v, lang), h.tier_text(tier_v, lang),
+                h.licence_text(custom_v or base_v, lang))
+    ctx.lang.change(guarded(4, status_index=0)(on_lang), [preset, tier, base, custom_base, ctx.lang],
+                    [gpu_md, preset_md, tier_md, licence], api_visibility="private")
