@@ -189,6 +189,8 @@ def test_train_a_lora_end_to_end(studio, browser, tmp_path):
     expect(page.locator("#monitor-loss canvas, #monitor-loss svg").first).to_be_visible(timeout=30_000)
     expect(page.locator("#monitor-heatmap img")).to_be_visible(timeout=30_000)
     expect(page.locator("#monitor-progress")).to_contain_text("Step 20 / 20")
+    expect(page.locator("#monitor-cancel")).to_be_disabled()   # a finished job offers no cancel
+    expect(page.locator("#monitor-resume")).to_be_disabled()
     _shot(page, "4-monitor")
 
     # 5 · Results: download the LoRA through the page's link and load it.

@@ -74,8 +74,13 @@ def build(ctx: Context) -> None:
         job = view["job"]
         signature = (job_id, lang, job and (job["status"], job["step"], job["files"]),
                      len(view["samples"]))
+        state = job["status"] if job else None
+        # Offer only what the job's state allows (no "Cancel" on a finished job).
+        buttons = [gr.update(interactive=state in ("queued", "running")),
+                   gr.update(interactive=state == "running"), gr.update(interactive=state == "running"),
+                   gr.update(interactive=state in ("interrupted", "cancelled", "failed"))]
         common = [note, rows, gr.update(choices=choices, value=job_id), gr.update(choices=choices),
-                  view["progress"], view["status"]]
+                  view["progress"], view["status"], *buttons]
         if signature == previous:
             return [*common, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), view["log"], previous]
         blocks = t("monitor.heatmap_rows", lang, blocks=", ".join(view["blocks"])) if view["blocks"] else ""
@@ -84,8 +89,8 @@ def build(ctx: Context) -> None:
         lr = pd.DataFrame(view["lr"]) if view["lr"] and view["lr"]["step"] else None
         return [*common, loss, lr, view["heatmap"], blocks, view["samples"], view["log"], signature]
 
-    outputs = [worker_note, jobs, pick, compare, progress, status, loss_plot, lr_plot, heat, heat_rows, samples,
-               log, seen]
+    outputs = [worker_note, jobs, pick, compare, progress, status, cancel, sample_now, save_now, resume,
+               loss_plot, lr_plot, heat, heat_rows, samples, log, seen]
     safe_poll = guarded(len(outputs), status_index=5)(poll)
     timer.tick(safe_poll, [pick, seen, ctx.lang], outputs, api_visibility="private", show_progress="hidden",
                queue=False)
