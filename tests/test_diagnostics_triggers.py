@@ -179,7 +179,7 @@ def test_captioner_unavailable_offline_in_the_ui_and_cli(tmp_path, monkeypatch):
         h.caption_images(data, "caps", "no-such-org/no-such-captioner", "ohwx", "dog", "start", "", "", False)
     message = str(err.value)
     assert "basic captioner" in message and "no-such-org/no-such-captioner" in message
-    assert "Traceback" not in message
+    assert "[CAPTIONER_UNAVAILABLE]" in message and "Traceback" not in message
     assert "basic captioner" in CATALOGUE["CAPTIONER_UNAVAILABLE"].advice
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
@@ -187,6 +187,7 @@ def test_captioner_unavailable_offline_in_the_ui_and_cli(tmp_path, monkeypatch):
                           "--captioner", "no-such-org/no-such-captioner"],
                          capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode != 0 and "no-such-org/no-such-captioner" in out.stderr and "basic" in out.stderr, out
+    assert "ERROR [CAPTIONER_UNAVAILABLE]" in out.stderr
 
 
 def test_config_invalid_reaches_the_engine_as_an_event(tiny_model, images, tmp_path, studio_data):

@@ -136,7 +136,9 @@ def cmd_caption(args) -> int:
         captioner = load_captioner(args.captioner, class_word=args.class_word, trigger_word=args.trigger,
                                    task=task[args.task], batch_size=args.batch_size)
     except CaptionerUnavailable as exc:
-        print(str(exc), file=sys.stderr)
+        from studio.diagnostics import explain
+
+        print(f"ERROR [CAPTIONER_UNAVAILABLE] {exc}\n  {explain('CAPTIONER_UNAVAILABLE').advice}", file=sys.stderr)
         return EXIT_FAILED
     style = CaptionStyle(trigger_word=args.trigger, placement=args.placement, prefix=args.prefix,
                          suffix=args.suffix, strip_boilerplate=not args.keep_boilerplate, max_chars=args.max_chars)
