@@ -49,6 +49,13 @@ CATALOGUE = {d.code: d for d in [
               "Choose the CPU tier (fp32, adamw) or run on a machine with an NVIDIA GPU."),
     Diagnosis("LORA_INVALID", "The written LoRA file did not validate",
               "This is a bug; please report it with the run's train.log."),
+    Diagnosis("CACHE_BYPASSED", "Augmentation is on, so latents are not cached",
+              "Expected: each step encodes a freshly augmented image. Turn augmentation off for "
+              "the faster cached path."),
+    Diagnosis("RESUMED", "The run continued from a checkpoint",
+              "Nothing to do: training picked up where the checkpoint left off."),
+    Diagnosis("NOTHING_TO_RESUME", "Resume was asked for, but the run has no checkpoint",
+              "Training started from step 0. Set save.every so that future runs can resume."),
     Diagnosis("INTERNAL", "An unexpected error",
               "See train.log in the run folder for details, and report it if it repeats."),
 ]}

@@ -143,7 +143,7 @@ class Trainer:
         if cfg.dataset.augmentations:
             from .data.augment import build_augmentations
             self.augment = build_augmentations([a.__dict__ for a in cfg.dataset.augmentations])
-            self.report.emit("warning", code="CONFIG_INVALID", message=(
+            self.report.emit("warning", code="CACHE_BYPASSED", message=(
                 "Augmentation is on, so latents are encoded every step instead of cached "
                 "(a cached latent would be the un-augmented image)."))
         prompts = [p.replace("[trigger]", cfg.dataset.trigger_word) for p in cfg.sample.prompts]
@@ -255,7 +255,7 @@ class Trainer:
 
         found = tu.latest_checkpoint(self.run_dir / "checkpoints")
         if found is None:
-            self.report.emit("warning", code="CONFIG_INVALID", message="No checkpoint to resume from; "
+            self.report.emit("warning", code="NOTHING_TO_RESUME", message="No checkpoint to resume from; "
                              "starting from step 0.")
             return
         path, lora, state = found

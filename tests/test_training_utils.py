@@ -120,7 +120,7 @@ def test_text_encoder_lora_prodigy_multires_and_augmentation(tiny_model, tmp_pat
     info = validate_lora_file(tmp_path / "run" / "test-lora.safetensors")
     assert info.has_text_encoder
     assert events.of("start")[0]["num_images"] == 2
-    assert any("augment" in w["message"].lower() for w in events.of("warning"))
+    assert any(w["code"] == "CACHE_BYPASSED" and "augment" in w["message"].lower() for w in events.of("warning"))
     assert "latent_misses" not in events.of("start")[0]  # augmented: no latent cache
 
 
