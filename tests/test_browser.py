@@ -139,10 +139,7 @@ def _fill_number(page, elem_id: str, value) -> None:
 
 def test_train_a_lora_end_to_end(studio, browser, tmp_path):
     url, data_dir = studio
-    context = browser.new_context(locale="en-US", viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    page.goto(url)
+    context, page = _open(browser, url, "en-US")
     expect = _expect()
 
     # 1 · Dataset: create, upload, see the grid and the report.
@@ -216,10 +213,7 @@ def test_train_a_lora_end_to_end(studio, browser, tmp_path):
 
 def test_chinese_locale(studio, browser):
     url, _ = studio
-    context = browser.new_context(locale="zh-CN", viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    page.goto(url)
+    context, page = _open(browser, url, "zh-CN")
     expect = _expect()
     expect(page.get_by_role("tab", name="1 · 数据集")).to_be_visible()
     expect(page.get_by_role("tab", name="3 · 训练")).to_be_visible()
@@ -232,6 +226,15 @@ def test_chinese_locale(studio, browser):
     expect(page.locator("#train-status")).to_contain_text("至少为 1")
     _shot(page, "6-train-zh")
     context.close()
+
+
+def _open(browser, url: str, locale: str):
+    """A fresh browser context in `locale` with the studio's page loaded."""
+    context = browser.new_context(locale=locale, viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(url)
+    return context, page
 
 
 def _expect():

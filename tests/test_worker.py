@@ -303,17 +303,22 @@ def test_reconcile_marks_gone_processes_interrupted_or_cancelled(tmp_path):
     assert store.get_job(stopping)["status"] == "cancelled"
 
 
-def test_sigterm_to_the_worker_interrupts_the_job_which_then_resumes(tmp_path):
-    store = JobStore(tmp_path)
-    job_id = store.create_job("restart me", fake_config(steps=60))
-    proc = start_worker_process(tmp_path)
+def sigterm_worker_at(tmp_path, store, job_id, step, **worker_kwargs) -> dict:
+    """Run a worker process until the job reaches `step`, SIGTERM the worker, return the job."""
+    proc = start_worker_process(tmp_path, **worker_kwargs)
     try:
-        wait_for(lambda: running_at_step(store, job_id, 5), what="the job to run")
+        wait_for(lambda: running_at_step(store, job_id, step), what="the job to run")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
     finally:
         proc.kill()
-    job = store.get_job(job_id)
+    return store.get_job(job_id)
+
+
+def test_sigterm_to_the_worker_interrupts_the_job_which_then_resumes(tmp_path):
+    store = JobStore(tmp_path)
+    job_id = store.create_job("restart me", fake_config(steps=60))
+    job = sigterm_worker_at(tmp_path, store, job_id, 5)
     assert job["status"] == "interrupted" and job["exit_code"] == 4
     assert store.events(job_id, types=["done"])[-1]["status"] == "interrupted"  # the child got SIGTERM
     assert job["last_checkpoint"] and "shutting down" in job["error_message"]
@@ -325,14 +330,7 @@ def test_sigterm_to_the_worker_interrupts_the_job_which_then_resumes(tmp_path):
 def test_sigterm_to_the_worker_kills_a_child_that_ignores_it_after_the_grace_period(tmp_path):
     store = JobStore(tmp_path)
     job_id = store.create_job("deaf", fake_config(steps=100_000, ignore_sigterm=True))
-    proc = start_worker_process(tmp_path, grace=0.5)
-    try:
-        wait_for(lambda: running_at_step(store, job_id, 2), what="the job to run")
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0
-    finally:
-        proc.kill()
-    job = store.get_job(job_id)
+    job = sigterm_worker_at(tmp_path, store, job_id, 2, grace=0.5)
     assert job["status"] == "interrupted" and job["exit_code"] == -signal.SIGKILL
     assert "killed after the grace period" in job["error_message"]
 
