@@ -134,3 +134,15 @@ def test_oom_reports_next_tier(tiny_model, tmp_path, studio_data, monkeypatch):
     assert train(cfg, tmp_path / "run", events) == 5
     error = events.of("error")[0]
     assert error["code"] == "OUT_OF_MEMORY" and error["next_tier"] == "12gb" and "12gb" in error["message"]
+
+
+def test_gradient_accumulation_steps_the_optimiser_once_per_step(tiny_model, tmp_path, studio_data):
+    dataset = make_images(tmp_path / "ds", count=4)
+    cfg = tiny_config(tiny_model, dataset, tmp_path / "out", schedule={"max_steps": 3},
+                      training={"gradient_accumulation": 2}, save={"every": 2})
+    events = Events()
+    assert train(resolve(cfg, tier="cpu"), tmp_path / "run", events) == EXIT_OK, events.of("error")
+    assert [e["step"] for e in events.of("step")] == [1, 2, 3]
+    _, state = tu.read_checkpoint(tmp_path / "run" / "checkpoints" / "step000002")
+    adam_steps = {float(s["step"]) for s in state["optimizer"]["state"].values()}
+    assert adam_steps == {2.0}  # four micro-batches, two optimiser updates
