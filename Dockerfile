@@ -35,9 +35,9 @@ RUN python3 -m venv /opt/uv \
     && /opt/uv/bin/uv venv --python 3.11 /opt/venv
 
 # Requirements first so that a code change does not reinstall torch.
-# requirements-gpu.txt adds bitsandbytes and torchao for the 16/12/8 GB tiers.
-COPY requirements.txt requirements-gpu.txt /app/
-RUN /opt/uv/bin/uv pip install --python /opt/venv/bin/python -r /app/requirements-gpu.txt
+# They include bitsandbytes and torchao for the 16/12/8 GB tiers.
+COPY requirements.txt /app/
+RUN /opt/uv/bin/uv pip install --python /opt/venv/bin/python -r /app/requirements.txt
 
 # uid 1000 (the usual first user on a host, and what HF Docker Spaces use); Ubuntu's image has
 # an "ubuntu" user with that id, removed first.
