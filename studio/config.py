@@ -432,6 +432,21 @@ def parse_override(text: str) -> dict:
     return out
 
 
+# The smallest GPU (total GiB) each tier is chosen for. The FLUX.1 transformer has 11.90 B
+# parameters, nearly all in linear layers: its weights alone take 22.2 GiB in bf16, 11.1 GiB in
+# int8 and 5.7 GiB in NF4 (block scales included). bf16 therefore cannot train on a 24 GB card
+# (23.99 GiB, before the CUDA context, LoRA, optimiser and activations): such a card gets the
+# 16 GB tier. Below 11 GiB only the 8 GB tier's block offload fits.
+TIER_MIN_GIB = (("24gb", 26.0), ("16gb", 15.0), ("12gb", 11.0))
+
+
+def tier_for_memory(gib: float | None) -> str:
+    """The memory tier for a GPU with `gib` GiB in total (None: no GPU, the cpu tier)."""
+    if gib is None:
+        return "cpu"
+    return next((tier for tier, need in TIER_MIN_GIB if gib >= need), "8gb")
+
+
 def detect_tier() -> str:
     """The memory tier for the first visible GPU, or 'cpu'."""
     try:
@@ -440,11 +455,7 @@ def detect_tier() -> str:
         return "cpu"
     if not torch.cuda.is_available():
         return "cpu"
-    gib = torch.cuda.get_device_properties(0).total_memory / 2**30
-    for tier, need in (("24gb", 22), ("16gb", 15), ("12gb", 11)):
-        if gib >= need:
-            return tier
-    return "8gb"
+    return tier_for_memory(torch.cuda.get_device_properties(0).total_memory / 2**30)
 
 
 def resolve(user: dict | None = None, preset: str | None = None, tier: str | None = None,
@@ -537,13 +548,8 @@ def validate(cfg: TrainConfig) -> list[str]:
         p.append("lora.single_blocks: block numbers start at 0.")
     if not sv.run_name.strip() or any(c in sv.run_name for c in "/\\\0") or sv.run_name.startswith("."):
         p.append(f"save.run_name: {sv.run_name!r} must be a plain name (letters, digits, - and _).")
-    cpu = m.tier == "cpu" or m.device == "cpu"
-    if cpu and m.mixed_precision == "fp16":
-        p.append("memory.mixed_precision: fp16 needs a GPU; use 'no' on CPU (or bf16).")
-    if cpu and m.base_precision in ("int8", "fp8", "nf4"):
-        p.append(f"memory.base_precision: {m.base_precision} needs a CUDA GPU; use fp32 on CPU.")
-    if cpu and o.name == "adamw8bit":
-        p.append("optimizer.name: adamw8bit needs a CUDA GPU (bitsandbytes); use adamw on CPU.")
+    if m.tier == "cpu" or m.device == "cpu":
+        p.extend(f"{setting}: {value} needs a CUDA GPU; {instead}." for setting, value, instead in gpu_only_settings(cfg))
     if m.mixed_precision == "fp16" and m.base_precision == "bf16":
         p.append("memory.mixed_precision fp16 with a bf16 base mixes formats; use bf16 for both.")
     if o.name == "prodigy" and o.lr < 0.1:
@@ -551,6 +557,23 @@ def validate(cfg: TrainConfig) -> list[str]:
     if not sa.prompts and sa.every:
         p.append("sample.prompts: give at least one prompt, or set sample.every to 0.")
     return p
+
+
+def gpu_only_settings(cfg: TrainConfig) -> list[tuple[str, str, str]]:
+    """(setting, value, what to use on a CPU instead) for each choice in `cfg` that needs CUDA.
+
+    config.validate refuses them when the CPU is asked for; the engine when `device: auto` finds no GPU.
+    """
+    m, found = cfg.memory, []
+    if m.mixed_precision == "fp16":
+        found.append(("memory.mixed_precision", "fp16", "use 'no' on CPU (or bf16)"))
+    if m.base_precision in ("int8", "nf4"):
+        found.append(("memory.base_precision", m.base_precision, "use fp32 on CPU (bitsandbytes quantises on a GPU)"))
+    if m.base_precision == "fp8":
+        found.append(("memory.base_precision", "fp8", "use fp32 on CPU"))
+    if cfg.optimizer.name == "adamw8bit":
+        found.append(("optimizer.name", "adamw8bit", "use adamw on CPU (adamw8bit is bitsandbytes on a GPU)"))
+    return found
 
 
 def check(cfg: TrainConfig) -> TrainConfig:

@@ -47,6 +47,9 @@ CATALOGUE = {d.code: d for d in [
               "checkpoint is intact and the job can resume from it."),
     Diagnosis("GPU_REQUIRED", "This setting needs a CUDA GPU",
               "Choose the CPU tier (fp32, adamw) or run on a machine with an NVIDIA GPU."),
+    Diagnosis("PACKAGE_MISSING", "A package this setting needs is not installed",
+              "Re-run bash scripts/setup.sh (or pip install -r requirements.txt in the studio's "
+              "environment): it installs every package the settings can need."),
     Diagnosis("LORA_INVALID", "The written LoRA file did not validate",
               "This is a bug; please report it with the run's train.log."),
     Diagnosis("CACHE_BYPASSED", "Augmentation is on, so latents are not cached",

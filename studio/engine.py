@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from . import training_utils as tu
-from .config import ConfigError, TrainConfig, check
+from .config import ConfigError, TrainConfig, check, gpu_only_settings
 from .data.dataset import BatchPlan, TensorCache, component_fingerprint, load_pixels, load_samples
 from .diagnostics import StudioError, next_lower_tier
 from .events import EXIT_CANCELLED, EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_OOM, Reporter
@@ -96,6 +96,10 @@ class Trainer:
         if not cpu and not torch.cuda.is_available():
             raise StudioError("GPU_REQUIRED", f"memory.tier {m.tier} needs a CUDA GPU and none was "
                               "found; choose the cpu tier.")
+        needs_gpu = gpu_only_settings(self.cfg) if cpu else []
+        if needs_gpu:
+            raise StudioError("GPU_REQUIRED", "No CUDA GPU was found, and " + "; ".join(
+                f"{setting} {value} needs one ({instead})" for setting, value, instead in needs_gpu) + ".")
         return Accelerator(cpu=cpu, mixed_precision=m.mixed_precision,
                            gradient_accumulation_steps=self.cfg.training.gradient_accumulation)
 
@@ -448,8 +452,10 @@ class Trainer:
             for k, prompt in enumerate(self.sample_prompts):
                 seed = cfg.sample.seed + k
                 cached = self.text[prompt]
-                dtype = model.dtype
-                with torch.no_grad():
+                dtype = pipe.vae.dtype
+                # Under mixed precision the prepared model returns fp32 (accelerate's output wrapper), so the
+                # latents reach a bf16 VAE as fp32: sample under the training autocast, as the step runs.
+                with torch.no_grad(), self.accelerator.autocast():
                     pooled = cached["pooled"][None]
                     if self.text_encoder is not None:  # the CLIP LoRA trains: its pooled vector moves
                         tokens = pipe.tokenizer([prompt], padding="max_length", max_length=77, truncation=True,

@@ -9,6 +9,7 @@ hub id, a local diffusers folder, or a single-file transformer plus a folder.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,35 @@ LICENCES = {
     "schnell": "Apache-2.0: LoRAs trained on FLUX.1 [schnell] may be used commercially.",
 }
 LICENCE_IDS = {"dev": "other", "schnell": "apache-2.0"}
+
+
+# Library messages that say nothing to a user and would flood train.log and the Monitor's log tail.
+_NOISE = (
+    ("bitsandbytes.autograd._functions", "MatMul8bitLt: inputs will be cast"),  # every int8 matmul, by design
+    ("diffusers.quantizers.torchao.torchao_quantizer", "Unable to import `torchao` Tensor objects"),  # only for
+    # loading torchao-serialised checkpoints, which the studio never does
+    ("torch.utils._pytree", "register_constant()"),  # a torch deprecation hit by torchao's import
+)
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+def quiet_library_noise() -> None:
+    """Install the _NOISE filters (idempotent); done on import, before diffusers is imported."""
+    for name, text in _NOISE:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessage) and f.text == text for f in logger.filters):
+            logger.addFilter(_DropMessage(text))
+
+
+quiet_library_noise()
 
 
 class ModelError(RuntimeError):
@@ -94,30 +124,36 @@ def inspect_model(base: str, revision: str = "", data_dir: str | Path | None = N
                      latent_channels=vae.get("latent_channels", 16))
 
 
+def require_package(module: str, setting: str) -> None:
+    """Raise PACKAGE_MISSING, naming the setting that needs `module`, when it cannot be imported."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        from .diagnostics import StudioError
+
+        raise StudioError("PACKAGE_MISSING", f"{setting} needs the {module} package, which is not installed "
+                          f"in this environment ({exc}).") from None
+
+
 def quantization_config(base_precision: str):
     """diffusers quantisation settings for a frozen base: int8 / nf4 (bitsandbytes), fp8 (torchao).
 
-    Raises ModelError with the package to install when the backend is missing; both need CUDA.
+    Raises PACKAGE_MISSING when the backend is not installed (both are in requirements.txt).
     """
     import torch
 
     if base_precision in ("int8", "nf4"):
-        try:
-            import bitsandbytes  # noqa: F401
-        except ImportError:
-            raise ModelError(f"memory.base_precision {base_precision} needs bitsandbytes on a CUDA GPU "
-                             "(pip install bitsandbytes).") from None
+        require_package("bitsandbytes", f"memory.base_precision {base_precision}")
         from diffusers import BitsAndBytesConfig
         if base_precision == "int8":
             return BitsAndBytesConfig(load_in_8bit=True)
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                   bnb_4bit_compute_dtype=torch.bfloat16)
     if base_precision == "fp8":
-        try:
-            from torchao.quantization import Float8WeightOnlyConfig
-        except ImportError:
-            raise ModelError("memory.base_precision fp8 needs torchao on a CUDA GPU with fp8 support "
-                             "(pip install torchao).") from None
+        require_package("torchao", "memory.base_precision fp8")
+        from torchao.quantization import Float8WeightOnlyConfig
         from diffusers import TorchAoConfig
         return TorchAoConfig(Float8WeightOnlyConfig())
     return None

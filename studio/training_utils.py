@@ -14,6 +14,7 @@ import torch
 
 from .config import TrainConfig
 from .diagnostics import StudioError
+from .models import require_package
 
 # --------------------------------------------------------------------------- noise levels
 
@@ -130,20 +131,12 @@ def build_optimizer(cfg: TrainConfig, groups: list[dict]) -> torch.optim.Optimiz
     kwargs = dict(betas=tuple(o.betas), weight_decay=o.weight_decay, eps=o.eps)
     if o.name == "adamw":
         return torch.optim.AdamW(groups, fused=o.fused or None, **kwargs)
-    if o.name == "adamw8bit":
-        if not torch.cuda.is_available():
-            raise StudioError("GPU_REQUIRED", "optimizer.name adamw8bit needs bitsandbytes on a CUDA GPU.")
-        try:
-            import bitsandbytes as bnb
-        except ImportError:
-            raise StudioError("GPU_REQUIRED", "optimizer.name adamw8bit needs the bitsandbytes package "
-                              "(pip install bitsandbytes).") from None
+    if o.name == "adamw8bit":  # a CUDA GPU is checked for by the engine (config.gpu_only_settings)
+        require_package("bitsandbytes", "optimizer.name adamw8bit")
+        import bitsandbytes as bnb
         return bnb.optim.AdamW8bit(groups, **kwargs)
-    try:
-        from prodigyopt import Prodigy
-    except ImportError:
-        raise StudioError("CONFIG_INVALID", "optimizer.name prodigy needs the prodigyopt package "
-                          "(pip install prodigyopt).") from None
+    require_package("prodigyopt", "optimizer.name prodigy")
+    from prodigyopt import Prodigy
     return Prodigy(groups, betas=tuple(o.betas), weight_decay=o.weight_decay, safeguard_warmup=True,
                    use_bias_correction=True)
 

@@ -69,7 +69,7 @@ def test_override_order_and_parsing():
 
 @pytest.mark.parametrize("changes,needle", [
     ({"dataset": {"resolution": 500}}, "multiple of 16"),
-    ({"memory": {"tier": "cpu", "mixed_precision": "fp16"}}, "fp16 needs a GPU"),
+    ({"memory": {"tier": "cpu", "mixed_precision": "fp16"}}, "fp16 needs a CUDA GPU"),
     ({"memory": {"tier": "cpu", "base_precision": "nf4"}}, "needs a CUDA GPU"),
     ({"optimizer": {"name": "adamw8bit"}, "memory": {"tier": "cpu"}}, "adamw8bit needs a CUDA GPU"),
     ({"schedule": {"max_steps": -5}}, "schedule.max_steps: must be at least 1"),
@@ -118,3 +118,36 @@ def test_fuzzed_yaml_text(text):
         TrainConfig.from_yaml(text)
     except ConfigError as err:
         assert str(err)
+
+
+@pytest.mark.parametrize("gib, tier", [(None, "cpu"), (79.6, "24gb"), (31.4, "24gb"), (23.99, "16gb"),
+                                       (16.0, "16gb"), (15.0, "16gb"), (12.0, "12gb"), (10.0, "8gb"), (8.0, "8gb")])
+def test_tier_for_memory(gib, tier):
+    """H100 80 GB, RTX 5090, RTX 4090 / 3090 (24 GB), 16 GB cards, T4, 12 GB, 10 GB, 8 GB."""
+    from studio.config import tier_for_memory
+    assert tier_for_memory(gib) == tier
+
+
+def test_bf16_flux_does_not_fit_a_24_gb_card():
+    """Why a 24 GB card gets the 16 GB tier: the real FLUX.1 transformer (built on the meta device,
+    no weights) holds more bf16 weights than such a card leaves for training; int8 and NF4 fit."""
+    import sys
+
+    import torch
+    from accelerate import init_empty_weights
+    from diffusers import FluxTransformer2DModel
+
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
+    from gpu_flux import FULL
+    from studio.config import TIER_MIN_GIB
+
+    with init_empty_weights():
+        model = FluxTransformer2DModel(**FULL)
+    total = sum(p.numel() for p in model.parameters())
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    assert 11.8e9 < total < 12.0e9 and linear / total > 0.999
+    bf16 = total * 2 / 2**30
+    nf4 = (linear * (0.5 + 1 / 64) + (total - linear) * 2) / 2**30  # 4 bits + one int8 scale per 64
+    assert bf16 > 22 and dict(TIER_MIN_GIB)["24gb"] > bf16 + 2 > 24  # 24 GB cards: total 23.99 GiB
+    assert dict(TIER_MIN_GIB)["16gb"] > linear / 2**30 + 2  # int8 weights plus headroom
+    assert dict(TIER_MIN_GIB)["12gb"] > nf4 + 4

@@ -229,6 +229,30 @@ def test_gpu_required_for_a_gpu_tier_on_a_cpu_machine(tiny_model, images, tmp_pa
     assert_presented("GPU_REQUIRED", error, console)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="GPU_REQUIRED can only be triggered without a GPU")
+def test_gpu_required_for_gpu_only_settings_when_auto_finds_no_gpu(tiny_model, images, tmp_path, studio_data):
+    """`memory.device: auto` with a quantised base and 8-bit AdamW on a machine without a GPU: the
+    engine names each setting before loading anything (not an error from inside diffusers)."""
+    cfg = quick(tiny_model, images, tmp_path, memory={"tier": "24gb", "device": "auto", "base_precision": "nf4"},
+                optimizer={"name": "adamw8bit"})
+    code, events, console = run(cfg, tmp_path / "run", tier="24gb")
+    assert code == EXIT_FAILED
+    error = events.of("error")[0]
+    assert error["message"].startswith("No CUDA GPU was found, and memory.base_precision nf4 needs one")
+    assert "optimizer.name adamw8bit needs one" in error["message"]
+    assert_presented("GPU_REQUIRED", error, console)
+
+
+def test_package_missing_names_the_setting_and_the_package(tiny_model, images, tmp_path, studio_data, monkeypatch):
+    monkeypatch.setitem(sys.modules, "prodigyopt", None)  # what an environment without it looks like
+    cfg = quick(tiny_model, images, tmp_path, optimizer={"name": "prodigy", "lr": 1.0})
+    code, events, console = run(cfg, tmp_path / "run")
+    assert code == EXIT_FAILED
+    error = events.of("error")[0]
+    assert error["message"].startswith("optimizer.name prodigy needs the prodigyopt package, which is not installed")
+    assert_presented("PACKAGE_MISSING", error, console)
+
+
 def test_every_catalogue_code_has_a_translated_advice():
     from studio.i18n import catalogue
 

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import yaml
 
 from studio.config import (ConfigError, MEMORY_TIERS, TrainConfig, help_rows, list_presets, load_preset,
-                           resolve, validate)
+                           resolve, tier_for_memory, validate)
 from studio.i18n import t, translate_problem
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
@@ -308,13 +308,6 @@ def detect_gpu() -> tuple[str, float] | None:
         return None
 
 
-def tier_for(gib: float | None) -> str:
-    if gib is None:
-        return "cpu"
-    for tier, need in (("24gb", 22), ("16gb", 15), ("12gb", 11)):
-        if gib >= need:
-            return tier
-    return "8gb"
 
 
 def gpu_message(lang: str = "en") -> tuple[str, str]:
@@ -322,7 +315,7 @@ def gpu_message(lang: str = "en") -> tuple[str, str]:
     gpu = detect_gpu()
     if gpu is None:
         return t("train.gpu_none", lang), "cpu"
-    tier = tier_for(gpu[1])
+    tier = tier_for_memory(gpu[1])
     return t("train.gpu_detected", lang, name=gpu[0], gib=gpu[1], tier=tier), tier
 
 
