@@ -270,6 +270,32 @@ def test_nan_loss_stops_without_nan_checkpoint(tiny_model, tmp_path, studio_data
         assert all(torch.isfinite(t).all() for t in lora.values()), path
 
 
+def test_compiled_blocks_train_like_eager(tiny_model, tmp_path, studio_data, monkeypatch):
+    """memory.compile: diffusers' compile_repeated_blocks (torch.compile of each transformer block)
+    gives the eager run's losses and a valid LoRA (inductor's CPU backend here, about a minute)."""
+    from studio.lora_files import validate_lora_file
+
+    dataset = make_images(tmp_path / "ds", count=2)
+    compiled_blocks = []
+    original = Trainer._optimiser
+
+    def spy(self):
+        original(self)
+        compiled_blocks.extend(b for b in self.transformer.transformer_blocks if b._compiled_call_impl is not None)
+
+    monkeypatch.setattr(Trainer, "_optimiser", spy)
+    losses = {}
+    for compile_ in (False, True):
+        cfg = tiny_config(tiny_model, dataset, tmp_path / f"out-{compile_}", memory={"compile": compile_},
+                          schedule={"max_steps": 2, "warmup_steps": 0}, log={"every": 1})
+        code, events = run(cfg, tmp_path / f"run-{compile_}")
+        assert code == EXIT_OK, events.of("error")
+        losses[compile_] = [e["loss"] for e in events.of("step")]
+        validate_lora_file(events.of("done")[-1]["files"][0])
+    assert len(compiled_blocks) == 2  # the tiny model's two double blocks, compiled in the second run only
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
+
+
 def test_model_dependent_validation(tiny_model, tmp_path, studio_data):
     dataset = make_images(tmp_path / "ds", count=1)
     code, events = run(tiny_config(tiny_model, dataset, tmp_path / "o", lora={"rank": 500, "alpha": 1}), tmp_path / "r1")
