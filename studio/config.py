@@ -568,11 +568,11 @@ def gpu_only_settings(cfg: TrainConfig) -> list[tuple[str, str, str]]:
     if m.mixed_precision == "fp16":
         found.append(("memory.mixed_precision", "fp16", "use 'no' on CPU (or bf16)"))
     if m.base_precision in ("int8", "nf4"):
-        found.append(("memory.base_precision", m.base_precision, "use fp32 on CPU (bitsandbytes quantises on a GPU)"))
+        found.append(("memory.base_precision", m.base_precision, "use fp32 on CPU (diffusers quantises with bitsandbytes on a GPU only)"))
     if m.base_precision == "fp8":
         found.append(("memory.base_precision", "fp8", "use fp32 on CPU"))
     if cfg.optimizer.name == "adamw8bit":
-        found.append(("optimizer.name", "adamw8bit", "use adamw on CPU (adamw8bit is bitsandbytes on a GPU)"))
+        found.append(("optimizer.name", "adamw8bit", "use adamw on CPU"))
     return found
 
 
