@@ -327,6 +327,8 @@ def bench_tier(tier: str, args, device: torch.device) -> list[dict]:
             record.update(error=f"out of memory: {str(exc).splitlines()[0]}")
             log(f"{tier} {res}px: OUT OF MEMORY")
             results.append(record)
+            optimizer.zero_grad(set_to_none=True)  # free what the failed step left for the next resolution
+            pred = loss = None
             del batch, target
             gc.collect()
             torch.cuda.empty_cache()

@@ -111,3 +111,23 @@ class Events:
 
     def of(self, type):
         return [e for e in self.items if e["type"] == type]
+
+
+def stop_worker(data_dir: Path) -> None:
+    """Stop exactly the worker that holds this folder's lock (its pid is in worker.lock)."""
+    import signal
+    import time
+
+    from studio.worker import try_lock
+
+    for _ in range(20):
+        fd = try_lock(data_dir)
+        if fd is not None:
+            os.close(fd)
+            return
+        try:
+            pid = int((data_dir / "worker.lock").read_text().split()[0])
+            os.kill(pid, signal.SIGTERM)
+        except (OSError, ValueError, IndexError):
+            pass
+        time.sleep(0.5)

@@ -22,6 +22,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import stop_worker
+
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -78,24 +80,7 @@ def studio(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
-        _stop_worker(data_dir)
-
-
-def _stop_worker(data_dir: Path) -> None:
-    """The worker runs in its own session; stop exactly the one that holds this folder's lock."""
-    import signal
-
-    from studio.worker import try_lock
-
-    for _ in range(3):
-        fd = try_lock(data_dir)
-        if fd is not None:
-            os.close(fd)
-            return
-        out = subprocess.run(["pgrep", "-f", f"studio.worker --data-dir {data_dir}"], capture_output=True, text=True)
-        for pid in out.stdout.split():
-            os.kill(int(pid), signal.SIGTERM)
-        time.sleep(3)
+        stop_worker(data_dir)
 
 
 @pytest.fixture(scope="module")

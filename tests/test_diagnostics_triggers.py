@@ -160,18 +160,10 @@ def test_no_images_when_every_file_is_unusable(tiny_model, tmp_path, studio_data
 
 
 def test_captioner_unavailable_offline_in_the_ui_and_cli(tmp_path, monkeypatch):
-    from studio.captioning import CaptionerUnavailable, load_captioner
     from studio.ui import handlers as h
     from studio.ui.handlers import UserError
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    started = time.monotonic()
-    with pytest.raises(CaptionerUnavailable) as err:
-        load_captioner("no-such-org/no-such-captioner")
-    assert time.monotonic() - started < 20
-    text = str(err.value)
-    assert "no-such-org/no-such-captioner" in text and "Looked in" in text and "basic" in text
-
     data = tmp_path / "data"
     h.create_dataset(data, "caps")
     make_images(data / "datasets" / "caps" / "images", count=1, captions=False)

@@ -13,8 +13,6 @@ import http.client
 import http.server
 import json
 import os
-import re
-import signal
 import socket
 import subprocess
 import sys
@@ -26,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_images, tiny_config
+from conftest import make_images, stop_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 CANARY = "hf_CANARYcanary0123456789abcdefXYZ"
@@ -123,23 +121,6 @@ class App:
 
     def get(self, path: str, **kw):
         return request(self.port, "GET", path, **kw)
-
-
-def stop_worker(data_dir: Path) -> None:
-    """Stop exactly the worker that holds this folder's lock (its pid is in worker.lock)."""
-    from studio.worker import try_lock
-
-    for _ in range(20):
-        fd = try_lock(data_dir)
-        if fd is not None:
-            os.close(fd)
-            return
-        try:
-            pid = int((data_dir / "worker.lock").read_text().split()[0])
-            os.kill(pid, signal.SIGTERM)
-        except (OSError, ValueError, IndexError):
-            pass
-        time.sleep(0.5)
 
 
 def plant_files(app: App) -> dict[str, Path]:
