@@ -30,6 +30,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .sharing import DEMO_NAME, LICENCE_IDS
+
 KOHYA_UNET_PREFIX = "lora_unet_"
 KOHYA_CLIP_PREFIX = "lora_te1_"
 # diffusers writes these two itself; a caller's metadata must not shadow them.
@@ -198,7 +200,7 @@ def save_lora(
     """Write `<name>.safetensors` (diffusers) and `<name>-comfyui.safetensors` (kohya/BFL).
 
     `transformer_layers` / `text_encoder_layers` are `peft.get_peft_model_state_dict(...)`.
-    `metadata` keys the studio knows: base_model, model_variant ("dev"/"schnell"), trigger_word,
+    `metadata` keys the studio knows: base_model, model_variant ("dev"/"schnell"/"demo"), trigger_word,
     steps, resolution, dataset_size, dataset_hash, learning_rate, seed, config; any other key
     (and any `ss_*` / `modelspec.*` key) is passed through. Returns {"diffusers": p, "comfyui": p}.
     """
@@ -333,20 +335,26 @@ def _file_metadata(name, metadata, rank, alpha, has_text_encoder) -> dict[str, s
     if clash:
         raise LoraFileError(f"metadata key(s) {sorted(clash)} are written by diffusers and cannot be set")
     variant = str(metadata.get("model_variant") or "")
-    if variant not in ("dev", "schnell"):
+    if variant not in ("dev", "schnell", "demo"):
         variant = "schnell" if "schnell" in str(metadata.get("base_model", "")).lower() else "dev"
     out = {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str) for k, v in metadata.items()}
+    if variant == "demo":  # the studio's own random-weight model, not FLUX.1: say so to every reader
+        version, architecture, implementation = DEMO_NAME, f"{DEMO_NAME}/lora", "https://github.com/huggingface/diffusers"
+    else:
+        version, architecture = ("flux1" if variant == "dev" else "flux1-schnell"), f"flux-1-{variant}/lora"
+        implementation = "https://github.com/black-forest-labs/flux"
     derived = {
         "ss_network_module": "networks.lora_flux",
         "ss_network_dim": str(int(rank)),
         "ss_network_alpha": str(float(alpha)),
-        "ss_base_model_version": "flux1" if variant == "dev" else "flux1-schnell",
+        "ss_base_model_version": version,
         "ss_output_name": name,
         "ss_training_comment": "trained with Flux LoRA Studio",
         "ss_network_train_unet_only": str(not has_text_encoder),
         "modelspec.sai_model_spec": "1.0.0",
-        "modelspec.architecture": f"flux-1-{variant}/lora",
-        "modelspec.implementation": "https://github.com/black-forest-labs/flux",
+        "modelspec.architecture": architecture,
+        "modelspec.implementation": implementation,
+        "modelspec.license": LICENCE_IDS[variant],
         "modelspec.title": name,
         "modelspec.date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
     }

@@ -74,13 +74,23 @@ def _set_metadata(path: Path, **changes: str) -> None:
     path.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + size:])
 
 
-@pytest.fixture(scope="module")
-def dev_run(real_run, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("dev") / "demo"
+def _relabelled(real_run, tmp_path_factory, family: str) -> Path:
+    """The tiny run as if trained on a local FLUX.1 folder (an older file's metadata kept a path)."""
+    run = tmp_path_factory.mktemp(family) / "demo"
     shutil.copytree(real_run, run)
     for name in ("demo.safetensors", "demo-comfyui.safetensors"):
-        _set_metadata(run / name, base_family="dev", base_model="/models/FLUX.1-dev-local")
+        _set_metadata(run / name, base_family=family, base_model=f"/models/FLUX.1-{family}-local")
     return run
+
+
+@pytest.fixture(scope="module")
+def dev_run(real_run, tmp_path_factory) -> Path:
+    return _relabelled(real_run, tmp_path_factory, "dev")
+
+
+@pytest.fixture(scope="module")
+def schnell_run(real_run, tmp_path_factory) -> Path:
+    return _relabelled(real_run, tmp_path_factory, "schnell")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,20 +200,33 @@ def assert_no_canary(caplog, capsys, *texts):
 # Model card
 
 
-def test_model_card_schnell_from_real_run(real_run):
-    card = model_card(real_run, repo_id="alice/demo")
+def test_model_card_schnell(schnell_run):
+    card = model_card(schnell_run, repo_id="alice/demo")
     meta = front_matter(card)
     assert meta["base_model"] == "black-forest-labs/FLUX.1-schnell"   # local path -> the family's Hub id
     assert meta["license"] == "apache-2.0" and "license_name" not in meta
     assert meta["tags"] == ["flux", "lora", "diffusers", "text-to-image", "template:sd-lora"]
     assert meta["instance_prompt"] == "sks"
     assert meta["widget"] == [{"text": "a photo of sks", "output": {"url": "samples/step000002_p0.png"}}]
-    assert (real_run / meta["widget"][0]["output"]["url"]).is_file()
+    assert (schnell_run / meta["widget"][0]["output"]["url"]).is_file()
+    assert "FLUX.1-schnell-local" not in card   # the local folder is not named
     assert 'pipe.load_lora_weights("alice/demo", weight_name="demo.safetensors")' in card
     assert "models/loras" in card and "demo-comfyui.safetensors" in card
     assert "| LoRA rank / alpha | 4 / 4.0 |" in card and "| Steps | 2 |" in card
     assert "num_inference_steps=4, guidance_scale=0.0" in card
     assert "Apache-2.0" in card.split("## Licence")[1]
+
+
+def test_model_card_of_a_demo_run_names_the_demo_model(real_run):
+    """The tiny model is the studio's demo model: the card must not call the LoRA a FLUX.1 [schnell] one."""
+    card = model_card(real_run, repo_id="alice/demo")
+    meta = front_matter(card)
+    assert "base_model" not in meta   # the demo model is not on the Hub
+    assert meta["license"] == "apache-2.0" and "flux" not in meta["tags"]
+    assert "schnell" not in card.lower() and "FLUX.1-" not in card
+    assert "flux-lora-studio-demo" in card and "not FLUX.1" in card
+    assert "demo model" in card.split("## Licence")[1] and "Apache-2.0" in card.split("## Licence")[1]
+    assert "| Base model | flux-lora-studio-demo" in card
 
 
 def test_model_card_dev_is_non_commercial(dev_run):
@@ -234,7 +257,7 @@ def test_model_card_refuses_an_unfinished_run(real_run, tmp_path):
 
 def test_metadata_read_without_torch(real_run):
     meta = read_safetensors_metadata(real_run / "demo.safetensors")
-    assert meta["trigger_word"] == "sks" and meta["base_family"] == "schnell"
+    assert meta["trigger_word"] == "sks" and meta["base_family"] == "demo"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,8 +265,8 @@ def test_metadata_read_without_torch(real_run):
 
 
 @pytest.mark.parametrize("family", ["schnell", "dev"])
-def test_publish_uploads_everything(family, real_run, dev_run, caplog, capsys):
-    run = real_run if family == "schnell" else dev_run
+def test_publish_uploads_everything(family, schnell_run, dev_run, caplog, capsys):
+    run = schnell_run if family == "schnell" else dev_run
     caplog.set_level(logging.DEBUG)
     seen = []
     with FakeHub() as hub:
@@ -257,7 +280,13 @@ def test_publish_uploads_everything(family, real_run, dev_run, caplog, capsys):
                           *(f"samples/{s}" for s in samples)}
     assert files["demo.safetensors"] == (run / "demo.safetensors").read_bytes()
     assert files["demo-comfyui.safetensors"] == (run / "demo-comfyui.safetensors").read_bytes()
-    assert files["config.yaml"] == (run / "config.yaml").read_bytes()
+    # config.yaml names the model and dataset but no folder of this computer
+    published, local = yaml.safe_load(files["config.yaml"]), yaml.safe_load((run / "config.yaml").read_text())
+    assert published["model"]["base"] == Path(local["model"]["base"]).name == "model"
+    assert published["dataset"]["path"] == "ds" and "output_dir" not in published["save"]
+    assert str(run.parents[1]) not in files["config.yaml"].decode()
+    assert {k: v for k, v in published.items() if k not in ("model", "dataset", "save")} == \
+        {k: v for k, v in local.items() if k not in ("model", "dataset", "save")}
     meta = front_matter(files["README.md"].decode())
     assert meta["license"] == ("apache-2.0" if family == "schnell" else "other")
     for widget in meta["widget"]:
