@@ -322,7 +322,7 @@ def test_app_help_and_file_policy(tmp_path):
     from studio.ui.build import launch_kwargs
 
     assert parse_args([]).share is False
-    assert parse_auth("ann:secret") == ("ann", "secret")
+    assert parse_auth("ann:secret") == [("ann", "secret")]
     with pytest.raises(SystemExit):
         parse_auth("no-colon")
     (tmp_path / "runs" / "1-x").mkdir(parents=True)
