@@ -145,8 +145,8 @@ def test_diffusers_file_loads_into_a_fresh_transformer(saved):
     inputs = flux_inputs(fresh)
     with torch.no_grad():
         base = fresh(**inputs).sample
-        # A bare file path makes diffusers skip the safetensors metadata (and so alpha);
-        # folder + weight_name is the path that reads it, as load_lora_weights does.
+        # folder + weight_name reads the adapter metadata, as load_lora_weights does (a bare file
+        # path skips it; with the scale folded into lora_B that is exact too, see below).
         path = paths["diffusers"]
         fresh.load_lora_adapter(str(path.parent), weight_name=path.name, prefix="transformer", adapter_name="default")
         loaded = fresh(**inputs).sample
