@@ -286,27 +286,62 @@ def test_redact():
     assert redact(f"Bearer {CANARY} and hf_short") == "Bearer hf_*** and hf_short"
 
 
+def _cmdlines_with(secret: bytes, seen: list, stop) -> None:
+    while not stop.is_set():
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and secret in (entry / "cmdline").read_bytes():
+                    seen.append(entry.name)
+            except OSError:
+                pass
+        stop.wait(0.02)
+
+
 def test_results_tab_publishes_a_finished_job(real_run, tmp_path, monkeypatch, caplog, capsys):
-    """The Results tab's publish handler: a finished job's files reach the Hub, the token is
-    used once and stored nowhere."""
-    import shutil
+    """The Results tab's publish handler: a finished job's files reach the Hub, and the token typed
+    there goes to the Hub's HTTP client and nowhere else: not the returned message or error (even
+    from a server that echoes credentials), the logs, any file of the data folder (job store,
+    train.log, worker.log), what is uploaded (card, config, LoRA metadata), gradio's temp folder,
+    or a command line."""
+    import threading
 
     from studio.jobs import JobStore
     from studio.ui import runs
 
-    store = JobStore(tmp_path)
+    caplog.set_level(logging.DEBUG)
+    data, gradio_tmp = tmp_path / "data", tmp_path / "gradio-tmp"
+    gradio_tmp.mkdir()
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(gradio_tmp))
+    store = JobStore(data)
     job_id = store.create_job("demo", {"save": {"run_name": "demo"}})
     job = store.claim_next("test")
     shutil.copytree(real_run, job["run_dir"], dirs_exist_ok=True)
     store.finish(job_id, "succeeded", exit_code=0)
-    with FakeHub() as hub:
-        monkeypatch.setenv("HF_ENDPOINT", hub.url)
-        message = runs.publish(tmp_path, job_id, "alice/from-ui", CANARY, True)
-    assert f"{hub.url}/alice/from-ui" in message
-    assert {"demo.safetensors", "demo-comfyui.safetensors", "README.md"} <= set(hub.files["alice/from-ui"])
-    for path in tmp_path.rglob("*"):
-        if path.is_file():
-            assert CANARY.encode() not in path.read_bytes(), path
-    assert_no_canary(caplog, capsys, message)
-    with pytest.raises(runs.UserError):
-        runs.publish(tmp_path, job_id, "not a repo", CANARY, True)
+    (data / "worker.log").write_text("worker: serving\n")
+    seen_in_cmdlines, stop = [], threading.Event()
+    watcher = threading.Thread(target=_cmdlines_with, args=(CANARY.encode(), seen_in_cmdlines, stop), daemon=True)
+    watcher.start()
+    try:
+        with FakeHub() as hub:
+            monkeypatch.setenv("HF_ENDPOINT", hub.url)
+            message = runs.publish(data, job_id, "alice/from-ui", CANARY, True)
+            sent = {headers.get("authorization") for _, _, headers in hub.requests}
+        with FakeHub(fail={"/api/repos/create": (500, {"error": "internal"})}) as echoing:
+            monkeypatch.setenv("HF_ENDPOINT", echoing.url)
+            with pytest.raises(runs.UserError) as failed:
+                runs.publish(data, job_id, "alice/from-ui", CANARY, True)
+        with pytest.raises(runs.UserError):
+            runs.publish(data, job_id, "not a repo", CANARY, True)
+    finally:
+        stop.set()
+        watcher.join(5)
+    assert sent == {f"Bearer {CANARY}"}   # the token did reach the Hub's HTTP client
+    assert f"{hub.url}/alice/from-ui" in message and "500" in str(failed.value)
+    uploaded = hub.files["alice/from-ui"]
+    assert {"demo.safetensors", "demo-comfyui.safetensors", "README.md", "config.yaml"} <= set(uploaded)
+    assert not [name for name, content in uploaded.items() if CANARY.encode() in content]
+    files = [p for folder in (data, gradio_tmp) for p in folder.rglob("*") if p.is_file()]
+    assert {"studio.db", "worker.log", "config.yaml"} <= {p.name for p in files}
+    assert not [p for p in files if CANARY.encode() in p.read_bytes()]
+    assert not seen_in_cmdlines
+    assert_no_canary(caplog, capsys, message, failed.value)
