@@ -22,7 +22,8 @@ from studio.worker import Worker
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_TRAINER = str(Path(__file__).resolve().parent / "fake_trainer.py")
 HAN = re.compile(r"[\u4e00-\u9fff]")
-# Where a code is written: keyword arguments code= / error_code=, {"code": ...} entries, and the
+# Where a code is written: keyword arguments code= / error_code=, {"code": ...} and
+# {"error_code": ...} entries, and the
 # first argument of StudioError(...), warn(...) (the dataset loader's warning callback) and explain(...).
 CODE_KEYWORDS = {"code", "error_code"}
 CODE_CALLS = {"StudioError", "warn", "explain"}
@@ -44,7 +45,7 @@ def written_codes() -> tuple[dict[str, list[str]], list[str]]:
                     values.append(node.args[0])
             elif isinstance(node, ast.Dict):
                 values += [v for k, v in zip(node.keys, node.values)
-                           if isinstance(k, ast.Constant) and k.value == "code"]
+                           if isinstance(k, ast.Constant) and k.value in CODE_KEYWORDS]
             for value in values:
                 where = f"{path.relative_to(ROOT)}:{value.lineno}"
                 if isinstance(value, ast.Constant) and isinstance(value.value, str):
