@@ -507,15 +507,22 @@ class Trainer:
         return transformer, text
 
     def metadata(self) -> dict:
+        """What both LoRA files say about the run: names, never local paths (studio/sharing.py)."""
         import hashlib
+
+        import yaml
+
+        from .sharing import base_identity, dataset_name, shareable_config
         cfg = self.cfg
         digest = hashlib.sha256("".join(sorted({s.digest for s in self.samples})).encode()).hexdigest()
-        return {"base_model": cfg.model.base, "base_family": self.info.family, "model_variant": self.info.family,
-                "licence": self.info.licence, "learning_rate": cfg.optimizer.lr, "seed": cfg.training.seed,
+        base = base_identity(cfg.model.base, self.info.path, self.info.family)
+        config = yaml.safe_dump(shareable_config(cfg.to_dict()), sort_keys=False, allow_unicode=True)
+        return {"base_model": base.name, "base_family": base.family, "model_variant": base.family,
+                "licence": base.licence, "learning_rate": cfg.optimizer.lr, "seed": cfg.training.seed,
                 "trigger_word": cfg.dataset.trigger_word, "rank": cfg.lora.rank, "alpha": cfg.lora.alpha,
-                "steps": self.step, "resolution": cfg.dataset.resolution,
+                "steps": self.step, "resolution": cfg.dataset.resolution, "dataset": dataset_name(cfg.dataset.path),
                 "dataset_size": len({s.image for s in self.samples}), "dataset_hash": digest,
-                "config": cfg.to_yaml(), "ss_num_train_images": len(self.samples),
+                "config": config, "ss_num_train_images": len(self.samples),
                 "ss_resolution": f"({cfg.dataset.resolution}, {cfg.dataset.resolution})",
                 "ss_learning_rate": cfg.optimizer.lr, "ss_max_train_steps": cfg.schedule.max_steps,
                 "ss_seed": cfg.training.seed, "ss_optimizer": cfg.optimizer.name}

@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 import yaml
 
+from studio.diagnostics import CATALOGUE, known_code
 from studio.jobs import JobStore, next_lower_tier, redact
 
 DEFAULT_CANCEL_TIMEOUT = 60.0
@@ -283,7 +284,7 @@ class Worker:
                 reason = "its process was stopped" if orphan_alive else "its process was gone"
                 self.store.finish(
                     job["id"], "interrupted",
-                    error_code="worker_restarted",
+                    error_code="WORKER_RESTARTED",
                     error_message=f"the worker restarted and {reason}{where}",
                     advice="resume the job to continue from its last checkpoint" if job["last_checkpoint"] else None,
                 )
@@ -340,8 +341,9 @@ class Worker:
                     stderr=subprocess.STDOUT, env=self.child_env(), start_new_session=True,
                 )
         except Exception as exc:
-            self.store.finish(job_id, "failed", error_code="spawn_failed",
-                              error_message=f"could not start training: {exc}")
+            self.store.finish(job_id, "failed", error_code="SPAWN_FAILED",
+                              error_message=f"could not start training: {exc}",
+                              advice=CATALOGUE["SPAWN_FAILED"].advice)
             log(f"job {job_id} failed to start: {exc}")
             return
         self._child, self._child_terminated_at = child, None
@@ -413,7 +415,7 @@ class Worker:
             try:
                 event = json.loads(line)
             except ValueError:
-                event = {"type": "warning", "code": "bad_metrics_line",
+                event = {"type": "warning", "code": "BAD_METRICS_LINE",
                          "message": f"unreadable metrics line: {line[:200].decode('utf-8', 'replace')}"}
             if isinstance(event, dict):
                 events.append(event)
@@ -439,12 +441,12 @@ class Worker:
                 files = [str(f) for f in (done or {}).get("files", [])] or _top_level_loras(run_dir)
                 finish(job_id, "succeeded", exit_code=code, files=files)
             else:
-                finish(job_id, "failed", exit_code=code, error_code="invalid_output",
+                finish(job_id, "failed", exit_code=code, error_code="INVALID_OUTPUT",
                        error_message=f"training exited normally but {problem}",
-                       advice="check train.log; the run must be repeated")
+                       advice=CATALOGUE["INVALID_OUTPUT"].advice)
         elif self._child_terminated_at is not None and not job["cancel_requested"]:
             how = "was killed after the grace period" if forced else "stopped"
-            finish(job_id, "interrupted", exit_code=code, error_code="worker_shutdown",
+            finish(job_id, "interrupted", exit_code=code, error_code="WORKER_SHUTDOWN",
                    error_message=f"the worker was shutting down and the training process {how}.{checkpoint}",
                    advice="resume the job to continue from its last checkpoint")
         elif job["cancel_requested"]:
@@ -453,26 +455,30 @@ class Worker:
         elif code == EXIT_CANCELLED:
             finish(job_id, "cancelled", exit_code=code, error_message="cancelled." + checkpoint)
         elif code == EXIT_INTERRUPTED:
-            finish(job_id, "interrupted", exit_code=code, error_code="interrupted",
+            finish(job_id, "interrupted", exit_code=code, error_code="INTERRUPTED",
                    error_message="training was interrupted by a signal." + checkpoint,
                    advice="resume the job to continue from its last checkpoint")
         elif code == EXIT_OOM:
             self._record_oom(job, failure_message("out of GPU memory"))
         elif code in (EXIT_FAILED, EXIT_BAD_CONFIG):
             default = "training failed" if code == EXIT_FAILED else "invalid config or command line"
+            # Without an error event: a crash before the engine could report (INTERNAL), or a
+            # command line / config refused before training (CONFIG_INVALID).
+            fallback = "INTERNAL" if code == EXIT_FAILED else "CONFIG_INVALID"
             finish(job_id, "failed", exit_code=code,
-                   error_code=str(last_error.get("code")) if last_error and last_error.get("code") else f"exit_{code}",
+                   error_code=known_code((last_error or {}).get("code") or fallback),
                    error_message=failure_message(default),
-                   advice=(last_error or {}).get("advice"))
+                   advice=(last_error or {}).get("advice") or CATALOGUE[fallback].advice)
         elif code < 0:
             name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
             hint = " (the system may have run out of RAM)" if -code == signal.SIGKILL else ""
-            finish(job_id, "failed", exit_code=code, error_code="killed",
+            finish(job_id, "failed", exit_code=code, error_code="KILLED",
                    error_message=f"the training process was killed by {name}{hint}.{checkpoint}",
-                   advice="resume the job to continue from its last checkpoint" if checkpoint else None)
+                   advice=CATALOGUE["KILLED"].advice)
         else:
-            finish(job_id, "failed", exit_code=code, error_code=f"exit_{code}",
-                   error_message=failure_message(f"training exited with unexpected code {code}"))
+            finish(job_id, "failed", exit_code=code, error_code="PROCESS_EXITED",
+                   error_message=failure_message(f"training exited with unexpected code {code}"),
+                   advice=CATALOGUE["PROCESS_EXITED"].advice)
 
     def _record_oom(self, job: dict[str, Any], message: str) -> None:
         config = job["config"]
@@ -483,7 +489,7 @@ class Worker:
         else:
             advice = (f"Out of GPU memory at memory tier '{tier}', and there is no lower tier. "
                       "Lower the resolution, batch size or LoRA rank, or use a larger GPU.")
-        self.store.finish(job["id"], "failed", exit_code=EXIT_OOM, error_code="oom",
+        self.store.finish(job["id"], "failed", exit_code=EXIT_OOM, error_code="OUT_OF_MEMORY",
                           error_message=message, advice=advice)
         if lower and _get(config, "memory.auto_retry_lower_tier") is True:
             retry_config = json.loads(json.dumps(config))

@@ -166,7 +166,8 @@ def test_comfyui_file_has_same_delta_weights(trained):
                     "dataset_hash", "config", "ss_network_dim", "ss_network_alpha", "ss_base_model_version"):
             assert meta.get(key), (name, key)
         assert meta["trigger_word"] == "sks" and meta["ss_network_dim"] == "16" and meta["steps"] == "200"
-        assert meta["dataset_size"] == "4" and meta["ss_base_model_version"] == "flux1-schnell"
+        # the tiny model is the studio's demo model (build_demo_model), and the files say so
+        assert meta["dataset_size"] == "4" and meta["ss_base_model_version"] == "flux-lora-studio-demo"
         assert yaml.safe_load(meta["config"])["lora"]["rank"] == 16
 
 

@@ -130,7 +130,7 @@ def test_oom_fails_with_tier_advice_and_the_worker_runs_the_next_job(setup, monk
         worker.stop()
         thread.join(30)
     job = store.get_job(oom)
-    assert job["status"] == "failed" and job["exit_code"] == 5 and job["error_code"] == "oom"
+    assert job["status"] == "failed" and job["exit_code"] == 5 and job["error_code"] == "OUT_OF_MEMORY"
     assert "Out of GPU memory" in job["error_message"] and "'12gb'" in job["advice"]
     shown = runs.job_view(data, oom)["status"]
     assert "12gb" in shown

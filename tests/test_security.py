@@ -313,7 +313,7 @@ def test_share_is_off_by_default_and_auth_flag_parses(apps):
     import app as app_module
 
     assert app_module.parse_args([]).share is False
-    assert app_module.parse_auth("a:b:c") == ("a", "b:c")
+    assert app_module.parse_auth("a:b:c") == [("a", "b:c")]   # a list of accounts (studio/login.py)
     with pytest.raises(SystemExit):
         app_module.parse_auth("nopassword")
     for app in apps.values():
