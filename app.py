@@ -23,8 +23,9 @@ from pathlib import Path
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="app.py", description="Flux LoRA Studio: train FLUX.1 LoRAs in the browser.")
-    parser.add_argument("--host", default=os.environ.get("STUDIO_HOST", "127.0.0.1"),
-                        help="address to listen on (default 127.0.0.1: this computer only)")
+    parser.add_argument("--host", default=None,
+                        help="address to listen on (default $STUDIO_HOST, else 127.0.0.1: this computer only; "
+                             "on a Hugging Face Space the address the Space gives, $GRADIO_SERVER_NAME or 0.0.0.0)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("STUDIO_PORT", 7860)), help="port (default 7860)")
     parser.add_argument("--data-dir", default=os.environ.get("STUDIO_DATA", "./studio_data"),
                         help="data folder: datasets, runs, job store (default $STUDIO_DATA or ./studio_data)")
@@ -71,11 +72,24 @@ def is_local(host: str) -> bool:
         return False
 
 
+def listen_host(args: argparse.Namespace) -> str:
+    """--host, else $STUDIO_HOST, else 127.0.0.1 — on a Space the address the Space names
+    ($GRADIO_SERVER_NAME, else 0.0.0.0): its proxy cannot reach an app on 127.0.0.1."""
+    if args.host:
+        return args.host
+    if getattr(args, "on_space", False):
+        return os.environ.get("STUDIO_HOST") or os.environ.get("GRADIO_SERVER_NAME") or "0.0.0.0"
+    return os.environ.get("STUDIO_HOST") or "127.0.0.1"
+
+
 def exposure_problem(args: argparse.Namespace, accounts: list) -> str | None:
     """Why the app must not start as asked (reachable by others without a login), or None."""
-    if accounts:
+    if accounts or getattr(args, "on_space", False):
+        # A Space is public by design: there the studio starts without a login and refuses to
+        # train until one is set (apply_space_settings), so its page can say what to do.
         return None
-    reach = [f"--host {args.host}"] if not is_local(args.host) else []
+    host = listen_host(args)
+    reach = [f"--host {host}"] if not is_local(host) else []
     reach += ["--share"] if args.share else []
     if not reach or args.unsafe_no_login:
         return None
@@ -104,6 +118,8 @@ def apply_space_settings(args: argparse.Namespace, auth):
     from studio.space import space_settings
 
     settings = space_settings()
+    args.on_space = settings.on_space
+    args.host = listen_host(args)
     if not settings.on_space:
         return auth
     if not os.environ.get("STUDIO_DATA") and args.data_dir == "./studio_data":
@@ -136,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(problem, file=sys.stderr)
         return 2
+    args.host = listen_host(args)
     if not accounts and (args.share or not is_local(args.host)):
         print(f"WARNING: --unsafe-no-login: {args.host if not is_local(args.host) else 'the share link'} is "
               "open to anyone who can reach it, with no login.", file=sys.stderr)

@@ -180,3 +180,24 @@ def test_exposure_rules(monkeypatch):
     helptext = subprocess.run([sys.executable, "app.py", "--help"], cwd=ROOT, capture_output=True, text=True,
                               check=True).stdout
     assert "--unsafe-no-login" in helptext and "UNSAFE" in helptext
+
+
+def test_a_space_listens_where_its_proxy_connects_and_starts_without_a_login(tmp_path, monkeypatch):
+    """A Space's proxy reaches the app on GRADIO_SERVER_NAME (0.0.0.0): 127.0.0.1 would leave the
+    page unreachable. Without STUDIO_AUTH a Space still starts, and training is refused instead."""
+    for name in ("STUDIO_AUTH", "STUDIO_HOST", "STUDIO_PRIVATE_SPACE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SPACE_ID", "alice/studio")
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
+    monkeypatch.setenv("STUDIO_DATA", str(tmp_path / "d"))
+    monkeypatch.setenv(app_module.TRAINING_REFUSED, "")   # restored afterwards
+    args = app_module.parse_args([])
+    accounts = app_module.apply_space_settings(args, app_module.parse_auth(None))
+    assert args.host == "0.0.0.0" and not accounts
+    assert app_module.exposure_problem(args, accounts) is None
+    assert "STUDIO_AUTH" in __import__("os").environ[app_module.TRAINING_REFUSED]
+    # Off a Space the same defaults stay on this computer.
+    monkeypatch.delenv("SPACE_ID")
+    args = app_module.parse_args([])
+    app_module.apply_space_settings(args, [])
+    assert args.host == "127.0.0.1"
