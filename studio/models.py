@@ -183,12 +183,33 @@ def load_pipeline(info: ModelInfo, transformer_file: str = "", dtype=None, revis
             kwargs["transformer"] = FluxTransformer2DModel.from_pretrained(
                 info.path, subfolder="transformer", quantization_config=quant, torch_dtype=dtype,
                 **({"revision": revision} if revision else {}))
-        return FluxPipeline.from_pretrained(info.path, **kwargs)
+        pipe = FluxPipeline.from_pretrained(info.path, **kwargs)
     except ModelError:
         raise
     except (OSError, ValueError, EnvironmentError) as exc:
         raise ModelError(f"Cannot load the base model from {info.path}: {exc}. Check that every "
                          "component folder is complete (see the README's troubleshooting).") from None
+    if base_precision == "nf4":
+        keep_4bit_layers_on_training_kernels(pipe.transformer)
+    return pipe
+
+
+def keep_4bit_layers_on_training_kernels(model) -> None:
+    """Stop bitsandbytes from repacking NF4 weights for its AVX512-BF16 CPU inference kernel.
+
+    On a CPU with AVX512-BF16, `Linear4bit.forward` in eval mode without grad (our sampling pass)
+    converts the layer's weights in place to a packed layout. That conversion fails on layers
+    narrower than the quantisation block (the demo model's), and where it succeeds the layer stays
+    packed: the training forward that follows then runs the inference kernel, which has no
+    autograd formula (PyTorch warns of silently wrong gradients). Keeping every layer on the dequantising kernels makes samples use the same kernels
+    as the training steps on every CPU. The flag is read only for CPU tensors, so a GPU run is
+    unchanged.
+    """
+    from bitsandbytes.nn import Linear4bit
+
+    for module in model.modules():
+        if isinstance(module, Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 def _quiet_loading() -> None:
