@@ -22,7 +22,8 @@ from .events import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from .worker import add_worker_command
 
 
-def cmd_train(args) -> int:
+def cmd_train(args, hooks=None) -> int:
+    """`hooks`: studio.hooks.TrainHooks for the engine (tests/faulty_trainer.py passes faulty ones)."""
     try:
         user = parse_yaml(read_text(args.config), args.config) if args.config else {}
         cfg = resolve(user, preset=args.preset, tier=args.tier, overrides=args.set or [])
@@ -38,10 +39,10 @@ def cmd_train(args) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     if int(os.environ.get("RANK", "0")) > 0:
         # Data parallel: only rank 0 writes the run's events; the others print their own errors.
-        return train(cfg, run_dir, ConsoleReporter(), resume=args.resume)
+        return train(cfg, run_dir, ConsoleReporter(), resume=args.resume, hooks=hooks)
     jsonl = JsonlReporter(run_dir / "metrics.jsonl")
     try:
-        return train(cfg, run_dir, Broadcast(jsonl, ConsoleReporter()), resume=args.resume)
+        return train(cfg, run_dir, Broadcast(jsonl, ConsoleReporter()), resume=args.resume, hooks=hooks)
     finally:
         jsonl.close()
 

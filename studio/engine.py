@@ -22,6 +22,7 @@ from .config import ConfigError, TrainConfig, check, gpu_only_settings
 from .data.dataset import BatchPlan, TensorCache, component_fingerprint, load_pixels, load_samples
 from .diagnostics import StudioError, next_lower_tier
 from .events import EXIT_CANCELLED, EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_OOM, Reporter
+from .hooks import TrainHooks
 from .models import ModelError, inspect_model, load_pipeline
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -39,11 +40,12 @@ def data_dir() -> Path:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, run_dir: Path, reporter: Reporter, resume: bool = False):
+    def __init__(self, cfg: TrainConfig, run_dir: Path, reporter: Reporter, resume: bool = False,
+                 hooks: TrainHooks | None = None):
         self.cfg, self.run_dir, self.report, self.resume = cfg, Path(run_dir), reporter, resume
+        self.hooks = hooks or TrainHooks()
         self.control = self.run_dir / "control"
         self.signalled = None
-        self.fault = os.environ.get("STUDIO_FAULT", "")  # test hook: "oom@3", "save_error"
         self.step = 0
         self.cache_stats: dict[str, int] = {}
 
@@ -336,10 +338,7 @@ class Trainer:
         pred = self.model(hidden_states=packed, timestep=t.to(dtype), guidance=guidance,
                           pooled_projections=pooled.to(dtype), encoder_hidden_states=embeds.to(dtype),
                           txt_ids=txt_ids, img_ids=img_ids, return_dict=False)[0]
-        loss = torch.nn.functional.mse_loss(pred.float(), target.float())
-        if self.fault.startswith("nan@") and self.step >= int(self.fault[4:]):
-            loss = loss * float("nan")  # test hook: what an fp16 overflow does to a real run
-        return loss
+        return torch.nn.functional.mse_loss(pred.float(), target.float())
 
     def block_norms(self) -> dict[str, float]:
         sums: dict[str, float] = {}
@@ -366,10 +365,10 @@ class Trainer:
         rate, last_time, pending = None, time.perf_counter(), []
         self.model.train()
         while self.step < cfg.schedule.max_steps:
-            self._inject_fault()
+            self.hooks.on_step(self.step)
             for micro in range(accum):
                 with acc.accumulate(self.model):
-                    loss = self.loss(self.plan[self.step * accum + micro])
+                    loss = self.hooks.on_loss(self.step, self.loss(self.plan[self.step * accum + micro]))
                     acc.backward(loss)
                     if acc.sync_gradients and cfg.optimizer.max_grad_norm > 0:
                         grad_norm = acc.clip_grad_norm_(self.lora_params, cfg.optimizer.max_grad_norm)
@@ -430,10 +429,6 @@ class Trainer:
                 self.checkpoint()
             raise Stop("interrupted", EXIT_INTERRUPTED)
 
-    def _inject_fault(self) -> None:
-        if self.fault.startswith("oom@") and self.step == int(self.fault[4:]):
-            raise torch.OutOfMemoryError("CUDA out of memory (injected by STUDIO_FAULT)")
-
     # ------------------------------------------------------------------ samples, checkpoints, output
 
     def make_samples(self) -> None:
@@ -492,7 +487,8 @@ class Trainer:
         self._check_finite()  # never save a NaN checkpoint
         try:
             path = tu.write_checkpoint(self.run_dir / "checkpoints", self.step, self.lora_state(),
-                                       self.train_state(), self.cfg.save.keep_last, self.fault)
+                                       self.train_state(), self.cfg.save.keep_last,
+                                       lambda folder: self.hooks.on_checkpoint_write(self.step, folder))
         except OSError as exc:
             raise StudioError("SAVE_FAILED", f"Saving the checkpoint at step {self.step} failed: "
                               f"{exc.strerror or exc}.") from None
@@ -547,9 +543,11 @@ class Trainer:
         return files
 
 
-def train(cfg: TrainConfig, run_dir: str | Path, reporter: Reporter, resume: bool = False) -> int:
-    """Run one training job to the end; returns the process exit code (see docs/architecture.md)."""
-    trainer = Trainer(cfg, Path(run_dir), reporter, resume)
+def train(cfg: TrainConfig, run_dir: str | Path, reporter: Reporter, resume: bool = False,
+          hooks: TrainHooks | None = None) -> int:
+    """Run one training job to the end; returns the process exit code (see docs/architecture.md).
+    `hooks` (studio.hooks) are called at each step, loss and checkpoint write."""
+    trainer = Trainer(cfg, Path(run_dir), reporter, resume, hooks)
     previous = {}
 
     def on_signal(signum, frame):

@@ -12,14 +12,15 @@ import yaml
 from PIL import Image
 
 from conftest import Events, make_images, tiny_config
+from faulty_trainer import FaultHooks
 from studio.config import resolve
 from studio.engine import Trainer, train
 from studio.events import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
 
-def run(cfg_dict, run_dir, resume=False, tier="cpu"):
+def run(cfg_dict, run_dir, resume=False, tier="cpu", fault=""):
     events = Events()
-    code = train(resolve(cfg_dict, tier=tier), run_dir, events, resume=resume)
+    code = train(resolve(cfg_dict, tier=tier), run_dir, events, resume=resume, hooks=FaultHooks(fault))
     return code, events
 
 
@@ -249,16 +250,15 @@ def test_model_change_invalidates_cache(tiny_model, tmp_path, studio_data):
 
 
 @pytest.mark.parametrize("log_every", [1, 4])
-def test_nan_loss_stops_without_nan_checkpoint(tiny_model, tmp_path, studio_data, monkeypatch, log_every):
+def test_nan_loss_stops_without_nan_checkpoint(tiny_model, tmp_path, studio_data, log_every):
     """fp32 on a CPU does not overflow, so NaN is injected into the loss from step 3 on; with
     sparse logging the checkpoint guard must catch it before the loss check does."""
     from studio.training_utils import list_checkpoints, read_checkpoint
 
-    monkeypatch.setenv("STUDIO_FAULT", "nan@3")
     dataset = make_images(tmp_path / "ds", count=2)
     cfg = tiny_config(tiny_model, dataset, tmp_path / "out", schedule={"max_steps": 40, "scheduler": "constant"},
                       save={"every": 1, "keep_last": 50}, log={"every": log_every})
-    code, events = run(cfg, tmp_path / "run")
+    code, events = run(cfg, tmp_path / "run", fault="nan@3")
     assert code == EXIT_FAILED
     error = events.of("error")[0]
     assert error["code"] == "NAN_LOSS" and "learning rate" in error["advice"]
