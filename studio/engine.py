@@ -23,7 +23,8 @@ from .data.dataset import BatchPlan, TensorCache, component_fingerprint, load_pi
 from .diagnostics import StudioError, next_lower_tier
 from .events import EXIT_CANCELLED, EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_OOM, Reporter
 from .hooks import TrainHooks
-from .models import ModelError, inspect_model, load_pipeline
+from .models import ModelError, inspect_model, load_pipeline, require_file
+from .resume import check_resume
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -53,11 +54,11 @@ class Trainer:
 
     def setup(self) -> None:
         cfg = check(self.cfg)
-        for folder in (self.run_dir, self.run_dir / "samples", self.control):
-            folder.mkdir(parents=True, exist_ok=True)
-        cfg.write(self.run_dir / "config.yaml")
+        # Every check that needs no weights comes first, and the run folder is written only after them.
+        self.resume_changes = check_resume(cfg, self.run_dir) if self.resume else []
         try:
             self.info = inspect_model(cfg.model.base, cfg.model.revision, data_dir())
+            require_file(cfg.model.transformer_file, "model.transformer_file")
         except ModelError as exc:
             raise StudioError("MODEL_MISSING", str(exc)) from None
         if cfg.lora.rank > self.info.inner_dim:  # every block layer is at least inner_dim wide
@@ -66,7 +67,12 @@ class Trainer:
         if cfg.training.guidance is not None and not self.info.guidance_embeds:
             raise StudioError("GUIDANCE_UNSUPPORTED", f"training.guidance is {cfg.training.guidance}, but "
                               f"{cfg.model.base} has no guidance embeddings (a schnell-type model).")
+        self.samples = load_samples(cfg, warn=lambda code, msg: self.report.emit("warning", code=code, message=msg),
+                                    t5_max_tokens=self.info.t5_max_length)
         self.accelerator = self._accelerator()
+        for folder in (self.run_dir, self.run_dir / "samples", self.control):
+            folder.mkdir(parents=True, exist_ok=True)
+        cfg.write(self.run_dir / "config.yaml")
         self.device = self.accelerator.device
         torch.manual_seed(cfg.training.seed)
         self.generator = torch.Generator(self.device).manual_seed(cfg.training.seed + self.accelerator.process_index)
@@ -84,8 +90,6 @@ class Trainer:
         self.pipe.vae.requires_grad_(False)
         self.pipe.text_encoder.requires_grad_(False)
         self.pipe.text_encoder_2.requires_grad_(False)
-
-        self.samples = load_samples(cfg, warn=lambda code, msg: self.report.emit("warning", code=code, message=msg))
         self._build_caches()
         self._add_lora()
         self._optimiser()
@@ -282,7 +286,8 @@ class Trainer:
         if self.ema and state["ema"]:
             self.ema.load_state_dict(state["ema"])
         self.step = state["step"]
-        self.report.emit("warning", code="RESUMED", message=f"Resumed from {path.name} (step {self.step}).")
+        changed = f" Changed since then: {'; '.join(self.resume_changes)}." if self.resume_changes else ""
+        self.report.emit("warning", code="RESUMED", message=f"Resumed from {path.name} (step {self.step}).{changed}")
 
     # ------------------------------------------------------------------ the step
 
@@ -488,7 +493,8 @@ class Trainer:
         try:
             path = tu.write_checkpoint(self.run_dir / "checkpoints", self.step, self.lora_state(),
                                        self.train_state(), self.cfg.save.keep_last,
-                                       lambda folder: self.hooks.on_checkpoint_write(self.step, folder))
+                                       lambda folder: self.hooks.on_checkpoint_write(self.step, folder),
+                                       config_yaml=self.cfg.to_yaml())
         except OSError as exc:
             raise StudioError("SAVE_FAILED", f"Saving the checkpoint at step {self.step} failed: "
                               f"{exc.strerror or exc}.") from None
