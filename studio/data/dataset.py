@@ -91,10 +91,11 @@ def load_samples(cfg: TrainConfig, warn=lambda code, message: None, t5_max_token
 
 
 def import_limits(resolution: int):
-    """The import's limits; below 256 px training (tests, the demo) accepts images of that size."""
+    """The import's limits. Its 256 px floor on the short side is half of FLUX's smallest usual
+    training resolution (512); training below 512 px (the demo model, tests) halves its own."""
     from .ingest import IngestLimits
 
-    return IngestLimits(min_side=min(IngestLimits.min_side, resolution))
+    return IngestLimits(min_side=min(IngestLimits.min_side, resolution // 2))
 
 
 def refused_by_import(path: Path, limits) -> str | None:
