@@ -32,6 +32,9 @@ CATALOGUE = {d.code: d for d in [
               "the built-in demo model."),
     Diagnosis("NO_IMAGES", "The dataset has no usable images",
               "Upload JPEG, PNG or WebP photos (at least 256 px on the short side) to the dataset."),
+    Diagnosis("DATASET_CHECK", "The dataset check found something to improve",
+              "Training goes on. The message names the images and what to do; the Dataset tab "
+              "and python -m studio dataset check show the whole report."),
     Diagnosis("NAN_LOSS", "The loss became NaN or infinite",
               "Lower the learning rate (try 1e-4), keep max_grad_norm at 1.0, and use bf16 "
               "instead of fp16 or fp8. No checkpoint with NaN weights was saved."),

@@ -134,25 +134,12 @@ def _log_tail(run_dir: Path) -> str:
 
 def validate_lora(path: Path) -> str | None:
     """None if `path` is a valid LoRA file, else what is wrong with it."""
+    from studio.lora_files import validate_lora_file  # imports torch: only once a run has ended
+
     if not path.is_file():
         return f"{path.name} is missing"
     try:
-        from studio.lora_files import validate_lora_file
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("studio.lora_files",):
-            raise
-        validate_lora_file = None
-    try:
-        if validate_lora_file is not None:
-            result = validate_lora_file(path)
-            if result is False or getattr(result, "ok", True) is False:
-                return f"{path.name} failed validation"
-            return None
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="numpy") as handle:
-            if not any("lora" in key.lower() for key in handle.keys()):
-                return f"{path.name} contains no LoRA weights (no key with 'lora')"
+        validate_lora_file(path)  # raises on anything a loader would refuse
     except Exception as exc:  # any parse error means the file is unusable
         return f"{path.name} is not a valid LoRA file: {exc}"
     return None

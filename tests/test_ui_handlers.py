@@ -166,6 +166,20 @@ def test_build_config_from_fields(filled):
     assert d["lora"]["targets"] == "all_linear" and d["dataset"]["caption_dropout"] == 0.05
 
 
+@pytest.mark.parametrize("preset", ["portrait", "style"])
+def test_a_short_run_from_a_preset_fits_the_warmup_the_user_left_alone(filled, preset):
+    """50 steps with the advanced settings untouched: the preset's warm-up (20 or 50) is fitted to
+    the run and the resolved config says so; a warm-up the user typed is still checked as given."""
+    basic, advanced, _ = h.preset_values(preset, "cpu")
+    cfg = h.build_config(filled, **_train_fields(preset=preset, steps=50, advanced=advanced))
+    h.check_config(filled, cfg, "en")
+    assert cfg.schedule.warmup_steps == (5 if preset == "style" else 20)
+    assert ("fitted to 50 steps" in h.fields_from_config(cfg)["yaml"]) == (preset == "style")
+    advanced[[r[0] for r in h.advanced_rows()].index("schedule.warmup_steps")] = 60
+    with pytest.raises(h.UserError, match="warmup_steps"):
+        h.check_config(filled, h.build_config(filled, **_train_fields(preset=preset, steps=50, advanced=advanced)))
+
+
 def test_advanced_fields_cover_every_other_setting_and_round_trip(filled):
     keys = [row[0] for row in h.advanced_rows()]
     assert "optimizer.betas" in keys and "memory.mixed_precision" in keys and "schedule.max_steps" not in keys

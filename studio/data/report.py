@@ -121,14 +121,16 @@ def _names(items: list, limit: int = 8) -> str:
 
 
 def quality_report(dataset_dir: Path, resolution: int = 1024, guidance: dict | None = None,
-                   trigger_word: str | None = None, t5_max_tokens: int = 512, tokenizer=None) -> dict:
-    """Measure a dataset folder (its images/ subfolder) against the training settings."""
+                   trigger_word: str | None = None, t5_max_tokens: int = 512, tokenizer=None,
+                   items: list | None = None) -> dict:
+    """Measure a dataset folder (its images/ subfolder, or the DatasetItems in `items`, which the
+    engine lists for a plain folder of images) against the training settings."""
     dataset_dir = Path(dataset_dir)
     guidance = guidance or {}
     buckets = make_buckets(resolution)
     warnings: list[dict] = []
     images, unreadable = [], []
-    for item in list_dataset(dataset_dir):
+    for item in list_dataset(dataset_dir) if items is None else items:
         try:
             with Image.open(item.image) as im:
                 im.load()

@@ -424,11 +424,18 @@ def build_config(data_dir: Path, *, dataset: str | None, base: str, custom_base:
     """The resolved config from the Train tab's fields. Raises UserError with every problem."""
     user: dict = {}
     problems: list[str] = []
+    try:  # an advanced field still at the preset's value is not the user's choice (resolve may fit it)
+        preset_cfg = resolve({}, preset=preset or None, tier=tier or "cpu").to_dict()
+    except ConfigError:
+        preset_cfg = {}
     for (key, tp, _, _), raw in zip(advanced_rows(), advanced):
         try:
-            set_key(user, key, parse_widget(widget_kind(tp), key, raw, lang))
+            value = parse_widget(widget_kind(tp), key, raw, lang)
         except UserError as exc:
             problems.append(str(exc))
+            continue
+        if not preset_cfg or value != get_key(preset_cfg, key):
+            set_key(user, key, value)
     basic = [("schedule.max_steps", "integer", steps), ("optimizer.lr", "number", lr),
              ("lora.rank", "integer", rank), ("dataset.resolution", "integer", resolution),
              ("sample.every", "integer", sample_every)]
