@@ -75,7 +75,7 @@ def is_local(host: str) -> bool:
 def listen_host(args: argparse.Namespace) -> str:
     """--host, else $STUDIO_HOST, else 127.0.0.1 — on a Space the address the Space names
     ($GRADIO_SERVER_NAME, else 0.0.0.0): its proxy cannot reach an app on 127.0.0.1."""
-    if args.host:
+    if getattr(args, "host", None):
         return args.host
     if getattr(args, "on_space", False):
         return os.environ.get("STUDIO_HOST") or os.environ.get("GRADIO_SERVER_NAME") or "0.0.0.0"
