@@ -1,14 +1,18 @@
 """UI strings in English and Simplified Chinese: one catalogue per language, keys shared.
 
-Static text (labels, tab names, buttons) goes to the browser through Gradio's `gr.I18n`, which
-picks the language from the browser (or Gradio's settings page). Text a handler builds at run
-time (status messages, the quality report, validation problems) is looked up here with
-`t(key, lang)`, the language coming from the UI's language switch.
+Static text (labels, tab names, buttons, choice labels) goes to the browser through Gradio's
+`gr.I18n`, under the `studio.` namespace so no key can shadow one of Gradio's own (`common.*`,
+`status.*` …). The browser shows it in the page's language, which studio/ui/locale.py fixes
+before Gradio starts. Text a handler builds at run time (status messages, the quality report,
+validation problems, table headers) is looked up here with `t(key, lang)`, the language coming
+from the same choice.
 
 Some English strings already live in one place elsewhere, so they are generated instead of
 copied (one source of truth): config help texts (`cfg.<key>` from studio/config.py), preset
 titles and descriptions (`preset.<name>.*`, `tier.<name>.*` from presets/), and the
-diagnostics catalogue (`diag.<CODE>.*` from studio/diagnostics.py). zh-CN.yaml translates them.
+diagnostics catalogue (`diag.<CODE>.*` from studio/diagnostics.py); the Advanced settings'
+labels (`setting.<key>`) and choice labels (`choice.<key>.<value>`) are the config's own names in
+English. zh-CN.yaml translates them.
 
 No gradio or torch import at module load: handlers and tests use this without a UI.
 """
@@ -24,6 +28,8 @@ import yaml
 LANGS = ("en", "zh-CN")
 DEFAULT_LANG = "en"
 LANG_NAMES = {"en": "English", "zh-CN": "简体中文"}
+# Gradio merges every gr.I18n key into one dictionary with its own keys; ours live under this.
+NAMESPACE = "studio."
 _HERE = Path(__file__).resolve().parent
 
 
@@ -32,6 +38,12 @@ def _generated_english() -> dict[str, str]:
     from studio.config import help_rows, list_presets, load_preset
 
     out = {f"cfg.{key}": text for key, _, _, text in help_rows()}
+    for key, type_name, _, _ in help_rows():
+        if type_name != "section":
+            out[f"setting.{key}"] = key
+        if type_name.startswith("one of "):
+            for value in choice_values(type_name):
+                out[f"choice.{key}.{value}"] = value
     for kind, prefix in (("subject", "preset"), ("memory", "tier")):
         for name in list_presets(kind):
             preset = load_preset(name, kind)
@@ -41,6 +53,11 @@ def _generated_english() -> dict[str, str]:
         out[f"diag.{code}.title"] = diagnosis.title
         out[f"diag.{code}.advice"] = diagnosis.advice
     return out
+
+
+def choice_values(type_name: str) -> list[str]:
+    """The values of a config type shown as "one of 'a', 'b'"."""
+    return [c.strip().strip("'") for c in type_name.removeprefix("one of ").split(",")]
 
 
 @lru_cache(maxsize=None)
@@ -91,10 +108,11 @@ def config_help(key: str, lang: str = DEFAULT_LANG) -> str:
 
 
 def gradio_i18n():
-    """A `gr.I18n` with every catalogue (gradio imported here, not at module load)."""
+    """A `gr.I18n` with every catalogue, keys under NAMESPACE (gradio imported here, not at
+    module load)."""
     import gradio as gr
 
-    return gr.I18n(**{lang: catalogue(lang) for lang in LANGS})
+    return gr.I18n(**{lang: {NAMESPACE + k: v for k, v in catalogue(lang).items()} for lang in LANGS})
 
 
 # ---------------------------------------------------------------- validation problems

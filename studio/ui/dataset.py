@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from studio.config import list_presets
 from studio.ui import handlers as h
-from studio.ui.common import Context, L, guarded
+from studio.ui.common import Context, L, guarded, preset_choices
 
 
 def build(ctx: Context) -> None:
@@ -26,7 +25,8 @@ def build(ctx: Context) -> None:
         remove = gr.Button(L("dataset.remove"), variant="stop", scale=1)
     gr.Markdown(L("dataset.report_heading"))
     with gr.Row():
-        preset = gr.Dropdown(label=L("dataset.report_preset"), choices=list_presets(), value="portrait")
+        preset = gr.Dropdown(label=L("dataset.report_preset"), choices=preset_choices(), value="portrait",
+                             elem_id="dataset-preset")
         resolution = gr.Number(label=L("train.resolution"), value=512, precision=0)
         check = gr.Button(L("dataset.report_run"))
     report_md = gr.Markdown(elem_id="dataset-report")
@@ -68,4 +68,4 @@ def build(ctx: Context) -> None:
         on_view, view_in, view_out, api_visibility="private")
     check.click(on_view, view_in, view_out, api_visibility="private")
     ctx.dataset.change(on_view, view_in, view_out, api_visibility="private")
-    ctx.extra["dataset_view"] = (on_view, view_in, view_out)
+    ctx.on_load.append((preset, lambda lang: gr.update(choices=preset_choices())))

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,6 +27,17 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
 # FLUX.1 [schnell] reads 256 T5 tokens, [dev] 512: warn at the stricter limit (the message says both).
 T5_LIMIT = 256
 MODEL_CHOICES = ["demo", "black-forest-labs/FLUX.1-schnell", "black-forest-labs/FLUX.1-dev"]
+# What the Train tab proposes on the built-in demo model instead of a preset's real-model run
+# (2,500 steps at 768 px would take most of an hour on a CPU): a run of about two minutes on a
+# 2-core CPU, model load and samples included (measured: docs/benchmarks.md "Demo run").
+# Everything else still comes from the preset and tier; real models keep the presets' values.
+DEMO_RUN = {
+    "dataset": {"resolution": 256},
+    "schedule": {"max_steps": 100, "warmup_steps": 10},
+    "sample": {"every": 50, "at_start": False, "steps": 8, "width": 256, "height": 256},
+    "save": {"every": 50},
+    "log": {"block_norms_every": 10},
+}
 # Settings shown up front on the Train tab; everything else is generated into "Advanced".
 BASIC_KEYS = ("schedule.max_steps", "optimizer.lr", "lora.rank", "dataset.resolution", "sample.prompts",
               "sample.every")
@@ -56,7 +68,18 @@ def dataset_dir(data_dir: Path, name: str | None, lang: str = "en") -> Path:
 
 def list_datasets(data_dir: Path) -> list[str]:
     root = datasets_root(data_dir)
-    return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and NAME_RE.match(p.name)) if root.is_dir() else []
+
+
+def newest_dataset(data_dir: Path, names: list[str]) -> str | None:
+    """The dataset worked on last (its images folder changed most recently)."""
+    def changed(name: str) -> float:
+        folder = datasets_root(data_dir) / name
+        try:
+            return max((folder / "images").stat().st_mtime, folder.stat().st_mtime)
+        except OSError:
+            return 0.0
+    return max(names, key=changed) if names else None
 
 
 def create_dataset(data_dir: Path, name: str, lang: str = "en") -> tuple[str, str]:
@@ -294,8 +317,10 @@ def bulk_edit(data_dir: Path, name: str, find: str = "", replace: str = "", pref
 # ================================================================= Train tab
 
 
+@lru_cache(maxsize=1)
 def detect_gpu() -> tuple[str, float] | None:
-    """(name, GiB) of the first NVIDIA GPU via nvidia-smi: no torch import in the UI process."""
+    """(name, GiB) of the first NVIDIA GPU via nvidia-smi: no torch import in the UI process.
+    Asked once per process: every page load shows it."""
     exe = shutil.which("nvidia-smi")
     if not exe:
         return None
@@ -409,9 +434,21 @@ def parse_widget(kind: str, key: str, raw: Any, lang: str = "en") -> Any:
         raise UserError(t("train.bad_value", lang, key=key, value=raw, error=exc)) from None
 
 
+def proposed_config(preset: str | None, tier: str | None, base: str = "demo") -> TrainConfig:
+    """What the Train tab proposes for a preset + tier: the presets' values, or DEMO_RUN's on the
+    demo model."""
+    from studio.config import deep_merge
+
+    base = (base or "demo").strip() or "demo"
+    user = {"model": {"base": base}}
+    if base == "demo":
+        user = deep_merge(user, DEMO_RUN)
+    return resolve(user, preset=preset or None, tier=tier or "cpu")
+
+
 def preset_values(preset: str, tier: str, base: str = "demo") -> tuple[list[Any], list[Any], str]:
     """(basic values, advanced values, yaml) for a preset + tier, to fill the Train tab."""
-    cfg = resolve({"model": {"base": base or "demo"}}, preset=preset or None, tier=tier or "cpu").to_dict()
+    cfg = proposed_config(preset, tier, base).to_dict()
     basic = [cfg["schedule"]["max_steps"], cfg["optimizer"]["lr"], cfg["lora"]["rank"],
              cfg["dataset"]["resolution"], "\n".join(cfg["sample"]["prompts"]), cfg["sample"]["every"]]
     advanced = [widget_value(widget_kind(tp), get_key(cfg, key)) for key, tp, _, _ in advanced_rows()]

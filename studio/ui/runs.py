@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -21,7 +22,9 @@ import numpy as np
 
 from studio.i18n import t
 from studio.ui.handlers import UserError
+from studio.ui.remembered import try_it_prompt
 
+log = logging.getLogger("studio.ui")
 LOG_TAIL_LINES = 40
 SMOOTHING = 0.9  # EMA weight of the smoothed loss curve
 
@@ -36,18 +39,42 @@ def badge(status: str, lang: str = "en") -> str:
     return t(f"job.{status}", lang)
 
 
-def job_rows(data_dir: Path, lang: str = "en") -> list[list[Any]]:
+def job_rows(data_dir: Path, lang: str = "en", jobs: list[dict] | None = None) -> list[list[Any]]:
     rows = []
-    for job in store(data_dir).list_jobs():
+    for job in store(data_dir).list_jobs() if jobs is None else jobs:
         progress = f"{job['step'] or 0}/{job['max_steps'] or '?'}"
         loss = f"{job['loss']:.4f}" if isinstance(job.get("loss"), (int, float)) else ""
         rows.append([job["id"], job["name"], badge(job["status"], lang), progress, loss])
     return rows
 
 
-def job_choices(data_dir: Path, statuses: tuple[str, ...] | None = None) -> list[tuple[str, int]]:
-    return [(f"#{j['id']} {j['name']} ({j['status']})", j["id"])
-            for j in store(data_dir).list_jobs(statuses)]
+def job_choices(data_dir: Path, statuses: tuple[str, ...] | None = None, lang: str = "en",
+                jobs: list[dict] | None = None) -> list[tuple[str, int]]:
+    if jobs is None:
+        jobs = store(data_dir).list_jobs(statuses)
+    elif statuses:
+        jobs = [j for j in jobs if j["status"] in statuses]
+    return [(f"#{j['id']} {j['name']} · {badge(j['status'], lang)}", j["id"]) for j in jobs]
+
+
+ACTIVE = ("running", "stopping")
+
+
+def pin_for(job_id: int | None, jobs: list[dict]) -> dict | None:
+    """What picking `job_id` by hand remembers: the job, and the newest job that existed then."""
+    if job_id is None:
+        return None
+    return {"id": int(job_id), "newest": max((j["id"] for j in jobs), default=0)}
+
+
+def pick_job(jobs: list[dict], pin: dict | None) -> int | None:
+    """The job the Monitor shows: the one the user picked, until a newer job is created; otherwise
+    the newest running job, else the newest job (jobs come newest first)."""
+    ids = [j["id"] for j in jobs]
+    if pin and pin.get("id") in ids and not any(i > pin.get("newest", 0) for i in ids):
+        return pin["id"]
+    running = [j["id"] for j in jobs if j["status"] in ACTIVE]
+    return max(running) if running else (max(ids) if ids else None)
 
 
 def _fmt_eta(seconds: Any) -> str:
@@ -58,22 +85,34 @@ def _fmt_eta(seconds: Any) -> str:
         else f"{seconds // 60}:{seconds % 60:02d}"
 
 
+def total_time(job: dict) -> float | None:
+    """Seconds from start to end of a job that is no longer running."""
+    start, end = job.get("started_at"), job.get("finished_at")
+    if isinstance(start, (int, float)) and isinstance(end, (int, float)) and end >= start:
+        return end - start
+    return None
+
+
 def progress_html(job: dict, lang: str = "en") -> str:
-    """A progress bar with step, it/s and ETA (built server-side so it needs no custom JS)."""
+    """A progress bar with step, it/s and ETA while the job runs, its total time once it ended
+    (built server-side so it needs no custom JS)."""
     step, max_steps = job.get("step") or 0, job.get("max_steps")
-    if job["status"] == "queued":
-        text = t("monitor.waiting", lang)
-        fraction = 0.0
-    else:
-        fraction = min(1.0, step / max_steps) if max_steps else 0.0
-        if job["status"] == "succeeded":
-            fraction = 1.0
+    status = job["status"]
+    fraction = 1.0 if status == "succeeded" else (min(1.0, step / max_steps) if max_steps else 0.0)
+    if status == "queued":
+        text, fraction = t("monitor.waiting", lang), 0.0
+    elif status in ACTIVE:
         it_s = f"{job['it_s']:.2f}" if isinstance(job.get("it_s"), (int, float)) else "–"
         text = t("monitor.progress", lang, step=step, max_steps=max_steps or "?", it_s=it_s,
                  eta=_fmt_eta(job.get("eta_s")))
-    return (f'<div class="studio-progress" data-status="{html.escape(job["status"])}">'
-            f'<div style="font-weight:600">{html.escape(badge(job["status"], lang))} — {html.escape(text)}</div>'
-            f'<div style="background:#ddd;border-radius:6px;height:14px;overflow:hidden">'
+    else:  # ended: an ETA would be stale, the total time is what is known
+        text = t("monitor.progress_ended", lang, step=step, max_steps=max_steps or "?",
+                 total=_fmt_eta(total_time(job)))
+    return (f'<div class="studio-progress" data-status="{html.escape(status)}">'
+            f'<div style="font-weight:600">{html.escape(badge(status, lang))} — {html.escape(text)}</div>'
+            f'<div style="background:#ddd;border-radius:6px;height:14px;overflow:hidden" role="progressbar" '
+            f'aria-valuemin="0" aria-valuemax="100" aria-valuenow="{fraction * 100:.0f}" '
+            f'aria-label="{html.escape(t("monitor.progress_label", lang))}">'
             f'<div style="background:#4c8bf5;height:14px;width:{fraction * 100:.1f}%"></div></div></div>')
 
 
@@ -146,16 +185,17 @@ def _block_order(name: str) -> tuple:
     return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts)
 
 
-def samples(job: dict, events: list[dict]) -> list[tuple[str, str]]:
-    """(image path, 'step N · prompt') for each sample event whose file exists, newest first."""
+def samples(job: dict, events: list[dict], lang: str = "en", step: int | None = None) -> list[tuple[str, str]]:
+    """(image path, 'step N · prompt') for each sample event whose file exists (only those of
+    `step` if given), newest first."""
     run_dir = Path(job.get("run_dir") or "")
     out = []
     for e in events:
-        if e.get("type") != "sample" or not e.get("path"):
+        if e.get("type") != "sample" or not e.get("path") or (step is not None and e.get("step") != step):
             continue
         path = (run_dir / e["path"]).resolve()
         if path.is_file() and run_dir.resolve() in path.parents:
-            out.append((str(path), f"step {e.get('step')} · {e.get('prompt', '')}"))
+            out.append((str(path), t("monitor.sample_caption", lang, step=e.get("step"), prompt=e.get("prompt", ""))))
     return out[::-1]
 
 
@@ -171,14 +211,26 @@ def log_tail(job: dict, lines: int = LOG_TAIL_LINES) -> str:
 
 
 def job_status_markdown(job: dict, lang: str = "en") -> str:
-    parts = []
-    if job.get("error_message"):
-        parts.append(t("monitor.failed_because", lang, message=job["error_message"]))
+    """How a job ended, in the words of its status (cancelled, interrupted and failed differ), the
+    reason, and what to do. The status column decides the words, not the worker's error codes;
+    a catalogue code (diag.<CODE>) gives the reason and advice in the page's language."""
+    message, code = job.get("error_message"), job.get("error_code")
+    status = job.get("status") or ("failed" if message else "")
+    if status == "succeeded" or (not message and status not in ("cancelled", "interrupted")):
+        return message or ""
+    known = bool(code) and f"diag.{code}.title" in _keys()
+    reason = message or ""
+    if known and lang != "en" and not message:
+        reason = t(f"diag.{code}.title", lang)
+    word = t(f"monitor.ended.{status if status in ('cancelled', 'interrupted') else 'failed'}", lang)
+    parts = [t("monitor.ended_line", lang, word=word, message=reason) if reason else f"**{word}**"]
     advice = job.get("advice")
-    if job.get("error_code") and lang != "en" and f"diag.{job['error_code']}.advice" in _keys():
-        advice = t(f"diag.{job['error_code']}.advice", lang)
+    if known and lang != "en":
+        advice = t(f"diag.{code}.advice", lang)
     if advice:
         parts.append(t("monitor.advice", lang, advice=advice))
+    if status == "interrupted":
+        parts.append(t("monitor.can_resume", lang))
     return "\n\n".join(parts)
 
 
@@ -199,7 +251,7 @@ def job_view(data_dir: Path, job_id: int | None, lang: str = "en") -> dict[str, 
     loss, lr = curves(events, lang)
     image, blocks = heatmap(events)
     return {"progress": progress_html(job, lang), "loss": loss, "lr": lr, "heatmap": image, "blocks": blocks,
-            "samples": samples(job, events), "log": log_tail(job), "status": job_status_markdown(job, lang),
+            "samples": samples(job, events, lang), "log": log_tail(job), "status": job_status_markdown(job, lang),
             "job": job}
 
 
@@ -277,13 +329,34 @@ def worker_running(data_dir: Path) -> bool:
 
 
 def result_files(job: dict) -> list[str]:
-    """Both LoRA files and the config of a finished run (absolute paths inside its run folder)."""
+    """Both LoRA files, the model card (README.md) and the config of a finished run (absolute
+    paths inside its run folder)."""
     run_dir = Path(job.get("run_dir") or "")
     if not run_dir.is_dir():
         return []
     files = sorted(p for p in run_dir.glob("*.safetensors") if p.is_file())
-    config = run_dir / "config.yaml"
-    return [str(p) for p in files] + ([str(config)] if config.is_file() else [])
+    extra = [p for p in (write_model_card(run_dir) if files else None, run_dir / "config.yaml") if p and p.is_file()]
+    return [str(p) for p in files + extra]
+
+
+def write_model_card(run_dir: Path) -> Path | None:
+    """README.md beside the LoRA files: the same card `publish` uploads (studio.publish.model_card),
+    written once per set of LoRA files so it can be downloaded with them."""
+    from studio.publish import model_card as hub_card
+
+    card = run_dir / "README.md"
+    newest = max((p.stat().st_mtime for p in run_dir.glob("*.safetensors")), default=0.0)
+    if card.is_file() and card.stat().st_mtime >= newest:
+        return card
+    try:
+        text = hub_card(run_dir)
+    except Exception as exc:  # noqa: BLE001 - a run without valid LoRA files simply has no card
+        log.info("no model card for %s: %s", run_dir, exc)
+        return None
+    tmp = run_dir / ".README.md.tmp"
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, card)
+    return card
 
 
 def model_card(job: dict, lang: str = "en") -> str:
@@ -310,7 +383,7 @@ def model_card(job: dict, lang: str = "en") -> str:
 
 def result_view(data_dir: Path, job_id: int | None, lang: str = "en") -> dict[str, Any]:
     if job_id is None:
-        return {"files": [], "card": t("results.none", lang), "samples": []}
+        return {"files": [], "card": t("results.none", lang), "samples": [], "prompt": try_it_prompt(None)}
     s = store(data_dir)
     job = s.get_job(int(job_id))
     files = result_files(job)
@@ -318,11 +391,10 @@ def result_view(data_dir: Path, job_id: int | None, lang: str = "en") -> dict[st
     if not any(f.endswith(".safetensors") for f in files):
         card = t("results.no_files", lang) + "\n\n" + card
     events = s.events(int(job_id), types=["sample"])
-    gallery = samples(job, events)
-    if gallery:  # only the last step's samples belong on the card
-        last = max(e.get("step", 0) for e in events if e.get("type") == "sample")
-        gallery = [g for g in gallery if g[1].startswith(f"step {last} ")]
-    return {"files": files, "card": card, "samples": gallery}
+    # Only the last step's samples belong on the card.
+    last = max((e.get("step", 0) for e in events if e.get("type") == "sample"), default=None)
+    return {"files": files, "card": card, "samples": samples(job, events, lang, step=last),
+            "prompt": try_it_prompt(job)}
 
 
 def publish(data_dir: Path, job_id: int | None, repo_id: str, token: str, private: bool, lang: str = "en") -> str:
