@@ -24,6 +24,7 @@ BLUR_SIDE = 512  # downscale first so the score does not depend on the camera's 
 PHASH_MAX_DISTANCE = 8  # of 64 bits; re-encodes / resizes / small edits land well below, distinct photos ~32
 DHASH_MAX_DISTANCE = 12  # a second, gradient-based opinion so one hash alone cannot flag a pair
 RESOLUTION_BINS = [0, 256, 512, 768, 1024, 1536, 2048, 4096]  # short-side edges in px
+TRAINING_RESOLUTIONS = (512, 768, 1024)  # what FLUX LoRAs are commonly trained at
 CLIP_MAX_TOKENS = 77  # informational: FLUX's CLIP-L sees only the first 77 tokens
 
 
@@ -108,13 +109,34 @@ def _near_duplicates(stems: list[str], ph: list[int], dh: list[int]) -> list[dic
     return pairs
 
 
-def _warn(code: str, message: str, advice: str, items: list | None = None) -> dict:
-    return {"code": code, "message": message, "advice": advice, "items": items or []}
+def _warn(code: str, message: str, advice: str, items: list | None = None, values: dict | None = None,
+          advice_key: str = "advice") -> dict:
+    """A warning: `message` and `advice` in English for the CLI; `values` (the real numbers) and
+    `advice_key` let the UI say the same in its language (catalogue `report.<code>.<advice_key>`)."""
+    return {"code": code, "message": message, "advice": advice, "items": items or [], "values": values or {},
+            "advice_key": advice_key}
 
 
 def _names(items: list, limit: int = 8) -> str:
     shown = ", ".join(str(i) for i in items[:limit])
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _upscale_warning(upscaled: list[dict], resolution: int) -> dict:
+    """Images smaller than their bucket. The advice names a lower training resolution only when
+    one exists below the current one at which these images need no upscaling."""
+    stems = [im["stem"] for im in upscaled]
+    smallest = min(min(im["width"], im["height"]) for im in upscaled)
+    lower = [r for r in TRAINING_RESOLUTIONS if r < resolution and r <= smallest]
+    values = {"resolution": resolution, "smallest": smallest, "count": len(stems)}
+    message = (f"{len(stems)} image(s) are smaller than their {resolution} px bucket and will be upscaled: "
+               f"{_names(stems)}.")
+    if lower:
+        values["suggest"] = max(lower)
+        return _warn("below_resolution", message, f"Use originals whose short side is at least {resolution} px, "
+                     f"or train at {max(lower)} px, where these images need no upscaling.", stems, values)
+    return _warn("below_resolution", message, f"Use originals whose short side is at least {resolution} px "
+                 f"(the smallest here is {smallest} px).", stems, values, advice_key="advice_larger")
 
 
 # ---------------------------------------------------------------- the report
@@ -172,17 +194,16 @@ def quality_report(dataset_dir: Path, resolution: int = 1024, guidance: dict | N
         hi = next((e for e in RESOLUTION_BINS if e > short), None)
         hist[f"{lo}-{hi - 1}" if hi else f"{lo}+"] += 1
     histogram = {k: hist[k] for k in sorted(hist, key=lambda k: int(k.split("-")[0].rstrip("+")))}
-    upscaled = [im["stem"] for im in images if im["upscale"] > 1.0]
+    upscaled = [im for im in images if im["upscale"] > 1.0]
     if upscaled:
-        warnings.append(_warn("below_resolution", f"{len(upscaled)} image(s) are smaller than their "
-                              f"{resolution} px bucket and will be upscaled: {_names(upscaled)}.",
-                              "Use larger originals, or train at a lower resolution (512 or 768).", upscaled))
+        warnings.append(_upscale_warning(upscaled, resolution))
     min_res = guidance.get("min_resolution")
     small = [im["stem"] for im in images if min_res and min(im["width"], im["height"]) < min_res]
     if small:
         warnings.append(_warn("below_min_resolution", f"{len(small)} image(s) have a short side below the "
                               f"preset's minimum of {min_res} px: {_names(small)}.",
-                              "Replace them with larger photos or remove them; they add blur.", small))
+                              "Replace them with larger photos or remove them; they add blur.", small,
+                              {"min_resolution": min_res, "count": len(small)}))
 
     bucket_counts = dict(sorted(Counter(im["bucket"] for im in images).items(), key=lambda kv: -kv[1]))
     lonely = [b for b, c in bucket_counts.items() if c == 1 and len(bucket_counts) > 1]
@@ -219,8 +240,8 @@ def quality_report(dataset_dir: Path, resolution: int = 1024, guidance: dict | N
         if without_trigger:
             warnings.append(_warn("trigger_missing", f"The trigger word '{trigger_word}' is missing from "
                                   f"{len(without_trigger)} caption(s): {_names(without_trigger)}.",
-                                  "Re-run captioning with --trigger, or enable 'prepend trigger word' in "
-                                  "the training settings.", without_trigger))
+                                  "Caption them again with the trigger word (python -m studio caption DIR "
+                                  f"--trigger {trigger_word}), or add it to those captions.", without_trigger))
     tokens = {im["stem"]: _count_tokens(im["caption"], tokenizer) for im in captioned}
     too_long = sorted(s for s, t in tokens.items() if t > t5_max_tokens)
     if too_long:
@@ -237,7 +258,7 @@ def quality_report(dataset_dir: Path, resolution: int = 1024, guidance: dict | N
         "images": {"count": n, "min_images": min_images, "recommended_images": recommended,
                    "unreadable": len(unreadable)},
         "resolution_histogram": histogram,
-        "below_resolution": upscaled,
+        "below_resolution": [im["stem"] for im in upscaled],
         "buckets": bucket_counts,
         "near_duplicates": near,
         "blurry": blurry,

@@ -115,6 +115,16 @@ def gradio_i18n():
     return gr.I18n(**{lang: {NAMESPACE + k: v for k, v in catalogue(lang).items()} for lang in LANGS})
 
 
+def md_text(value) -> str:
+    """User-supplied text (file names, run names, setting values) shown as itself inside Markdown:
+    HTML tags and Markdown marks are escaped, so '<b>x</b>' reads '<b>x</b>', not a bold 'x'."""
+    import html
+
+    escaped = html.escape(str(value), quote=False)
+    # '_' stays: inside a word (max_steps, red_sneaker_0) it never starts emphasis.
+    return re.sub(r"([\\`*\[\]~])", r"\\\1", escaped)
+
+
 # ---------------------------------------------------------------- validation problems
 
 # validate() and ConfigError speak English ("key: what to change"). The common ones are
@@ -132,7 +142,7 @@ _PROBLEMS = [
     (re.compile(r"(?P<value>-?\d+) must be a multiple of 16 between 64 and 4096"), "problem.sample_size"),
     (re.compile(r"expected (?P<type>.+?), got (?P<value>.+)$"), "problem.expected"),
     (re.compile(r"unknown setting\."), "problem.unknown_setting"),
-    (re.compile(r"must be a plain name"), "problem.run_name"),
+    (re.compile(r"(?P<value>'.*') must be a plain name"), "problem.run_name"),
 ]
 _KEY = re.compile(r"^(?P<key>[a-z_]+(?:\.[a-z_]+)*(?:\[\d+\])?)\s*:?\s+(?P<rest>.*)$", re.S)
 
@@ -141,12 +151,13 @@ def translate_problem(message: str, lang: str = DEFAULT_LANG) -> str:
     """One validation message in the user's language: '**setting** — what to change'."""
     match = _KEY.match(message.strip())
     if not match:
-        return message
+        return md_text(message)
     key, rest = match["key"], match["rest"].strip()
     if lang == DEFAULT_LANG:
-        return t("problem.prefix", lang, key=f"`{key}`", detail=rest)
+        return t("problem.prefix", lang, key=f"`{key}`", detail=md_text(rest))
     for pattern, text_key in _PROBLEMS:
         found = pattern.search(rest)
         if found:
-            return t("problem.prefix", lang, key=f"`{key}`", detail=t(text_key, lang, **found.groupdict()))
-    return t("problem.prefix", lang, key=f"`{key}`", detail=rest)
+            values = {k: md_text(v) for k, v in found.groupdict().items()}
+            return t("problem.prefix", lang, key=f"`{key}`", detail=t(text_key, lang, **values))
+    return t("problem.prefix", lang, key=f"`{key}`", detail=md_text(rest))

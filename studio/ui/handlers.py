@@ -21,7 +21,7 @@ import yaml
 
 from studio.config import (ConfigError, MEMORY_TIERS, TrainConfig, help_rows, list_presets, load_preset,
                            resolve, tier_for_memory, validate)
-from studio.i18n import t, translate_problem
+from studio.i18n import md_text, t, translate_problem
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
 # FLUX.1 [schnell] reads 256 T5 tokens, [dev] 512: warn at the stricter limit (the message says both).
@@ -117,11 +117,22 @@ def upload_files(data_dir: Path, name: str, files: list[str] | None, max_total_m
     lines = [t("dataset.imported", lang, accepted=len(result.accepted), rejected=len(result.rejected))]
     shown = 20  # enough to act on; the report lists every item
     for r in result.rejected[:shown]:
-        reason = t(f"ingest.{r.code}", lang) if lang != "en" else r.message
-        lines.append("- " + t("dataset.rejected_item", lang, name=r.name, reason=reason))
+        lines.append("- " + t("dataset.rejected_item", lang, name=md_text(r.name), reason=md_text(_reason(r, lang))))
     if len(result.rejected) > shown:
         lines.append(t("dataset.rejected_more", lang, count=len(result.rejected) - shown))
     return "\n".join(lines)
+
+
+def _reason(rejected, lang: str) -> str:
+    """Why an item was refused, with its real values: the ingest message in English, the
+    catalogue's `ingest.<code>` elsewhere (its English message if a value it needs is missing)."""
+    if lang == "en":
+        return rejected.message
+    template = t(f"ingest.{rejected.code}", lang)
+    try:
+        return template.format(**rejected.values)
+    except (KeyError, IndexError, ValueError):
+        return rejected.message
 
 
 def remove_images(data_dir: Path, name: str, stems: list[str] | None, lang: str = "en") -> str:
@@ -140,17 +151,21 @@ def run_report(data_dir: Path, name: str, preset: str | None, resolution: int, t
                           trigger_word=(trigger or "").strip() or None)
 
 
-def item_flags(report: dict | None) -> dict[str, list[str]]:
-    """stem → warning codes that name it (for the per-image status line)."""
-    flags: dict[str, list[str]] = {}
+def item_flags(report: dict | None) -> dict[str, list[tuple[str, dict]]]:
+    """stem → (warning code, its values) for the warnings that name it (the per-image status)."""
+    flags: dict[str, list[tuple[str, dict]]] = {}
     known = _flag_keys()
     for warning in (report or {}).get("warnings", []):
         if f"status.flag.{warning['code']}" not in known:
             continue
+        values = {"resolution": (report or {}).get("resolution"), **warning.get("values", {})}
         for item in warning.get("items", []):
             stems = [item["a"], item["b"]] if isinstance(item, dict) else [str(item)]
             for stem in stems:
-                flags.setdefault(stem, []).append(warning["code"])
+                flags.setdefault(stem, []).append((warning["code"], values))
+    for stem, found in flags.items():  # "below the preset's minimum" already says "smaller"
+        if any(code == "below_min_resolution" for code, _ in found):
+            flags[stem] = [(code, v) for code, v in found if code != "below_resolution"]
     return flags
 
 
@@ -172,13 +187,13 @@ def gallery_items(data_dir: Path, name: str | None, report: dict | None = None,
     out = []
     for item in list_dataset(folder):
         parts = [t("status.captioned" if item.caption else "status.no_caption", lang)]
-        parts += [t(f"status.flag.{code}", lang) for code in flags.get(item.stem, [])]
+        parts += [t(f"status.flag.{code}", lang, **values) for code, values in flags.get(item.stem, [])]
         out.append((str(item.image), f"{item.stem} · {', '.join(parts)}"))
     return out
 
 
 def report_markdown(report: dict, lang: str = "en") -> str:
-    """The quality report with, for each warning, what to do about it."""
+    """The quality report with, for each warning, what to do about it (with the real values)."""
     img, cap = report["images"], report["captions"]
     lines = [t("report.summary", lang, count=img["count"], resolution=report["resolution"],
                captioned=cap["captioned"], trainable=t("report.yes" if report["trainable"] else "report.no", lang))]
@@ -189,15 +204,19 @@ def report_markdown(report: dict, lang: str = "en") -> str:
         lines.append(t("report.buckets", lang, buckets=", ".join(f"{k} ×{v}" for k, v in report["buckets"].items())))
     if not report["warnings"]:
         lines.append(t("report.no_warnings", lang))
+    keys = _report_keys()
     for w in report["warnings"]:
-        code = w["code"]
-        known = f"report.{code}" in _report_keys()
-        title = t(f"report.{code}", lang) if known and lang != "en" else w["message"]
-        advice = t(f"report.{code}.advice", lang) if known else w["advice"]
-        lines.append(f"- ⚠️ **{title}**\n  - {t('report.todo', lang)}: {advice}")
+        code, values = w["code"], w.get("values", {})
+        advice_key = f"report.{code}.{w.get('advice_key', 'advice')}"
+        title = t(f"report.{code}", lang) if f"report.{code}" in keys and lang != "en" else w["message"]
+        try:  # the UI's wording (the Captions tab, not the command line), with the real values
+            advice = t(advice_key, lang, **values) if advice_key in keys else w["advice"]
+        except KeyError:
+            advice = w["advice"]
+        lines.append(f"- ⚠️ **{md_text(title)}**\n  - {t('report.todo', lang)}: {md_text(advice)}")
         names = [f"{i['a']}~{i['b']}" if isinstance(i, dict) else str(i) for i in w.get("items", [])]
         if names and lang != "en":
-            lines.append("  - " + t("report.affected", lang, items=", ".join(names[:12])))
+            lines.append("  - " + t("report.affected", lang, items=md_text(", ".join(names[:12]))))
     return "\n\n".join(lines[:3]) + "\n\n" + "\n".join(lines[3:])
 
 
