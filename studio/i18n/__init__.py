@@ -30,6 +30,10 @@ DEFAULT_LANG = "en"
 LANG_NAMES = {"en": "English", "zh-CN": "简体中文"}
 # Gradio merges every gr.I18n key into one dictionary with its own keys; ours live under this.
 NAMESPACE = "studio."
+# Messages gradio's own frontend asks for but does not ship: its status tracker announces
+# `common.complete` to screen readers after each event, and gradio 6.31 has no such message,
+# so the raw key was read out. These fill exactly those gaps, under gradio's own keys.
+GRADIO_GAPS = {"en": {"common.complete": "Done"}, "zh-CN": {"common.complete": "完成"}}
 _HERE = Path(__file__).resolve().parent
 
 
@@ -112,7 +116,8 @@ def gradio_i18n():
     module load)."""
     import gradio as gr
 
-    return gr.I18n(**{lang: {NAMESPACE + k: v for k, v in catalogue(lang).items()} for lang in LANGS})
+    return gr.I18n(**{lang: {**GRADIO_GAPS[lang], **{NAMESPACE + k: v for k, v in catalogue(lang).items()}}
+                      for lang in LANGS})
 
 
 def md_text(value) -> str:

@@ -67,7 +67,10 @@ def build_ui(data_dir: str | Path, max_upload_mb: int | None = None) -> gr.Block
             # The dataset's .change (None -> chosen) then fills every tab for it.
             return [lang, gr.update(choices=names, value=chosen), *[fn(lang) for _, fn in ctx.on_load]]
 
-        demo.load(on_load, None, [ctx.lang, ctx.dataset, *late], api_visibility="private", show_progress="hidden")
+        # <html data-studio-ready> marks a page whose lists and texts have arrived (for automation:
+        # a click before that would be undone by them).
+        demo.load(on_load, None, [ctx.lang, ctx.dataset, *late], api_visibility="private",
+                  show_progress="hidden").then(None, js="() => { document.documentElement.dataset.studioReady = '1'; }")
         # Choosing a language reloads the page in it (see studio/ui/locale.py for why).
         ctx.lang.input(None, [ctx.lang], None, js=cookie_js(LANG_COOKIE, then_reload=True),
                        api_visibility="private")

@@ -431,6 +431,8 @@ def set_key(data: dict, dotted: str, value: Any) -> None:
 def widget_value(kind: str, value: Any) -> Any:
     """A config value as its widget shows it (lists and nulls as one line of YAML)."""
     if kind == "yaml":
+        if value is None:  # "not set" reads as an empty box, not as YAML's "null"
+            return ""
         return yaml.safe_dump(value, default_flow_style=True, allow_unicode=True).strip().removesuffix("...").strip()
     return value
 

@@ -45,10 +45,10 @@ def build(ctx: Context) -> None:
 
     @guarded(7, status_index=4)
     def on_view(job_id, last, typed, lang):
-        choices = runs.job_choices(d, FINISHED, lang)
-        ids = [c[1] for c in choices]
-        if job_id not in ids:
-            job_id = ids[0] if ids else None
+        jobs = runs.store(d).list_jobs(FINISHED)
+        choices = runs.job_choices(d, FINISHED, lang, jobs=jobs)
+        if job_id not in [c[1] for c in choices]:  # the newest job with LoRA files, else the newest
+            job_id = next((j["id"] for j in jobs if j["status"] == "succeeded"), jobs[0]["id"] if jobs else None)
         view = runs.result_view(d, job_id, lang)
         # A prompt the user typed for this job stays; another job starts from its own prompt.
         prompt_v = gr.skip() if job_id == last and (typed or "").strip() else view["prompt"]

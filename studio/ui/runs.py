@@ -10,6 +10,7 @@ import html
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -212,21 +213,21 @@ def log_tail(job: dict, lines: int = LOG_TAIL_LINES) -> str:
 
 def job_status_markdown(job: dict, lang: str = "en") -> str:
     """How a job ended, in the words of its status (cancelled, interrupted and failed differ), the
-    reason, and what to do. The status column decides the words, not the worker's error codes;
-    a catalogue code (diag.<CODE>) gives the reason and advice in the page's language."""
+    reason, and what to do. The status column decides the words, not the worker's error codes; a
+    catalogue code (diag.<CODE>) gives the reason and advice in the page's language. The worker's
+    own message is English program output: other languages show it as a quoted detail."""
     message, code = job.get("error_message"), job.get("error_code")
     status = job.get("status") or ("failed" if message else "")
     if status == "succeeded" or (not message and status not in ("cancelled", "interrupted")):
         return message or ""
     known = bool(code) and f"diag.{code}.title" in _keys()
-    reason = message or ""
-    if known and lang != "en" and not message:
-        reason = t(f"diag.{code}.title", lang)
     word = t(f"monitor.ended.{status if status in ('cancelled', 'interrupted') else 'failed'}", lang)
+    reason = message if lang == "en" else (t(f"diag.{code}.title", lang) if known else "")
     parts = [t("monitor.ended_line", lang, word=word, message=reason) if reason else f"**{word}**"]
-    advice = job.get("advice")
-    if known and lang != "en":
-        advice = t(f"diag.{code}.advice", lang)
+    if message and lang != "en":
+        fence = "`" * (max((len(run) for run in re.findall(r"`+", message)), default=0) + 1)
+        parts.append(t("monitor.detail", lang, detail=f"{fence} {message} {fence}"))
+    advice = t(f"diag.{code}.advice", lang) if known and lang != "en" else job.get("advice")
     if advice:
         parts.append(t("monitor.advice", lang, advice=advice))
     if status == "interrupted":
