@@ -267,6 +267,12 @@ def test_a_creators_first_hour(studio, browser, tmp_path):
     _tab(page, "4 · Monitor")
     expect(page.locator("#monitor-progress")).to_contain_text("running", timeout=120_000)
     expect(_field(page, "monitor-pick")).to_have_value(re.compile(r"^#2 "))
+    # 18 · The app's worker and the training it starts run at a lower CPU priority than the page.
+    from studio.jobs import JobStore
+
+    worker_pid = int((data_dir / "worker.lock").read_text().split()[0])
+    training_pid = JobStore(data_dir).get_job(2)["pid"]
+    assert training_pid and min(os.getpriority(os.PRIO_PROCESS, p) for p in (worker_pid, training_pid)) >= 10
     page.locator("#monitor-cancel").click()
     expect(page.locator("#monitor-message")).to_contain_text("Cancel requested")
     page.wait_for_timeout(5_000)  # two refreshes of the job view

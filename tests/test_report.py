@@ -153,3 +153,20 @@ def test_upscale_advice_uses_the_real_resolutions(tmp_path):
     at_1024 = {w["code"]: w for w in quality_report(tmp_path / "ds", resolution=1024)["warnings"]}
     assert "train at 512 px" in at_1024["below_resolution"]["advice"]
     assert at_1024["below_resolution"]["values"]["suggest"] == 512
+
+
+def test_measurements_are_kept_and_only_changed_images_measured_again(tmp_path, monkeypatch):
+    """A report's decoding and hashing is cached per image, so picking a dataset again is quick."""
+    from studio.data import report as rep
+
+    ds = make_dataset(tmp_path)
+    first = quality_report(ds, resolution=512)
+    measured = []
+    real = rep._measure
+    monkeypatch.setattr(rep, "_measure", lambda path: measured.append(path.stem) or real(path))
+    assert quality_report(ds, resolution=512)["sharpness"] == first["sharpness"] and measured == []
+    noise(512, 512, 9).save(ds / "images" / "b.png")  # replaced: no longer blurry
+    (ds / "images" / "c.png").unlink()
+    again = quality_report(ds, resolution=512)
+    assert measured == ["b"] and again["blurry"] == [] and "c" not in again["sharpness"]
+    assert set(json.loads((ds / rep.MEASURES_NAME).read_text())["images"]) == {"a", "a_copy", "b"}

@@ -7,7 +7,9 @@ Only an empty / unreadable dataset is untrainable; everything else is advice.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -70,6 +72,60 @@ def sharpness(im: Image.Image) -> float:
     g = _grey(im, size)
     lap = g[1:-1, :-2] + g[1:-1, 2:] + g[:-2, 1:-1] + g[2:, 1:-1] - 4 * g[1:-1, 1:-1]
     return float(lap.var())
+
+
+# ---------------------------------------------------------------- the measurement cache
+
+MEASURES_NAME = ".measures.json"
+_MEASURES_VERSION = 1
+
+
+def _measure(path: Path) -> dict:
+    with Image.open(path) as im:
+        im.load()
+        rgb = im.convert("RGB")
+    return {"width": rgb.width, "height": rgb.height, "sharpness": round(sharpness(rgb), 2), "phash": phash(rgb),
+            "dhash": dhash(rgb)}
+
+
+def image_measures(dataset_dir: Path, items) -> dict[str, dict]:
+    """stem -> size, sharpness and hashes of each item's image (or {"error": why}).
+
+    Decoding and hashing every photo is most of a report's time (seconds for a few dozen photos,
+    more while a job trains), yet photos rarely change: results are kept in the dataset folder,
+    keyed by each PNG's size and modification time, and only new or changed images are measured.
+    """
+    cache_path = Path(dataset_dir) / MEASURES_NAME
+    try:
+        cache = json.loads(cache_path.read_text("utf-8"))
+        entries = cache["images"] if cache.get("version") == _MEASURES_VERSION else {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        entries = {}
+    out, fresh, changed = {}, {}, False
+    for item in items:
+        try:
+            st = item.image.stat()
+        except OSError as exc:
+            out[item.stem] = {"error": str(exc)}
+            continue
+        key = f"{st.st_size}:{st.st_mtime_ns}"
+        entry = entries.get(item.stem)
+        if not (isinstance(entry, dict) and entry.get("key") == key):
+            try:
+                entry = {"key": key, **_measure(item.image)}
+            except (OSError, ValueError, Image.DecompressionBombError) as exc:
+                out[item.stem] = {"error": str(exc)}  # not cached: a fixed file is measured next time
+                continue
+            changed = True
+        out[item.stem] = fresh[item.stem] = entry
+    if changed or set(fresh) != set(entries):
+        tmp = cache_path.with_name(f".{cache_path.name}.tmp")
+        try:
+            tmp.write_text(json.dumps({"version": _MEASURES_VERSION, "images": fresh}), encoding="utf-8")
+            os.replace(tmp, cache_path)
+        except OSError:
+            pass  # a read-only dataset still gets its report, measured afresh next time
+    return out
 
 
 # ---------------------------------------------------------------- captions
@@ -150,21 +206,20 @@ def quality_report(dataset_dir: Path, resolution: int = 1024, guidance: dict | N
     buckets = make_buckets(resolution)
     warnings: list[dict] = []
     images, unreadable = [], []
-    for item in list_dataset(dataset_dir):
-        try:
-            with Image.open(item.image) as im:
-                im.load()
-                rgb = im.convert("RGB")
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            unreadable.append(f"{item.stem} ({exc})")
+    items = list_dataset(dataset_dir)
+    measured = image_measures(dataset_dir, items)
+    for item in items:
+        m = measured.get(item.stem)
+        if "error" in m:
+            unreadable.append(f"{item.stem} ({m['error']})")
             continue
-        w, h = rgb.size
+        w, h = m["width"], m["height"]
         bucket = nearest_bucket(w, h, buckets)
         (new_w, _), _ = fit_to_bucket(w, h, bucket)
         images.append({
             "stem": item.stem, "width": w, "height": h, "bucket": f"{bucket[0]}x{bucket[1]}",
-            "upscale": round(new_w / w, 3), "sharpness": round(sharpness(rgb), 2),
-            "phash": phash(rgb), "dhash": dhash(rgb), "caption": item.caption,
+            "upscale": round(new_w / w, 3), "sharpness": m["sharpness"], "phash": m["phash"], "dhash": m["dhash"],
+            "caption": item.caption,
         })
     n = len(images)
 

@@ -31,6 +31,10 @@ def build_ui(data_dir: str | Path, max_upload_mb: int | None = None) -> gr.Block
                                       scale=3)
             ctx.lang = gr.Radio(label=L("app.language"), choices=[(LANG_NAMES[c], c) for c in LANGS], value="en",
                                 elem_id="lang", scale=1)
+        # Remember the chosen dataset in the browser for the next visit. Registered before the tabs'
+        # own listeners, which the page runs in turn: the choice is kept even if the page is left
+        # while they still work.
+        ctx.dataset.change(None, [ctx.dataset], None, js=cookie_js(DATASET_COOKIE), api_visibility="private")
         with gr.Tabs():
             with gr.Tab(L("tab.dataset"), id="dataset") as dataset_tab:
                 dataset.build(ctx)
@@ -57,25 +61,58 @@ def build_ui(data_dir: str | Path, max_upload_mb: int | None = None) -> gr.Block
         results_tab.select(fn, inputs, outputs, api_visibility="private")
 
         d = ctx.data_dir
-        late = [component for component, _ in ctx.on_load]
+        view_inputs = [c for _, inputs, _ in ctx.dataset_views for c in inputs]
+        view_outputs = [c for _, _, outputs in ctx.dataset_views for c in outputs]
 
-        def on_load(request: gr.Request):
+        def show_dataset(dataset, lang, *values):
+            # Every tab's view of the chosen dataset in one answer (see Context.dataset_views).
+            out, at = [], 0
+            for fn, inputs, _ in ctx.dataset_views:
+                out += list(fn(dataset, lang, *values[at:at + len(inputs)]))
+                at += len(inputs)
+            return out
+
+        ctx.dataset.input(show_dataset, [ctx.dataset, ctx.lang, *view_inputs], view_outputs, api_visibility="private")
+        ctx.extra["dataset_created"].then(show_dataset, [ctx.dataset, ctx.lang, *view_inputs], view_outputs,
+                                          api_visibility="private")
+
+        # The page load answers everything at once: language, dataset list and choice, the lists
+        # and texts each tab reads now, and every tab's view of the chosen dataset.
+        late = [component for component, _ in ctx.on_load]
+        load_outputs = [ctx.lang, ctx.dataset, *late]
+        load_outputs += [c for c in view_outputs if c not in load_outputs]
+
+        def on_load(request: gr.Request, *values):
             lang = request_lang(request)
             names = h.list_datasets(d)
             wanted = request_cookie(request, DATASET_COOKIE)
             chosen = wanted if wanted in names else h.newest_dataset(d, names)
-            # The dataset's .change (None -> chosen) then fills every tab for it.
-            return [lang, gr.update(choices=names, value=chosen), *[fn(lang) for _, fn in ctx.on_load]]
+            answer = {ctx.lang: lang, ctx.dataset: gr.update(choices=names, value=chosen)}
+            for component, fn in ctx.on_load:
+                answer[component] = fn(lang)
+            for component, value in zip(view_outputs, show_dataset(chosen, lang, *values)):
+                answer[component] = merged(answer.get(component, gr.skip()), value)
+            return [answer.get(c, gr.skip()) for c in load_outputs]
 
         # <html data-studio-ready> marks a page whose lists and texts have arrived (for automation:
         # a click before that would be undone by them).
-        demo.load(on_load, None, [ctx.lang, ctx.dataset, *late], api_visibility="private",
-                  show_progress="hidden").then(None, js="() => { document.documentElement.dataset.studioReady = '1'; }")
+        demo.load(on_load, view_inputs, load_outputs, api_visibility="private", show_progress="hidden").then(
+            None, js="() => { document.documentElement.dataset.studioReady = '1'; }")
         # Choosing a language reloads the page in it (see studio/ui/locale.py for why).
         ctx.lang.input(None, [ctx.lang], None, js=cookie_js(LANG_COOKIE, then_reload=True),
                        api_visibility="private")
-        ctx.dataset.change(None, [ctx.dataset], None, js=cookie_js(DATASET_COOKIE), api_visibility="private")
     return demo
+
+
+def merged(first, second):
+    """Two answers for one component in one event (a choice list and a value): one update.
+    gr.skip() is an update without properties, so it merges as "nothing to change"."""
+    def as_update(value):
+        if isinstance(value, dict) and value.get("__type__") == "update":
+            return {k: v for k, v in value.items() if k != "__type__"}
+        return {"value": value}
+
+    return gr.update(**{**as_update(first), **as_update(second)})
 
 
 def launch_kwargs(data_dir: str | Path) -> dict:

@@ -108,14 +108,13 @@ def build(ctx: Context) -> None:
     apply_affix.click(on_affix, [ctx.dataset, prefix, suffix, ctx.lang], [status],
                       api_visibility="private").then(on_view, [ctx.dataset, ctx.lang], view_out,
                                                      api_visibility="private")
-    ctx.dataset.change(on_view, [ctx.dataset, ctx.lang], view_out, api_visibility="private")
 
-    def on_remembered(dataset):
-        # The words this dataset was last captioned with (else the defaults), not the last dataset's.
+    @guarded(7, status_index=2)
+    def on_dataset(dataset, lang):
+        # Its images and captions, and the words it was last captioned with (not the last dataset's).
         saved = remembered.caption_settings(d, dataset)
-        return saved["trigger"], saved["class_word"], saved["captioner"], saved["placement"]
+        return [*on_view(dataset, lang), saved["trigger"], saved["class_word"], saved["captioner"],
+                saved["placement"]]
 
-    ctx.dataset.change(on_remembered, [ctx.dataset], [trigger, class_word, captioner, placement],
-                       api_visibility="private", show_progress="hidden")
-    ctx.on_load.append((table, lambda lang: pd.DataFrame([], columns=_columns(lang))))
+    ctx.dataset_views.append((on_dataset, [], view_out + [trigger, class_word, captioner, placement]))
     ctx.extra["trigger"] = trigger

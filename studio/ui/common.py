@@ -49,6 +49,10 @@ class Context:
     # (component, fn(lang) -> update) applied when the page loads: choice lists and texts that
     # must be current (new presets, new datasets) or follow the page's language.
     on_load: list[tuple[Any, Callable[[str], Any]]] = field(default_factory=list)
+    # What each tab shows for the chosen dataset: (fn(dataset, lang, *inputs) -> outputs, inputs,
+    # outputs). build.py runs them all in one request when a dataset is picked, created or the
+    # page loads: one round trip instead of one per tab.
+    dataset_views: list[tuple[Callable, list, list]] = field(default_factory=list)
 
 
 def status_error(exc: BaseException, lang: str) -> str:

@@ -40,7 +40,8 @@ def build(ctx: Context) -> None:
         created, message = h.create_dataset(d, name, lang)
         return refresh_choices(created), message
 
-    create.click(on_create, [new_name, ctx.lang], [ctx.dataset, status], api_visibility="private")
+    ctx.extra["dataset_created"] = create.click(on_create, [new_name, ctx.lang], [ctx.dataset, status],
+                                                api_visibility="private")
 
     @guarded(2, status_index=0)
     def on_upload(dataset, files, lang):
@@ -67,5 +68,6 @@ def build(ctx: Context) -> None:
     remove.click(on_remove, [ctx.dataset, to_remove, ctx.lang], [status], api_visibility="private").then(
         on_view, view_in, view_out, api_visibility="private")
     check.click(on_view, view_in, view_out, api_visibility="private")
-    ctx.dataset.change(on_view, view_in, view_out, api_visibility="private")
+    ctx.dataset_views.append((lambda dataset, lang, p, r: on_view(dataset, p, r, lang), [preset, resolution],
+                              view_out))
     ctx.on_load.append((preset, lambda lang: gr.update(choices=preset_choices())))

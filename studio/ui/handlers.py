@@ -137,9 +137,13 @@ def _reason(rejected, lang: str) -> str:
 
 def remove_images(data_dir: Path, name: str, stems: list[str] | None, lang: str = "en") -> str:
     from studio.data.ingest import remove_item
+    from studio.ui.thumbs import remove_thumbnail
 
     folder = dataset_dir(data_dir, name, lang)
-    removed = sum(bool(remove_item(folder, stem)) for stem in (stems or []))
+    removed = 0
+    for stem in stems or []:
+        removed += bool(remove_item(folder, stem))
+        remove_thumbnail(folder, stem)
     return t("dataset.removed", lang, count=removed)
 
 
@@ -177,8 +181,9 @@ def _flag_keys() -> set[str]:
 
 def gallery_items(data_dir: Path, name: str | None, report: dict | None = None,
                   lang: str = "en") -> list[tuple[str, str]]:
-    """(image path, 'stem · status') for every image; the status says what needs doing."""
+    """(thumbnail path, 'stem · status') for every image; the status says what needs doing."""
     from studio.data.ingest import list_dataset
+    from studio.ui.thumbs import thumbnail
 
     if not name:
         return []
@@ -188,7 +193,7 @@ def gallery_items(data_dir: Path, name: str | None, report: dict | None = None,
     for item in list_dataset(folder):
         parts = [t("status.captioned" if item.caption else "status.no_caption", lang)]
         parts += [t(f"status.flag.{code}", lang, **values) for code, values in flags.get(item.stem, [])]
-        out.append((str(item.image), f"{item.stem} · {', '.join(parts)}"))
+        out.append((str(thumbnail(item.image)), f"{item.stem} · {', '.join(parts)}"))
     return out
 
 

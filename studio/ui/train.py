@@ -43,7 +43,7 @@ def build(ctx: Context) -> None:
         with gr.Column():
             preset = gr.Dropdown(label=L("train.preset"), choices=preset_choices(), value="portrait",
                                  elem_id="train-preset")
-            preset_md = gr.Markdown(h.preset_text("portrait"))
+            preset_md = gr.Markdown(h.preset_text("portrait"), elem_id="train-preset-text")
         with gr.Column():
             tier = gr.Dropdown(label=L("train.tier"), choices=preset_choices("memory"), value=suggested_tier,
                                elem_id="train-tier")
@@ -101,6 +101,8 @@ def build(ctx: Context) -> None:
             b, adv, text = h.preset_values(preset_v, tier_v, (custom_v or "").strip() or base_v)
         except Exception:  # an unknown preset leaves the fields as they are
             return [gr.skip()] * (len(basic) + len(advanced) + 3)
+        # Plain values, not gr.skip() for the unchanged ones: gradio builds a new component for
+        # every update it is sent (skips included), while an unchanged value costs nothing.
         return [*b, *adv, text, h.preset_text(preset_v, lang), h.tier_text(tier_v, lang)]
 
     proposal_out = basic + advanced + [yaml_view, preset_md, tier_md]
@@ -149,9 +151,10 @@ def build(ctx: Context) -> None:
                        api_visibility="private")
 
     fields_out = [base, custom_base, preset, tier, run_name, trigger] + basic + advanced + [yaml_view]
+    texts_out = [preset_md, tier_md, licence]
 
-    @guarded(len(fields_out) + 1, status_index=-1)
-    def on_dataset(dataset, preset_v, tier_v, base_v, custom_v, lang):
+    @guarded(len(fields_out) + len(texts_out) + 1, status_index=-1)
+    def on_dataset(dataset, lang, preset_v, tier_v, base_v, custom_v, run_v):
         # The settings of the newest job on this dataset; else the proposal with its trigger word.
         job = remembered.last_job(d, dataset)
         try:
@@ -160,19 +163,20 @@ def build(ctx: Context) -> None:
             cfg = None
         if cfg is not None:
             f = h.fields_from_config(cfg)
-            return [f["base"], f["custom_base"], f["preset"], f["tier"], f["run_name"], f["trigger"], *f["basic"],
-                    *f["advanced"], f["yaml"], gr.skip()]
-        b, adv, text = h.preset_values(preset_v, tier_v, (custom_v or "").strip() or base_v)
-        return [gr.skip()] * 5 + [remembered.train_trigger(d, dataset), *b, *adv, text, gr.skip()]
+            preset_v, tier_v, base_v, custom_v = f["preset"], f["tier"], f["base"], f["custom_base"]
+            fields = [f["base"], f["custom_base"], f["preset"], f["tier"], f["run_name"], f["trigger"], *f["basic"],
+                      *f["advanced"], f["yaml"]]
+        else:
+            b, adv, text = h.preset_values(preset_v, tier_v, (custom_v or "").strip() or base_v)
+            # Values as shown (not gr.skip(), which costs gradio a new component each).
+            fields = [base_v, custom_v, preset_v, tier_v, run_v, remembered.train_trigger(d, dataset), *b, *adv, text]
+        # Texts this tab writes itself, in the page's language.
+        texts = [h.preset_text(preset_v, lang) if preset_v else "", h.tier_text(tier_v, lang),
+                 h.licence_text((custom_v or "").strip() or base_v, lang)]
+        return [*fields, *texts, gr.skip()]
 
-    ctx.dataset.change(on_dataset, [ctx.dataset, preset, tier, base, custom_base, ctx.lang], fields_out + [status],
-                       api_visibility="private", show_progress="hidden")
-
-    # Texts this tab writes itself, in the page's language, and choices read when the page loads.
+    ctx.dataset_views.append((on_dataset, [preset, tier, base, custom_base, run_name], fields_out + texts_out + [status]))
+    # Choices read when the page loads, and the detected GPU in the page's language.
     ctx.on_load += [(preset, lambda lang: gr.update(choices=preset_choices())),
                     (tier, lambda lang: gr.update(choices=preset_choices("memory"))),
                     (gpu_md, lambda lang: h.gpu_message(lang)[0])]
-    ctx.lang.change(lambda p, t_, lang: (h.preset_text(p, lang), h.tier_text(t_, lang)), [preset, tier, ctx.lang],
-                    [preset_md, tier_md], api_visibility="private", show_progress="hidden")
-    ctx.lang.change(lambda b, c, lang: h.licence_text(c or b, lang), [base, custom_base, ctx.lang], [licence],
-                    api_visibility="private", show_progress="hidden")
