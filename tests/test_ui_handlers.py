@@ -19,7 +19,8 @@ from PIL import Image
 from studio.config import resolve
 from studio.jobs import JobStore
 from studio.ui import handlers as h
-from studio.ui import runs
+from studio.ui import job_status, runs
+from studio.ui import report_view as rv
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,10 +83,10 @@ def test_upload_images_and_zip_then_remove(data, tmp_path):
     assert "2 image(s) added, 1 item(s) skipped" in message and "fake.png" in message
     zh = h.upload_files(data, "cat", [str(fake)], lang="zh-CN")
     assert "已跳过 fake.png：内容不是图片" in zh  # a zip named like an image is not opened as a zip
-    items = h.gallery_items(data, "cat")
+    items = rv.gallery_items(data, "cat")
     assert [caption for _, caption in items] == ["a · no caption", "inside · captioned"]
     assert "Removed 1" in h.remove_images(data, "cat", ["a"])
-    assert [c for _, c in h.gallery_items(data, "cat")] == ["inside · captioned"]
+    assert [c for _, c in rv.gallery_items(data, "cat")] == ["inside · captioned"]
 
 
 def test_upload_total_cap_and_missing_inputs(data, tmp_path):
@@ -104,11 +105,11 @@ def test_quality_report_says_what_to_do_in_both_languages(filled):
     report = h.run_report(filled, "cat", "portrait", 512, "ohwx")
     codes = {w["code"] for w in report["warnings"]}
     assert {"too_few_images", "missing_captions", "below_resolution"} <= codes
-    en = h.report_markdown(report, "en")
+    en = rv.report_markdown(report, "en")
     assert "What to do" in en and "at least 8" in en
-    zh = h.report_markdown(report, "zh-CN")
+    zh = rv.report_markdown(report, "zh-CN")
     assert "怎么办" in zh and "图片数量少于此预设的最低要求" in zh
-    statuses = [c for _, c in h.gallery_items(filled, "cat", report, "zh-CN")]
+    statuses = [c for _, c in rv.gallery_items(filled, "cat", report, "zh-CN")]
     assert all("无标注" in s and "低于预设的 512 像素" in s for s in statuses)
 
 
@@ -367,14 +368,14 @@ def test_report_labels_and_advice_use_the_real_values(filled):
     """A 320x288 image at 512 px is both upscaled and below the portrait preset's minimum: one
     label says so with the number; the advice names no resolution that would not help."""
     report = h.run_report(filled, "cat", "portrait", 512, None)
-    statuses = [c for _, c in h.gallery_items(filled, "cat", report, "en")]
+    statuses = [c for _, c in rv.gallery_items(filled, "cat", report, "en")]
     assert statuses and all(s.endswith("no caption, below the preset's 512 px") for s in statuses), statuses
-    en = h.report_markdown(report, "en")
+    en = rv.report_markdown(report, "en")
     assert "512 or 768" not in en and "short side is at least 512 px (the smallest here is 288 px)" in en
     assert "python -m studio" not in en  # UI advice speaks of tabs, not the command line
-    zh = h.report_markdown(report, "zh-CN")
+    zh = rv.report_markdown(report, "zh-CN")
     assert "短边至少 512 像素的原图（这里最小的只有 288 像素）" in zh
-    assert all("低于预设的 512 像素" in c for _, c in h.gallery_items(filled, "cat", report, "zh-CN"))
+    assert all("低于预设的 512 像素" in c for _, c in rv.gallery_items(filled, "cat", report, "zh-CN"))
 
 
 def test_messages_quote_what_the_user_typed_and_real_limits(filled, tmp_path):
@@ -422,19 +423,19 @@ def test_the_monitor_follows_the_newest_running_job_unless_one_was_picked():
         return [{"id": i, "status": s} for i, s in sorted(pairs, reverse=True)]
 
     first = jobs((1, "running"))
-    assert runs.pick_job(first, None) == 1
+    assert job_status.pick_job(first, None) == 1
     two_running = jobs((1, "running"), (2, "queued"))
-    assert runs.pick_job(two_running, None) == 1  # #2 has not started
+    assert job_status.pick_job(two_running, None) == 1  # #2 has not started
     started = jobs((1, "succeeded"), (2, "running"))
-    assert runs.pick_job(started, None) == 2  # ...and the Monitor switches when it does
-    assert runs.pick_job(jobs((1, "succeeded"), (2, "failed")), None) == 2  # none running: the newest
-    assert runs.pick_job([], None) is None
+    assert job_status.pick_job(started, None) == 2  # ...and the Monitor switches when it does
+    assert job_status.pick_job(jobs((1, "succeeded"), (2, "failed")), None) == 2  # none running: the newest
+    assert job_status.pick_job([], None) is None
 
-    pin = runs.pin_for(1, started)  # the user picked #1 by hand
-    assert runs.pick_job(started, pin) == 1
-    assert runs.pick_job(jobs((1, "succeeded"), (2, "succeeded")), pin) == 1
-    assert runs.pick_job(jobs((1, "succeeded"), (2, "succeeded"), (3, "running")), pin) == 3  # new work
-    assert runs.pick_job(jobs((2, "running")), pin) == 2  # the picked job was deleted
+    pin = job_status.pin_for(1, started)  # the user picked #1 by hand
+    assert job_status.pick_job(started, pin) == 1
+    assert job_status.pick_job(jobs((1, "succeeded"), (2, "succeeded")), pin) == 1
+    assert job_status.pick_job(jobs((1, "succeeded"), (2, "succeeded"), (3, "running")), pin) == 3  # new work
+    assert job_status.pick_job(jobs((2, "running")), pin) == 2  # the picked job was deleted
 
 
 def test_status_words_follow_the_job_status_not_the_worker_code():
@@ -444,21 +445,21 @@ def test_status_words_follow_the_job_status_not_the_worker_code():
                    "error_message": "the worker restarted and the training process was gone"}
     failed = {**base, "status": "failed", "error_code": "OUT_OF_MEMORY", "error_message": "Out of GPU memory",
               "advice": "Choose the next lower memory tier."}
-    texts = {name: runs.job_status_markdown(job, "en") for name, job in
+    texts = {name: job_status.job_status_markdown(job, "en") for name, job in
              (("cancelled", cancelled), ("interrupted", interrupted), ("failed", failed))}
     assert texts["cancelled"].startswith("**Cancelled:**") and "Failed" not in texts["cancelled"]
     assert texts["interrupted"].startswith("**Interrupted:**") and "Resume" in texts["interrupted"]
     assert "Failed" not in texts["interrupted"]
     assert texts["failed"].startswith("**Failed:** Out of GPU memory")
-    zh = runs.job_status_markdown(failed, "zh-CN")
+    zh = job_status.job_status_markdown(failed, "zh-CN")
     assert zh.startswith("**失败：**") and "选择下一个更低的显存档位" in zh  # a catalogue code: advice in Chinese
-    assert runs.job_status_markdown({**cancelled, "error_message": None}, "zh-CN") == "**已取消**"
+    assert job_status.job_status_markdown({**cancelled, "error_message": None}, "zh-CN") == "**已取消**"
     # No stale ETA once a job stopped: its total time instead (100 s).
     for job in (cancelled, interrupted, failed, {**base, "status": "succeeded"}):
-        shown = runs.progress_html(job, "en")
+        shown = job_status.progress_html(job, "en")
         assert "ETA" not in shown and "took 1:40" in shown, shown
-    assert "ETA 10:53" in runs.progress_html({**base, "status": "running"}, "en")
-    assert "用时 1:40" in runs.progress_html(cancelled, "zh-CN")
+    assert "ETA 10:53" in job_status.progress_html({**base, "status": "running"}, "en")
+    assert "用时 1:40" in job_status.progress_html(cancelled, "zh-CN")
 
 
 def test_monitor_events_hide_gradio_timers(tmp_path):

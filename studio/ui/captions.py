@@ -8,6 +8,7 @@ import pandas as pd
 
 from studio.i18n import t
 from studio.ui import handlers as h
+from studio.ui import report_view as rv
 from studio.ui import remembered
 from studio.ui.common import Context, L, choice_labels, guarded
 
@@ -56,7 +57,7 @@ def build(ctx: Context) -> None:
 
     @guarded(3, status_index=2)
     def on_view(dataset, lang):
-        items = h.gallery_items(d, dataset, None, lang) if dataset else []
+        items = rv.gallery_items(d, dataset, None, lang) if dataset else []
         rows = h.caption_table(d, dataset, lang) if dataset else []
         return items, pd.DataFrame(rows, columns=_columns(lang)), gr.skip()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gradio as gr
 
 from studio.ui import handlers as h
+from studio.ui import report_view as rv
 from studio.ui.common import Context, L, guarded, preset_choices
 
 
@@ -52,9 +53,9 @@ def build(ctx: Context) -> None:
         if not dataset:
             return [], gr.update(choices=[], value=[]), "", gr.skip()
         report = h.run_report(d, dataset, preset_name, int(res or 512), None)
-        items = h.gallery_items(d, dataset, report, lang)
+        items = rv.gallery_items(d, dataset, report, lang)
         stems = [caption.split(" · ")[0] for _, caption in items]
-        return items, gr.update(choices=stems, value=[]), h.report_markdown(report, lang), gr.skip()
+        return items, gr.update(choices=stems, value=[]), rv.report_markdown(report, lang), gr.skip()
 
     view_in = [ctx.dataset, preset, resolution, ctx.lang]
     view_out = [gallery, to_remove, report_md, status]

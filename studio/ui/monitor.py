@@ -8,7 +8,7 @@ import gradio as gr
 import pandas as pd
 
 from studio.i18n import t
-from studio.ui import runs
+from studio.ui import job_status, runs
 from studio.ui.common import Context, L, guarded
 
 POLL_SECONDS = 2.0
@@ -64,14 +64,14 @@ def build(ctx: Context) -> None:
     timer = gr.Timer(POLL_SECONDS, active=False)
     # What the last poll drew, so an unchanged job sends no chart data (cheap polls).
     seen = gr.State(None)
-    # The job the user picked by hand (runs.pin_for); None: follow the newest running job.
+    # The job the user picked by hand (job_status.pin_for); None: follow the newest running job.
     pin = gr.State(None)
 
     def poll(pinned, previous, lang):
         all_jobs = runs.store(d).list_jobs()  # read once per poll
         rows = pd.DataFrame(runs.job_rows(d, lang, jobs=all_jobs), columns=_columns(lang))
         choices = runs.job_choices(d, lang=lang, jobs=all_jobs)
-        job_id = runs.pick_job(all_jobs, pinned)
+        job_id = job_status.pick_job(all_jobs, pinned)
         note = "" if runs.worker_running(d) else t("monitor.worker_missing", lang, data_dir=d)
         view = runs.job_view(d, job_id, lang)
         job = view["job"]
@@ -102,7 +102,7 @@ def build(ctx: Context) -> None:
     refresh.click(lambda p, lang: safe_poll(p, None, lang), [pin, ctx.lang], outputs, **quiet)
 
     def on_pick(job_id):
-        return runs.pin_for(job_id, runs.store(d).list_jobs())
+        return job_status.pin_for(job_id, runs.store(d).list_jobs())
 
     pick.input(on_pick, [pick], [pin], **quiet).then(lambda p, lang: safe_poll(p, None, lang), [pin, ctx.lang],
                                                       outputs, **quiet)
