@@ -368,6 +368,8 @@ def _assert_all_chinese(page, data_dir: Path, shots: bool) -> None:
                 expect(page.locator("#monitor-samples img").first).to_be_visible()
             _shot(page, f"{shot}-zh")
         _open_sections(page)
+        # Read the settled page: no event still running (its busy indicator is transient).
+        page.wait_for_function("() => !document.querySelector('[data-testid=status-tracker]:not(.hide)')")
         seen = page.evaluate(_COLLECT, CONTENT_FIELDS)
         assert not seen["unnamed"], f"{tab}: buttons without an accessible name: {seen['unnamed']}"
         raw = RAW_KEY.findall(" ".join([seen["text"], *seen["spoken"]]))

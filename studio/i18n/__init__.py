@@ -30,10 +30,15 @@ DEFAULT_LANG = "en"
 LANG_NAMES = {"en": "English", "zh-CN": "简体中文"}
 # Gradio merges every gr.I18n key into one dictionary with its own keys; ours live under this.
 NAMESPACE = "studio."
-# Messages gradio's own frontend asks for but does not ship: its status tracker announces
-# `common.complete` to screen readers after each event, and gradio 6.31 has no such message,
-# so the raw key was read out. These fill exactly those gaps, under gradio's own keys.
-GRADIO_GAPS = {"en": {"common.complete": "Done"}, "zh-CN": {"common.complete": "完成"}}
+# Messages gradio's own status tracker asks for but gradio 6.31 does not ship: `common.complete`
+# (announced to screen readers after each event; no language has it, so the raw key was read
+# out) and, in Chinese, the queue position and "progress" (they fell back to English). These
+# fill exactly those gaps, under gradio's own keys.
+GRADIO_GAPS = {
+    "en": {"common.complete": "Done"},
+    "zh-CN": {"common.complete": "完成", "common.progress": "进度",
+              "status.queue_position": "排队中：第 {position} 位，共 {size} 位"},
+}
 _HERE = Path(__file__).resolve().parent
 
 

@@ -16,7 +16,11 @@ from studio.ui import handlers as h
 from studio.ui.common import Context, L
 from studio.ui.locale import DATASET_COOKIE, LANG_COOKIE, LocaleScript, cookie_js, request_cookie, request_lang
 
-CSS = ".studio-progress{margin:4px 0 8px 0}"
+# Gradio's busy indicators print "processing | 0.4s" and "queue: 1/2" in English whatever the
+# language; on a page in another language (<html lang> is set by studio/ui/locale.py) the
+# spinner and progress bar alone say it.
+CSS = (".studio-progress{margin:4px 0 8px 0}"
+       "html:not([lang=en]) .meta-text, html:not([lang=en]) .meta-text-center{display:none !important}")
 
 
 def build_ui(data_dir: str | Path, max_upload_mb: int | None = None) -> gr.Blocks:
@@ -91,7 +95,7 @@ def build_ui(data_dir: str | Path, max_upload_mb: int | None = None) -> gr.Block
             for component, fn in ctx.on_load:
                 answer[component] = fn(lang)
             for component, value in zip(view_outputs, show_dataset(chosen, lang, *values)):
-                answer[component] = merged(answer.get(component, gr.skip()), value)
+                answer[component] = merged(answer[component], value) if component in answer else value
             return [answer.get(c, gr.skip()) for c in load_outputs]
 
         # <html data-studio-ready> marks a page whose lists and texts have arrived (for automation:
