@@ -537,6 +537,9 @@ def add_worker_command(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+UI_FIRST_NICENESS = 10
+
+
 def ensure_worker(data_dir: str | os.PathLike[str]) -> subprocess.Popen | None:
     """Start a background worker for `data_dir` unless one already holds its lock."""
     data_dir = Path(data_dir).resolve()
@@ -550,10 +553,17 @@ def ensure_worker(data_dir: str | os.PathLike[str]) -> subprocess.Popen | None:
     package_root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     with open(data_dir / "worker.log", "ab") as worker_log:
-        return subprocess.Popen(
+        child = subprocess.Popen(
             [sys.executable, "-m", "studio.worker", "--data-dir", str(data_dir)],
             stdin=subprocess.DEVNULL, stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
         )
+    # Training shares the machine with the page: at a lower CPU priority (inherited by the jobs it
+    # starts) it yields to the UI's short bursts of work and loses almost nothing itself.
+    try:
+        os.setpriority(os.PRIO_PROCESS, child.pid, UI_FIRST_NICENESS)
+    except OSError:
+        pass
+    return child
 
 
 if __name__ == "__main__":
