@@ -174,3 +174,19 @@ def test_an_agent_trains_a_lora_through_mcp(studio):
     content = base64.b64decode(lora["data"].split(",", 1)[1])
     assert content == on_disk and lora["sha256"] == hashlib.sha256(on_disk).hexdigest()
     assert not any(PASSWORD in text for text in seen)
+
+
+def test_failed_mcp_logins_are_throttled_like_the_page(studio):
+    """Runs last: it locks this client out for a while."""
+    url, data_dir = studio
+    failures, refusals, deadline = 0, 0, time.time() + 120
+    while failures < 9 and time.time() < deadline:  # 5 free failures, then locks of 1, 2, 4, 8 s
+        status = _status(url, _basic(USER, "wrong"))
+        assert status in (401, 429)
+        failures, refusals = failures + (status == 401), refusals + (status == 429)
+        if status == 429:
+            time.sleep(0.5)
+    assert failures == 9 and refusals > 0
+    assert _status(url, _basic(USER, PASSWORD)) == 429  # locked for 8 s: even the right password waits
+    log = (data_dir / "app.log").read_text(errors="replace")
+    assert "login failed for user 'maker'" in log and PASSWORD not in log and "wrong" not in log
