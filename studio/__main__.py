@@ -2,6 +2,7 @@
 
   train CONFIG.yaml [--preset NAME] [--tier TIER] [--set key=value ...] [--run-dir DIR] [--resume]
   tiny-model DIR [--dev] [--size tiny|small]
+  verify RUN_DIR
   config-reference
   presets
   dataset import|check ..., caption ...   (see studio/data/cli.py)
@@ -63,6 +64,17 @@ def cmd_tiny_model(args) -> int:
     return EXIT_OK
 
 
+def cmd_verify(args) -> int:
+    from .verify import checklist_text, verify_run
+
+    checks = verify_run(args.run_dir)
+    print(checklist_text(checks))
+    ok = all(c.ok for c in checks)
+    print("The LoRA files are proven: they load as intended in diffusers and ComfyUI/Forge." if ok else
+          "Do not share these files: fix what failed (or train again) and verify again.")
+    return EXIT_OK if ok else EXIT_FAILED
+
+
 def cmd_config_reference(args) -> int:
     text = config_reference()
     if args.output:
@@ -99,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dev", action="store_true", help="guidance-distilled (dev-shaped)")
     p.add_argument("--size", choices=["tiny", "small"], default="tiny")
     p.set_defaults(func=cmd_tiny_model)
+
+    p = sub.add_parser("verify", help="prove a run's two LoRA files (keys, shapes, same ΔW) before sharing them")
+    p.add_argument("run_dir", help="the run folder (holds config.yaml and the two .safetensors files)")
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("config-reference", help="print the config reference (Markdown)")
     p.add_argument("--output", "-o")

@@ -271,6 +271,12 @@ def publish_run(run_dir, repo_id: str, token: str | None = None, private: bool =
         raise PublishError(f"Invalid repo name {redact(repo_id)!r}: use 'username/name' with letters, digits, '-', '_' "
                            "or '.', at most 96 characters, not starting or ending with '-' or '.'")
     lora, comfy = _lora_files(run)
+    from studio.verify import failures, verify_run
+
+    failed = failures(verify_run(run))
+    if failed:  # proven before it ships: a file a loader would misread is never uploaded
+        raise PublishError("Not published: the LoRA files failed verification. " + " ".join(failed)
+                           + f" Run `python -m studio verify {run.name}` in the runs folder for the whole checklist.")
     endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
 
     from huggingface_hub import constants
