@@ -51,9 +51,14 @@ def cmd_train(args, hooks=None) -> int:
     with run_log(run_dir):
         jsonl = JsonlReporter(run_dir / "metrics.jsonl")
         try:
-            return train(cfg, run_dir, Broadcast(jsonl, ConsoleReporter()), resume=args.resume, hooks=hooks)
+            code = train(cfg, run_dir, Broadcast(jsonl, ConsoleReporter()), resume=args.resume, hooks=hooks)
         finally:
             jsonl.close()
+        if code == EXIT_OK:  # the checklist the Results tab shows (verify.json), printed into train.log
+            from .verify import checklist_text, verify_run
+
+            print("Verifying the LoRA files:\n" + checklist_text(verify_run(run_dir)), flush=True)
+        return code
 
 
 def cmd_tiny_model(args) -> int:

@@ -17,15 +17,18 @@ loader would otherwise find out the hard way:
 
 The BFL map below is written from FLUX.1's published architecture, not from the writer's tables
 in studio/lora_files.py, so a wrong entry there is caught here.
+
+Each run keeps its checklist in `verify.json`, keyed by the files' sizes and times, so the Results
+tab (which never imports torch) reads it, and re-verifies in a child process only when the files
+change.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import os
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import torch
 
 # FLUX.1 [dev] / [schnell] at full size (transformer/config.json of the BFL repositories).
 FLUX1_FULL = {"num_layers": 19, "num_single_layers": 38, "attention_head_dim": 128, "num_attention_heads": 24,
@@ -34,8 +37,12 @@ PROBES = 3
 TOLERANCE = 1e-3  # relative difference of ΔW·x between the two files
 
 
+STORE_NAME = "verify.json"
+
+
 @dataclass
 class Check:
+    id: str  # readable_diffusers, readable_comfyui, diffusers_keys, comfyui_keys, same_delta, files
     title: str
     ok: bool
     problems: list[str] = field(default_factory=list)
@@ -120,12 +127,13 @@ def verify_files(diffusers_path: Path, comfy_path: Path, config: dict, where: st
 
     checks, read = [], {}
     for label, path in (("diffusers", diffusers_path), ("ComfyUI", comfy_path)):
+        check_id = f"readable_{label.lower()}"
         try:
             read[label] = _read_modules(path)
-            checks.append(Check(f"{label} file {path.name} is a readable LoRA file", True,
+            checks.append(Check(check_id, f"{label} file {path.name} is a readable LoRA file", True,
                                 note=f"{len(read[label][1])} modules"))
         except (LoraFileError, OSError) as exc:
-            checks.append(Check(f"{label} file {path.name} is a readable LoRA file", False, [str(exc)]))
+            checks.append(Check(check_id, f"{label} file {path.name} is a readable LoRA file", False, [str(exc)]))
     if "diffusers" in read:
         checks.append(_diffusers_keys(read["diffusers"][1], config, where, targets))
     if "ComfyUI" in read:
@@ -146,6 +154,8 @@ def _shape_problems(name: str, module, out_in: tuple[int, int]) -> list[str]:
 
 
 def _diffusers_keys(modules: dict, config: dict, where: str, targets: list[str] | None) -> Check:
+    import torch
+
     model = meta_transformer(config)
     linears = {n: (m.out_features, m.in_features) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
     problems = []
@@ -161,7 +171,7 @@ def _diffusers_keys(modules: dict, config: dict, where: str, targets: list[str] 
         problems += _shape_problems(name, module, linears[bare])
     missing = sorted(set(targets or []) - present)
     problems += [f"transformer.{m}: trained but missing from the file" for m in missing]
-    return Check("diffusers file matches the model's layers (no unexpected or missing keys, right shapes)",
+    return Check("diffusers_keys", "diffusers file matches the model's layers (no unexpected or missing keys, right shapes)",
                  not problems, problems, where)
 
 
@@ -175,22 +185,24 @@ def _comfy_keys(modules: dict, config: dict, where: str) -> Check:
             problems.append(f"{name}: ComfyUI has no FLUX.1 layer by that name (the key would not be loaded)")
             continue
         problems += _shape_problems(name, module, expected[name])
-    return Check("ComfyUI file's keys and shapes are those ComfyUI maps for FLUX.1", not problems, problems, where)
+    return Check("comfyui_keys", "ComfyUI file's keys and shapes are those ComfyUI maps for FLUX.1", not problems, problems, where)
 
 
 def _same_delta(diffusers: dict, comfy: dict) -> Check:
     """ΔW·x of every module, from both files, on the same random probes x."""
+    import torch
+
     from studio.lora_files import KOHYA_UNET_PREFIX, ROW_SWAPPED_MODULES, _clip_name, _diffusers_parts, _swap_halves
 
     generator = torch.Generator().manual_seed(0)
-    probes: dict[int, torch.Tensor] = {}
+    probes: dict = {}
 
-    def probe(in_features: int) -> torch.Tensor:
+    def probe(in_features: int):
         if in_features not in probes:
             probes[in_features] = torch.randn(in_features, PROBES, generator=generator)
         return probes[in_features]
 
-    def apply(m) -> torch.Tensor:
+    def apply(m):
         return m.scale * (m.up @ (m.down @ probe(m.down.shape[1])))
 
     def common_name(name: str) -> str:  # diffusers module names, CLIP in its checkpoint spelling
@@ -225,11 +237,11 @@ def _same_delta(diffusers: dict, comfy: dict) -> Check:
             problem = _compare(part, reference, block)
             if problem:
                 problems.append(problem)
-    return Check("both files give the same ΔW for every module (alpha and scale applied)", not problems,
+    return Check("same_delta", "both files give the same ΔW for every module (alpha and scale applied)", not problems,
                  problems, f"{compared} modules compared")
 
 
-def _compare(name: str, reference: torch.Tensor, other: torch.Tensor) -> str | None:
+def _compare(name: str, reference, other) -> str | None:
     if reference.shape != other.shape:
         return f"{name}: ΔW shapes differ ({tuple(reference.shape)} vs {tuple(other.shape)})"
     norm = float(reference.norm())
@@ -278,13 +290,15 @@ def verify_run(run_dir: str | Path) -> list[Check]:
     try:
         diffusers_path, comfy_path = run_files(run_dir)
     except FileNotFoundError as exc:
-        return [Check("the run has both LoRA files", False, [str(exc)])]
+        return [Check("files", "the run has both LoRA files", False, [str(exc)])]
     try:
         metadata = read_metadata(diffusers_path)
     except LoraFileError:
         metadata = {}
     config, where = architecture(run_dir, metadata)
-    return verify_files(diffusers_path, comfy_path, config, where, run_targets(run_dir, config))
+    checks = verify_files(diffusers_path, comfy_path, config, where, run_targets(run_dir, config))
+    save_checks(run_dir, checks)
+    return checks
 
 
 def failures(checks: list[Check]) -> list[str]:
@@ -295,5 +309,32 @@ def checklist_text(checks: list[Check]) -> str:
     return "\n".join(c.line() for c in checks)
 
 
-def checks_json(checks: list[Check]) -> str:
-    return json.dumps([{"title": c.title, "ok": c.ok, "problems": c.problems, "note": c.note} for c in checks])
+def _fingerprint(run_dir: Path) -> dict[str, list[int]]:
+    out = {}
+    for path in sorted(Path(run_dir).glob("*.safetensors")):
+        st = path.stat()
+        out[path.name] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def save_checks(run_dir: str | Path, checks: list[Check]) -> None:
+    run_dir = Path(run_dir)
+    data = {"files": _fingerprint(run_dir), "checks": [asdict(c) for c in checks]}
+    tmp = run_dir / f".{STORE_NAME}.tmp"
+    try:
+        tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+        os.replace(tmp, run_dir / STORE_NAME)
+    except OSError:
+        pass  # a read-only run folder is verified again next time
+
+
+def stored_checks(run_dir: str | Path) -> list[Check] | None:
+    """The run's saved checklist if its LoRA files have not changed since (no torch needed)."""
+    run_dir = Path(run_dir)
+    try:
+        data = json.loads((run_dir / STORE_NAME).read_text(encoding="utf-8"))
+        if data.get("files") != _fingerprint(run_dir):
+            return None
+        return [Check(**c) for c in data["checks"]]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None

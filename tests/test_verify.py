@@ -188,3 +188,30 @@ def test_full_size_flux1_key_map(tmp_path, monkeypatch):
     comfy = next(p for title, p in failed.items() if title.startswith("ComfyUI file's keys"))
     assert comfy == ["lora_unet_single_blocks_38_linear1: ComfyUI has no FLUX.1 layer by that name (the key would "
                      "not be loaded)"]
+
+
+def test_the_results_tab_shows_the_checklist_and_hides_unproven_files(tiny_run, tmp_path):
+    """Read from verify.json without torch; a broken run offers no LoRA download; every line
+    has words in both languages."""
+    from studio.i18n import catalogue
+    from studio.ui import runs
+
+    checks = verify_run(tiny_run)
+    assert [c.id for c in runs.verified(tiny_run)] == [c.id for c in checks]
+    for lang in ("en", "zh-CN"):
+        assert all(runs.VERIFY_LINES[c.id] in catalogue(lang) for c in checks)
+    markdown = runs.checklist_markdown(checks, "zh-CN")
+    assert markdown.count("✅") == 5 and "❌" not in markdown and "两个文件对模型的改变完全相同" in markdown
+
+    broken = _copy(tiny_run, tmp_path)
+    _edit(broken / "subject-comfyui.safetensors",
+          lambda t: t.__setitem__("lora_unet_single_blocks_0_linear2.alpha", t["lora_unet_single_blocks_0_linear2.alpha"] * 3))
+    (broken / "verify.json").unlink()  # verified() must run the check itself, in a child process
+    job = {"id": 1, "run_dir": str(broken), "status": "succeeded", "config": {}}
+    shown = runs.verified(broken)
+    assert [c.ok for c in shown] == [True, True, True, True, False]
+    assert "3x the diffusers file's" in runs.checklist_markdown(shown, "en")
+    files = runs.result_files(job)
+    assert any(f.endswith("subject-comfyui.safetensors") for f in files)
+    assert runs.downloadable(files, shown) == [str(broken / "config.yaml")]
+    assert runs.downloadable(files, checks) == files
