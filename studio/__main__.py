@@ -2,6 +2,7 @@
 
   train CONFIG.yaml [--preset NAME] [--tier TIER] [--set key=value ...] [--run-dir DIR] [--resume]
   tiny-model DIR [--dev] [--size tiny|small]
+  plan DATASET [--gpu NAME]
   verify RUN_DIR
   config-reference
   presets
@@ -48,12 +49,20 @@ def cmd_train(args, hooks=None) -> int:
     if int(os.environ.get("RANK", "0")) > 0:
         # Data parallel: only rank 0 writes the run's events and log; the others print their own errors.
         return train(cfg, run_dir, ConsoleReporter(), resume=args.resume, hooks=hooks)
+    from .plan import measured, record_actual, record_prediction
+
     with run_log(run_dir):
+        predicted = record_prediction(run_dir, cfg)  # plan.json: checked against what happens
         jsonl = JsonlReporter(run_dir / "metrics.jsonl")
         try:
             code = train(cfg, run_dir, Broadcast(jsonl, ConsoleReporter()), resume=args.resume, hooks=hooks)
         finally:
             jsonl.close()
+        outcome = record_actual(run_dir, *measured(run_dir)) if predicted else None
+        if outcome and outcome.get("actual", {}).get("seconds_per_step"):
+            print(f"Plan vs this run: {predicted['seconds_per_step']} s/step and {predicted['peak_gib']} GB predicted, "
+                  f"{outcome['actual']['seconds_per_step']} s/step and {outcome['actual']['peak_gib']} GB measured "
+                  f"(error {outcome['error_percent']}); plan.json keeps both.", flush=True)
         if code == EXIT_OK:  # the checklist the Results tab shows (verify.json), printed into train.log
             from .verify import checklist_text, verify_run
 
@@ -66,6 +75,20 @@ def cmd_tiny_model(args) -> int:
 
     path = build_demo_model(args.dir, size=args.size, dev=args.dev)
     print(f"Wrote a {args.size} {'dev' if args.dev else 'schnell'}-shaped FLUX model to {path}")
+    return EXIT_OK
+
+
+def cmd_plan(args) -> int:
+    from .plan import make_plan, plan_text
+    from .ui.handlers import detect_gpu
+
+    gpu, gib = (args.gpu, args.gpu_gb) if args.gpu else (detect_gpu() or (None, None))
+    try:
+        plan = make_plan(args.dataset, gpu, gib, variant=args.variant, resolution=args.resolution, steps=args.steps)
+    except OSError as exc:
+        print(f"Cannot read the dataset {args.dataset}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(plan.to_json() if args.json else plan_text(plan))
     return EXIT_OK
 
 
@@ -116,6 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dev", action="store_true", help="guidance-distilled (dev-shaped)")
     p.add_argument("--size", choices=["tiny", "small"], default="tiny")
     p.set_defaults(func=cmd_tiny_model)
+
+    p = sub.add_parser("plan", help="what fits on this computer (or --gpu), how long it takes, what it costs")
+    p.add_argument("dataset", help="a dataset folder (studio_data/datasets/NAME) or a folder of photos")
+    p.add_argument("--gpu", help='plan for this GPU instead of the detected one, e.g. "RTX 4090"')
+    p.add_argument("--gpu-gb", type=float, help="its memory in GB (default: known for common GPUs)")
+    p.add_argument("--variant", choices=["dev", "schnell"], default="dev")
+    p.add_argument("--resolution", type=int)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("verify", help="prove a run's two LoRA files (keys, shapes, same ΔW) before sharing them")
     p.add_argument("run_dir", help="the run folder (holds config.yaml and the two .safetensors files)")
