@@ -3,6 +3,7 @@
   train CONFIG.yaml [--preset NAME] [--tier TIER] [--set key=value ...] [--run-dir DIR] [--resume]
   tiny-model DIR [--dev] [--size tiny|small]
   plan DATASET [--gpu NAME]
+  report-card RUN_DIR [--promote STEP]
   verify RUN_DIR
   config-reference
   presets
@@ -63,6 +64,12 @@ def cmd_train(args, hooks=None) -> int:
             print(f"Plan vs this run: {predicted['seconds_per_step']} s/step and {predicted['peak_gib']} GB predicted, "
                   f"{outcome['actual']['seconds_per_step']} s/step and {outcome['actual']['peak_gib']} GB measured "
                   f"(error {outcome['error_percent']}); plan.json keeps both.", flush=True)
+        from .training_utils import checkpoints_size
+
+        kept, size = checkpoints_size(run_dir / "checkpoints")
+        if kept:
+            print(f"Checkpoints kept: {kept}, {size / 2**20:,.1f} MB on disk (save.keep_last: "
+                  f"{cfg.save.keep_last or 'every one'}).", flush=True)
         if code == EXIT_OK:  # the checklist the Results tab shows (verify.json), printed into train.log
             from .verify import checklist_text, verify_run
 
@@ -89,6 +96,24 @@ def cmd_plan(args) -> int:
         print(f"Cannot read the dataset {args.dataset}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     print(plan.to_json() if args.json else plan_text(plan))
+    return EXIT_OK
+
+
+def cmd_report_card(args) -> int:
+    from .report_card import ReportCardError, build_report_card, promote
+
+    try:
+        if args.promote is not None:
+            files = promote(args.run_dir, args.promote)
+            print(f"Step {args.promote} is now the run's final LoRA (verified): " + ", ".join(Path(f).name for f in files)
+                  + ". The previous files are in previous-final/.")
+            return EXIT_OK
+        result = build_report_card(args.run_dir, progress=lambda done, total, message: print(message, flush=True))
+    except ReportCardError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_FAILED
+    print(f"Report card: {len(result['rows'])} rows x {len(result['strengths'])} strengths for "
+          f"{len(result['prompts'])} prompt(s), in {Path(args.run_dir) / 'report'}: " + ", ".join(result["grids"]))
     return EXIT_OK
 
 
@@ -149,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("report-card", help="grids of checkpoints x LoRA strengths at fixed seeds; --promote a step")
+    p.add_argument("run_dir")
+    p.add_argument("--promote", type=int, metavar="STEP", help="make this checkpoint the run's final LoRA")
+    p.set_defaults(func=cmd_report_card)
 
     p = sub.add_parser("verify", help="prove a run's two LoRA files (keys, shapes, same ΔW) before sharing them")
     p.add_argument("run_dir", help="the run folder (holds config.yaml and the two .safetensors files)")
