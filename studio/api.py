@@ -66,7 +66,8 @@ class StudioTools:
     """The tools, bound to one data folder."""
 
     NAMES = ("list_datasets", "create_dataset", "add_images", "caption_dataset", "check_dataset", "list_options",
-             "start_training", "list_jobs", "job_status", "cancel_job", "resume_job", "list_results", "get_file")
+             "start_training", "list_jobs", "job_status", "cancel_job", "resume_job", "list_results", "get_file", "plan_training",
+             "verify_job")
 
     def __init__(self, data_dir: str | Path):
         self.data_dir = Path(data_dir).resolve()
@@ -176,6 +177,25 @@ class StudioTools:
                            {"base": "<a local folder in diffusers layout>", "about": "any FLUX.1 model folder"}],
                 "presets": list_presets("subject"), "tiers": list(MEMORY_TIERS), "detected_tier": detect_tier()}
 
+    def plan_training(self, dataset: str, gpu: str = "") -> dict:
+        """What fits before anything starts: proposed model, tier, resolution, steps; per tier peak memory,
+        seconds per step, minutes and disk use, each figure with its source.
+
+        Args:
+            dataset: the dataset's name.
+            gpu: plan for this GPU (e.g. "RTX 4090") instead of the one this computer has ("" = detected).
+        """
+        from dataclasses import asdict
+
+        from studio.plan import make_plan
+        from studio.ui import handlers as h
+
+        folder = h.dataset_dir(self.data_dir, dataset)
+        detected = None if gpu else h.detect_gpu()
+        plan = make_plan(folder, gpu or (detected[0] if detected else None), None if gpu else
+                         (detected[1] if detected else None))
+        return asdict(plan)
+
     def start_training(self, dataset: str, run_name: str = "my-lora", preset: str = "", trigger_word: str = "",
                        base: str = "demo", tier: str = "", overrides: dict | None = None) -> dict:
         """Queue a training job; the background worker runs it. Returns the job id (see job_status).
@@ -262,6 +282,23 @@ class StudioTools:
 
         jobs = runs.store(self.data_dir).list_jobs(statuses=["succeeded"])
         return [{"id": job["id"], "name": job["name"], "files": self._files(job)} for job in jobs]
+
+    def verify_job(self, job_id: int) -> dict:
+        """Proof of a finished job's LoRA files: each check (keys, shapes, ComfyUI's map, same ΔW) passed or why not.
+
+        Args:
+            job_id: the job's id.
+        """
+        from dataclasses import asdict
+
+        from studio.ui import runs
+
+        job = runs.store(self.data_dir).get_job(int(job_id))
+        if job.get("status") != "succeeded":
+            raise ToolError(f"Job {job_id} has not succeeded ({job.get('status')}): it has no LoRA files to verify.")
+        checks = runs.verified(Path(job["run_dir"]))
+        return {"job_id": int(job_id), "ok": bool(checks) and all(c.ok for c in checks),
+                "checks": [asdict(c) for c in checks]}
 
     def get_file(self, job_id: int, file: str) -> dict:
         """One file of a finished job, inline: its name, size, SHA-256 and a base64 data URI.

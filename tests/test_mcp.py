@@ -32,7 +32,8 @@ from test_browser import _free_port, _wait_http
 ROOT = Path(__file__).resolve().parents[1]
 USER, PASSWORD = "maker", "s3cret-Pass:word"
 TOOLS = {"list_datasets", "create_dataset", "add_images", "caption_dataset", "check_dataset", "list_options",
-         "start_training", "list_jobs", "job_status", "cancel_job", "resume_job", "list_results", "get_file"}
+         "start_training", "list_jobs", "job_status", "cancel_job", "resume_job", "list_results", "get_file",
+         "plan_training", "verify_job"}
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +148,8 @@ def test_an_agent_trains_a_lora_through_mcp(studio):
         assert report["images"]["count"] == 3 and report["captions"]["with_trigger"] == 3, report["summary"]
         options = await call("list_options")
         assert "demo" in [m["base"] for m in options["models"]] and "cpu" in options["tiers"]
+        plan = await call("plan_training", dataset="mcp-set", gpu="RTX 4090")
+        assert plan["tier"] == "16gb" and plan["images"] == 3 and len(plan["rows"]) == 4
         refused = await call("start_training", dataset="mcp-set", overrides={"lora.rank": "many"})
         assert "error" in refused and "lora.rank" in refused["error"]
         started = await call("start_training", dataset="mcp-set", run_name="mcp-lora", trigger_word="zxq",
@@ -162,6 +165,8 @@ def test_an_agent_trains_a_lora_through_mcp(studio):
             await asyncio.sleep(2)
         assert status["status"] == "succeeded", status
         assert status["step"] == 3 and "mcp-lora.safetensors" in status["files"]
+        proof = await call("verify_job", job_id=job_id)
+        assert proof["ok"] and len(proof["checks"]) == 5, proof
         results = await call("list_results")
         assert [r["id"] for r in results] == [job_id]
         lora = await call("get_file", job_id=job_id, file="mcp-lora.safetensors")
