@@ -60,6 +60,8 @@ class TierRow:
     minutes: float
     memory_source: str
     time_source: str
+    memory_kind: str = "published"   # published | measured: how the page names the source
+    time_kind: str = "estimated"     # estimated | measured | unknown
 
 
 @dataclass
@@ -148,7 +150,7 @@ def make_plan(dataset_dir: str | Path, gpu: str | None = None, gpu_gib: float | 
         plan.rows.append(TierRow("cpu", True, DEMO_CPU_PEAK_GIB, per_step, round((fixed + per_step * steps) / 60, 1),
                                  "measured: peak RSS of a CPU run, bench/train_speed.py (docs/benchmarks.md)",
                                  "measured: the demo run on a 2-core CPU, load and samples included "
-                                 "(docs/benchmarks.md)"))
+                                 "(docs/benchmarks.md)", "measured", "measured"))
         plan.disk_mib = _disk(images, 256, rank, targets, steps, demo=True)
         return plan
     resolution = resolution or propose_resolution(short)
@@ -164,7 +166,8 @@ def make_plan(dataset_dir: str | Path, gpu: str | None = None, gpu_gib: float | 
                            f"{known[2]:.0f} BF16 TFLOP/s")
         else:
             seconds, time_source = float("nan"), "unknown GPU: no throughput figure (give --gpu with a known name)"
-        rows.append(TierRow(tier, fits, peak, round(seconds, 2), round(seconds * steps / 60, 1), source, time_source))
+        rows.append(TierRow(tier, fits, peak, round(seconds, 2), round(seconds * steps / 60, 1), source, time_source,
+                            "published", "estimated" if known else "unknown"))
     tier = next((r.tier for r in rows if r.fits), None)
     plan = Plan(name, images, short, known[0] if known else gpu, gpu_gib, f"FLUX.1 [{variant}]", tier, resolution,
                 steps, 1, rows)

@@ -100,3 +100,15 @@ def test_a_run_records_its_prediction_and_what_happened(tmp_path):
     assert plan["actual"]["seconds_per_step"] > 0 and plan["actual"]["peak_gib"] > 0.1
     assert set(plan["error_percent"]) == {"seconds_per_step", "peak_gib"}
     assert "Plan vs this run" in (run / "train.log").read_text()
+
+
+def test_the_train_tab_plan_speaks_the_page_language(tmp_path):
+    from studio.ui.plan_view import plan_markdown
+
+    data = _photos(tmp_path / "photos", 4, size=(900, 800))
+    en = plan_markdown(data, ("NVIDIA GeForce RTX 4090", 24.0), "en")
+    assert "What fits: RTX 4090" in en and "tier 16gb" in en and "| 24gb | no | 28.7 |" in en
+    assert "estimated from the model's FLOPs" in en
+    zh = plan_markdown(data, None, "zh-CN")
+    assert "没有显卡" in zh and "在 2 核 CPU 上实测" in zh and "| cpu | 是 |" in zh
+    assert plan_markdown(None, None, "en") == "" and plan_markdown(tmp_path / "missing", None, "en") == ""
