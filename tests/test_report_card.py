@@ -80,3 +80,19 @@ def test_promote_a_checkpoint(run):
     bad = subprocess.run([sys.executable, "-m", "studio", "report-card", str(run), "--promote", "3"], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1 and "No checkpoint of step 3" in bad.stderr and "kept: 2." in bad.stderr
+
+
+def test_the_results_tab_view_of_the_report_card(run):
+    """Runs after the grid and the promotion above: grids with their prompts, disk use, steps."""
+    from studio.ui.card_view import card_view, promote
+
+    view = card_view({"run_dir": str(run), "status": "succeeded"}, "zh-CN")
+    assert [Path(p).name for p, _ in view["grids"]] == ["grid_p0.png"] and view["grids"][0][1] == "a photo of sks"
+    assert view["steps"] == [2] and "保留的检查点：1 个" in view["summary"] and "最终" in view["summary"]
+    assert "同一个种子" in view["summary"]
+    message = promote({"run_dir": str(run), "status": "succeeded"}, 2, "en")
+    assert message.startswith("Step 2 is now this run's final LoRA")
+    from studio.ui.handlers import UserError
+
+    with pytest.raises(UserError, match="Step 7 was not promoted: No checkpoint of step 7"):
+        promote({"run_dir": str(run), "status": "succeeded"}, 7, "en")
