@@ -96,3 +96,11 @@ def test_the_results_tab_view_of_the_report_card(run):
 
     with pytest.raises(UserError, match="Step 7 was not promoted: No checkpoint of step 7"):
         promote({"run_dir": str(run), "status": "succeeded"}, 7, "en")
+
+
+def test_the_grids_go_into_the_model_card_and_the_upload(run):
+    from studio.publish import _report_grids, model_card
+
+    card = model_card(run)
+    assert "## Report card" in card and "![a photo of sks](report/grid_p0.png)" in card
+    assert _report_grids(run) == [("report/grid_p0.png", "a photo of sks")]
