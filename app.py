@@ -2,7 +2,7 @@
 
     python app.py [--host 127.0.0.1] [--port 7860] [--data-dir ./studio_data]
                   [--auth user:pass[,user2:pass2]] [--share] [--max-upload-mb 200] [--no-worker]
-                  [--unsafe-no-login]
+                  [--unsafe-no-login] [--mcp]
 
 Listening beyond this computer (a --host other than a loopback address, or --share) needs a
 login (--auth or STUDIO_AUTH, studio/login.py); without one the app refuses to start unless
@@ -42,6 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "anyone who can reach the address can train on this machine and read its datasets")
     parser.add_argument("--max-upload-mb", type=int, default=200,
                         help="largest single upload file in MB, and the cap on one upload's total (default 200)")
+    parser.add_argument("--mcp", action="store_true", default=os.environ.get("STUDIO_MCP", "") not in ("", "0"),
+                        help="also serve the studio's tools to MCP clients at /gradio_api/mcp/ (default "
+                             "$STUDIO_MCP=1); with a login, clients send it as HTTP Basic credentials")
     parser.add_argument("--no-worker", action="store_true",
                         help="do not start the background worker (run `python -m studio worker` yourself)")
     return parser.parse_args(argv)
@@ -130,6 +133,16 @@ def apply_space_settings(args: argparse.Namespace, auth):
     return auth or settings.auth or None
 
 
+def launch_options(accounts: list[tuple[str, str]], data_dir: Path, mcp: bool = False) -> dict:
+    """The login's settings and the page's file policy for `launch()`, their middleware together."""
+    from studio.login import launch_settings
+    from studio.ui.build import launch_kwargs
+
+    login, page = launch_settings(accounts, mcp=mcp), launch_kwargs(data_dir)
+    middleware = login.get("app_kwargs", {}).get("middleware", []) + page.get("app_kwargs", {}).get("middleware", [])
+    return {**login, **page, "app_kwargs": {**page.get("app_kwargs", {}), "middleware": middleware}}
+
+
 def _log_to_stderr() -> None:
     """The studio's own log lines (failed logins, publishing) with a time stamp, on stderr."""
     import logging
@@ -166,17 +179,18 @@ def main(argv: list[str] | None = None) -> int:
         child = ensure_worker(data_dir)
         print("worker: started" if child else "worker: already running for this data folder", file=sys.stderr)
 
-    from studio.login import launch_settings
-    from studio.ui.build import build_ui, launch_kwargs
+    from studio.api import expose
+    from studio.ui.build import build_ui
 
     demo = build_ui(data_dir, max_upload_mb=args.max_upload_mb)
+    expose(demo, data_dir)  # the documented API (and MCP tools); the page's own events stay private
     stop = threading.Event()
     threading.Thread(target=_keep_blocklist_current, args=(demo, data_dir, stop), daemon=True).start()
     try:
         demo.queue(default_concurrency_limit=4).launch(
             server_name=args.host, server_port=args.port, share=bool(args.share),
-            max_file_size=f"{args.max_upload_mb}mb", show_error=False,
-            **launch_settings(accounts), **launch_kwargs(data_dir))
+            max_file_size=f"{args.max_upload_mb}mb", show_error=False, mcp_server=bool(args.mcp),
+            **launch_options(accounts, data_dir, mcp=bool(args.mcp)))
     finally:
         stop.set()
     return 0

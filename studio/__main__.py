@@ -2,6 +2,9 @@
 
   train CONFIG.yaml [--preset NAME] [--tier TIER] [--set key=value ...] [--run-dir DIR] [--resume]
   tiny-model DIR [--dev] [--size tiny|small]
+  plan DATASET [--gpu NAME]
+  report-card RUN_DIR [--promote STEP]
+  verify RUN_DIR
   config-reference
   presets
   dataset import|check ..., caption ...   (see studio/data/cli.py)
@@ -47,12 +50,31 @@ def cmd_train(args, hooks=None) -> int:
     if int(os.environ.get("RANK", "0")) > 0:
         # Data parallel: only rank 0 writes the run's events and log; the others print their own errors.
         return train(cfg, run_dir, ConsoleReporter(), resume=args.resume, hooks=hooks)
+    from .plan import measured, record_actual, record_prediction
+
     with run_log(run_dir):
+        predicted = record_prediction(run_dir, cfg)  # plan.json: checked against what happens
         jsonl = JsonlReporter(run_dir / "metrics.jsonl")
         try:
-            return train(cfg, run_dir, Broadcast(jsonl, ConsoleReporter()), resume=args.resume, hooks=hooks)
+            code = train(cfg, run_dir, Broadcast(jsonl, ConsoleReporter()), resume=args.resume, hooks=hooks)
         finally:
             jsonl.close()
+        outcome = record_actual(run_dir, *measured(run_dir)) if predicted else None
+        if outcome and outcome.get("actual", {}).get("seconds_per_step"):
+            print(f"Plan vs this run: {predicted['seconds_per_step']} s/step and {predicted['peak_gib']} GB predicted, "
+                  f"{outcome['actual']['seconds_per_step']} s/step and {outcome['actual']['peak_gib']} GB measured "
+                  f"(error {outcome['error_percent']}); plan.json keeps both.", flush=True)
+        from .training_utils import checkpoints_size
+
+        kept, size = checkpoints_size(run_dir / "checkpoints")
+        if kept:
+            print(f"Checkpoints kept: {kept}, {size / 2**20:,.1f} MB on disk (save.keep_last: "
+                  f"{cfg.save.keep_last or 'every one'}).", flush=True)
+        if code == EXIT_OK:  # the checklist the Results tab shows (verify.json), printed into train.log
+            from .verify import checklist_text, verify_run
+
+            print("Verifying the LoRA files:\n" + checklist_text(verify_run(run_dir)), flush=True)
+        return code
 
 
 def cmd_tiny_model(args) -> int:
@@ -61,6 +83,49 @@ def cmd_tiny_model(args) -> int:
     path = build_demo_model(args.dir, size=args.size, dev=args.dev)
     print(f"Wrote a {args.size} {'dev' if args.dev else 'schnell'}-shaped FLUX model to {path}")
     return EXIT_OK
+
+
+def cmd_plan(args) -> int:
+    from .plan import make_plan, plan_text
+    from .ui.handlers import detect_gpu
+
+    gpu, gib = (args.gpu, args.gpu_gb) if args.gpu else (detect_gpu() or (None, None))
+    try:
+        plan = make_plan(args.dataset, gpu, gib, variant=args.variant, resolution=args.resolution, steps=args.steps)
+    except OSError as exc:
+        print(f"Cannot read the dataset {args.dataset}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(plan.to_json() if args.json else plan_text(plan))
+    return EXIT_OK
+
+
+def cmd_report_card(args) -> int:
+    from .report_card import ReportCardError, build_report_card, promote
+
+    try:
+        if args.promote is not None:
+            files = promote(args.run_dir, args.promote)
+            print(f"Step {args.promote} is now the run's final LoRA (verified): " + ", ".join(Path(f).name for f in files)
+                  + ". The previous files are in previous-final/.")
+            return EXIT_OK
+        result = build_report_card(args.run_dir, progress=lambda done, total, message: print(message, flush=True))
+    except ReportCardError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_FAILED
+    print(f"Report card: {len(result['rows'])} rows x {len(result['strengths'])} strengths for "
+          f"{len(result['prompts'])} prompt(s), in {Path(args.run_dir) / 'report'}: " + ", ".join(result["grids"]))
+    return EXIT_OK
+
+
+def cmd_verify(args) -> int:
+    from .verify import checklist_text, verify_run
+
+    checks = verify_run(args.run_dir)
+    print(checklist_text(checks))
+    ok = all(c.ok for c in checks)
+    print("The LoRA files are proven: they load as intended in diffusers and ComfyUI/Forge." if ok else
+          "Do not share these files: fix what failed (or train again) and verify again.")
+    return EXIT_OK if ok else EXIT_FAILED
 
 
 def cmd_config_reference(args) -> int:
@@ -99,6 +164,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dev", action="store_true", help="guidance-distilled (dev-shaped)")
     p.add_argument("--size", choices=["tiny", "small"], default="tiny")
     p.set_defaults(func=cmd_tiny_model)
+
+    p = sub.add_parser("plan", help="what fits on this computer (or --gpu), how long it takes, what it costs")
+    p.add_argument("dataset", help="a dataset folder (studio_data/datasets/NAME) or a folder of photos")
+    p.add_argument("--gpu", help='plan for this GPU instead of the detected one, e.g. "RTX 4090"')
+    p.add_argument("--gpu-gb", type=float, help="its memory in GB (default: known for common GPUs)")
+    p.add_argument("--variant", choices=["dev", "schnell"], default="dev")
+    p.add_argument("--resolution", type=int)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("report-card", help="grids of checkpoints x LoRA strengths at fixed seeds; --promote a step")
+    p.add_argument("run_dir")
+    p.add_argument("--promote", type=int, metavar="STEP", help="make this checkpoint the run's final LoRA")
+    p.set_defaults(func=cmd_report_card)
+
+    p = sub.add_parser("verify", help="prove a run's two LoRA files (keys, shapes, same ΔW) before sharing them")
+    p.add_argument("run_dir", help="the run folder (holds config.yaml and the two .safetensors files)")
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("config-reference", help="print the config reference (Markdown)")
     p.add_argument("--output", "-o")

@@ -188,7 +188,8 @@ class SaveConfig:
     output_dir: str = opt("output", "Folder that holds run folders.")
     run_name: str = opt("my-lora", "Name of the run and of the LoRA files.")
     every: int = opt(250, "Save a resumable checkpoint every N steps (0 = only at the end).")
-    keep_last: int = opt(2, "How many checkpoints to keep.")
+    keep_last: int = opt(2, "How many checkpoints to keep; 0 keeps every one (for the report card: the run "
+                            "prints how much disk they take).")
     comfyui: bool = opt(True, "Also write <name>-comfyui.safetensors (kohya layout for "
                         "ComfyUI and Forge).")
 
@@ -502,11 +503,12 @@ def validate(cfg: TrainConfig) -> list[str]:
             p.append(f"{name}: {value} must be a multiple of 16 between 64 and 4096.")
     positive = {"lora.rank": lo.rank, "schedule.max_steps": s.max_steps, "training.batch_size": t.batch_size,
                 "training.gradient_accumulation": t.gradient_accumulation, "dataset.repeats": d.repeats,
-                "sample.steps": sa.steps, "memory.num_gpus": m.num_gpus, "save.keep_last": sv.keep_last,
-                "log.every": cfg.log.every}
+                "sample.steps": sa.steps, "memory.num_gpus": m.num_gpus, "log.every": cfg.log.every}
     for key, value in positive.items():
         if value < 1:
             p.append(f"{key}: must be at least 1 (got {value}).")
+    if sv.keep_last < 0:
+        p.append(f"save.keep_last: must be 0 (keep every checkpoint) or more (got {sv.keep_last}).")
     if lo.rank > 1024:
         p.append(f"lora.rank: {lo.rank} is far too large; 4–128 is the useful range.")
     if s.max_steps > 1_000_000:

@@ -199,10 +199,98 @@ class ClientAddress:
         return client[0] if client else "unknown"
 
 
-def launch_settings(accounts: list[tuple[str, str]], throttle: LoginThrottle | None = None) -> dict:
-    """What `launch()` needs for a login: {} without accounts, else auth and the middleware."""
+# ---------------------------------------------------------------------------------- the MCP endpoint
+
+
+class McpLogin:
+    """ASGI middleware: the MCP endpoint asks for the page's login too.
+
+    Gradio's MCP server is mounted beside its routes, outside their login check. An MCP client
+    has no login page; it sends the account as HTTP Basic credentials (`Authorization: Basic
+    base64(user:password)`), checked by the page's own guard (constant time, same throttle). A
+    request with the page's session cookie passes as it is. Anything else gets 401 (or 429 while
+    the guard's lock lasts). The tools run in-process (studio/api.py registers them unqueued), so
+    this check is the only one between a client and them.
+    """
+
+    def __init__(self, app, guard: LoginGuard, prefix: str = "/gradio_api/mcp"):
+        self.app, self.guard, self.prefix = app, guard, prefix
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope.get("path", "").startswith(self.prefix):
+            return await self.app(scope, receive, send)
+        gradio_app = scope.get("app")
+        headers = dict(scope.get("headers") or [])
+        tokens = getattr(gradio_app, "tokens", None) or {}
+        if _session_user(headers.get(b"cookie", b""), tokens, getattr(gradio_app, "cookie_id", None)):
+            return await self.app(scope, receive, send)
+        user, password = _basic_credentials(headers.get(b"authorization", b""))
+        if user is not None:
+            from fastapi import HTTPException
+
+            try:
+                ok = await _run_sync(self.guard, user, password)
+            except HTTPException as exc:
+                return await _reply(send, exc.status_code, str(exc.detail), exc.headers or {})
+            if ok:
+                return await self.app(scope, receive, send)
+        return await _reply(send, 401, "This studio needs a login: send the account as HTTP Basic credentials "
+                            "(Authorization: Basic base64(user:password)).",
+                            {"WWW-Authenticate": 'Basic realm="Flux LoRA Studio", charset="UTF-8"'})
+
+
+def _session_user(cookie_header: bytes, tokens: dict, cookie_id) -> str | None:
+    from http.cookies import SimpleCookie
+
+    jar = SimpleCookie()
+    try:
+        jar.load(cookie_header.decode("latin-1"))
+    except Exception:  # noqa: BLE001 - a malformed cookie header is simply no session
+        return None
+    for name in (f"access-token-{cookie_id}", f"access-token-unsecure-{cookie_id}"):
+        if name in jar and tokens.get(jar[name].value):
+            return tokens[jar[name].value]
+    return None
+
+
+def _basic_credentials(header: bytes) -> tuple[str | None, str]:
+    import base64
+    import binascii
+
+    scheme, _, value = header.decode("latin-1").partition(" ")
+    if scheme.lower() != "basic" or not value.strip():
+        return None, ""
+    try:
+        user, sep, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None, ""
+    return (user, password) if sep else (None, "")
+
+
+async def _run_sync(fn, *args):
+    """The guard sleeps nowhere but may log; keep it off the event loop all the same."""
+    import anyio
+
+    context = contextvars.copy_context()  # the client address set by ClientAddress
+    return await anyio.to_thread.run_sync(lambda: context.run(fn, *args))
+
+
+async def _reply(send, status: int, text: str, headers: dict) -> None:
+    body = text.encode("utf-8")
+    raw = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+def launch_settings(accounts: list[tuple[str, str]], throttle: LoginThrottle | None = None,
+                    mcp: bool = False) -> dict:
+    """What `launch()` needs for a login: {} without accounts, else auth and the middleware
+    (with `mcp`, the MCP endpoint's login too)."""
     if not accounts:
         return {}
     from starlette.middleware import Middleware
 
-    return {"auth": LoginGuard(accounts, throttle), "app_kwargs": {"middleware": [Middleware(ClientAddress)]}}
+    guard = LoginGuard(accounts, throttle)
+    middleware = [Middleware(ClientAddress)] + ([Middleware(McpLogin, guard=guard)] if mcp else [])
+    return {"auth": guard, "app_kwargs": {"middleware": middleware}}

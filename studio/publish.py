@@ -202,6 +202,7 @@ def model_card(run_dir, repo_id: str | None = None) -> str:
         f"with a *LoraLoaderModelOnly* node after {base_name}. `{lora.name}` is the "
         "diffusers/peft layout of the same weights (its alpha/rank scale is folded into the weights, so it "
         "gives the same effect in any loader).", "",
+        *_report_card_section(run),
         "## Training settings", "",
         *_settings_table(config, metadata), "",
         "The full resolved configuration is in [`config.yaml`](config.yaml).", "",
@@ -209,6 +210,34 @@ def model_card(run_dir, repo_id: str | None = None) -> str:
         _licence_paragraph(family), "",
     ]
     return redact(f"---\n{head}---\n\n" + "\n".join(body))
+
+
+def _report_grids(run: Path) -> list[tuple[str, str]]:
+    """(path in the run folder, prompt) of each report-card grid (studio/report_card.py)."""
+    try:
+        report = json.loads((run / "report" / "report.json").read_text(encoding="utf-8"))
+        pairs = list(zip(report["grids"], report["prompts"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [(f"report/{name}", prompt) for name, prompt in pairs if (run / "report" / name).is_file()]
+
+
+def _report_card_section(run: Path) -> list[str]:
+    grids = _report_grids(run)
+    if not grids:
+        return []
+    try:
+        report = json.loads((run / "report" / "report.json").read_text(encoding="utf-8"))
+        rows = ", ".join(r["label"] for r in report["rows"])
+        strengths = ", ".join(f"{s:g}" for s in report["strengths"])
+    except (OSError, ValueError, KeyError, TypeError):
+        rows, strengths = "", ""
+    lines = ["## Report card", "",
+             f"Rows: {rows}. Columns: LoRA strength {strengths} (0 is the base model alone). Every picture of a "
+             "grid uses the same seed.", ""]
+    for path, prompt in grids:
+        lines += [f"![{prompt}]({path})", ""]
+    return lines
 
 
 def _settings_table(config: dict, metadata: dict[str, str]) -> list[str]:
@@ -271,6 +300,12 @@ def publish_run(run_dir, repo_id: str, token: str | None = None, private: bool =
         raise PublishError(f"Invalid repo name {redact(repo_id)!r}: use 'username/name' with letters, digits, '-', '_' "
                            "or '.', at most 96 characters, not starting or ending with '-' or '.'")
     lora, comfy = _lora_files(run)
+    from studio.verify import failures, verify_run
+
+    failed = failures(verify_run(run))
+    if failed:  # proven before it ships: a file a loader would misread is never uploaded
+        raise PublishError("Not published: the LoRA files failed verification. " + " ".join(failed)
+                           + f" Run `python -m studio verify {run.name}` in the runs folder for the whole checklist.")
     endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
 
     from huggingface_hub import constants
@@ -286,6 +321,7 @@ def publish_run(run_dir, repo_id: str, token: str | None = None, private: bool =
     config_bytes = shareable_config_text(run).encode()
     files = [(lora.name, lora), (comfy.name, comfy), ("config.yaml", config_bytes), ("README.md", card.encode())]
     files += [(s["path"], run / s["path"]) for s in _samples(run)]
+    files += [(path, run / path) for path, _ in _report_grids(run)]
     log.info("publishing %s (%d files) to %s", run.name, len(files), repo_id)
     try:
         from huggingface_hub import CommitOperationAdd, HfApi

@@ -208,9 +208,16 @@ def write_checkpoint(checkpoints: Path, step: int, lora_state: dict, train_state
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for old in list_checkpoints(checkpoints)[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
+    if keep_last > 0:  # 0 keeps every checkpoint
+        for old in list_checkpoints(checkpoints)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def checkpoints_size(checkpoints: Path) -> tuple[int, int]:
+    """(how many complete checkpoints, their bytes on disk)."""
+    kept = list_checkpoints(checkpoints)
+    return len(kept), sum(f.stat().st_size for c in kept for f in c.iterdir() if f.is_file())
 
 
 def list_checkpoints(checkpoints: Path) -> list[Path]:

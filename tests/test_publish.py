@@ -345,3 +345,22 @@ def test_results_tab_publishes_a_finished_job(real_run, tmp_path, monkeypatch, c
     assert not [p for p in files if CANARY.encode() in p.read_bytes()]
     assert not seen_in_cmdlines
     assert_no_canary(caplog, capsys, message, failed.value)
+
+
+def test_publish_refuses_files_that_fail_verification(real_run, tmp_path):
+    """Proven before it ships: a ComfyUI file with a doubled alpha is never uploaded."""
+    from safetensors.torch import load_file, save_file
+
+    from studio.lora_files import read_metadata
+
+    run = tmp_path / "run"
+    shutil.copytree(real_run, run)
+    comfy = run / "demo-comfyui.safetensors"
+    tensors, metadata = load_file(comfy), read_metadata(comfy)
+    key = next(k for k in sorted(tensors) if k.endswith(".alpha"))
+    tensors[key] = tensors[key] * 2
+    save_file(tensors, comfy, metadata=metadata)
+    with FakeHub() as hub:
+        with pytest.raises(PublishError, match="failed verification.*2x the diffusers file's"):
+            publish_run(run, "alice/my-lora", token=CANARY, endpoint=hub.url)
+        assert hub.repos == {}

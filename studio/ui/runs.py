@@ -297,11 +297,54 @@ def result_view(data_dir: Path, job_id: int | None, lang: str = "en") -> dict[st
     card = model_card(job, lang)
     if not any(f.endswith(".safetensors") for f in files):
         card = t("results.no_files", lang) + "\n\n" + card
+    else:  # download links only for files that are proven (studio/verify.py)
+        checks = verified(Path(job["run_dir"]))
+        card = checklist_markdown(checks, lang) + "\n\n" + card
+        files = downloadable(files, checks)
     events = s.events(int(job_id), types=["sample"])
     # Only the last step's samples belong on the card.
     last = max((e.get("step", 0) for e in events if e.get("type") == "sample"), default=None)
     return {"files": files, "card": card, "samples": samples(job, events, lang, step=last),
             "prompt": try_it_prompt(job)}
+
+
+def verified(run_dir: Path, timeout: float = 600.0) -> list:
+    """The run's checklist: kept in verify.json by the training run, else made now by
+    `python -m studio verify` in a child process (the UI process never imports torch)."""
+    from studio.verify import stored_checks
+
+    checks = stored_checks(run_dir)
+    if checks is None:
+        try:
+            subprocess.run([sys.executable, "-m", "studio", "verify", str(run_dir)], capture_output=True,
+                           timeout=timeout, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return []
+        checks = stored_checks(run_dir)
+    return checks or []
+
+
+def downloadable(files: list[str], checks: list) -> list[str]:
+    """All of a run's files when its checklist passed, else only those that are not the LoRA."""
+    if checks and all(c.ok for c in checks):
+        return files
+    return [f for f in files if not f.endswith((".safetensors", "README.md"))]
+
+
+VERIFY_LINES = {check_id: f"verify.{check_id}" for check_id in (
+    "readable_diffusers", "readable_comfyui", "diffusers_keys", "comfyui_keys", "same_delta", "files")}
+
+
+def checklist_markdown(checks: list, lang: str = "en") -> str:
+    if not checks:
+        return t("verify.unknown", lang)
+    lines = [f"**{t('verify.heading', lang)}**"]
+    for check in checks:
+        lines.append(f"- {'✅' if check.ok else '❌'} {t(VERIFY_LINES.get(check.id, 'verify.files'), lang)}")
+        lines += ["    - `" + p.replace("`", "'") + "`" for p in check.problems[:6]]
+    if not all(c.ok for c in checks):
+        lines.append(t("verify.failed", lang))
+    return "\n".join(lines)
 
 
 def publish(data_dir: Path, job_id: int | None, repo_id: str, token: str, private: bool, lang: str = "en") -> str:

@@ -1,0 +1,340 @@
+"""Proof that a run's LoRA files work, before they are downloaded or published.
+
+`verify_run(run_dir)` returns a checklist; `python -m studio verify RUN_DIR`, the Results tab and
+publishing show it, and publishing refuses a run that fails it. Each line checks one thing a
+loader would otherwise find out the hard way:
+
+1. both files are readable LoRA files (pairs of down/up tensors, finite values, an alpha per
+   ComfyUI module);
+2. the diffusers file's modules are exactly the base transformer's linear layers that the run
+   trained (no unexpected key, none missing), with their shapes — from the model's own
+   architecture, built on the meta device (no weights, any size);
+3. the ComfyUI file's keys and shapes are those ComfyUI maps for a FLUX.1 transformer of that
+   architecture (BFL module names: double_blocks.N.img_attn.qkv, single_blocks.N.linear1, …), at
+   full size (19 double, 38 single blocks) for a real FLUX.1 base;
+4. both files give the same ΔW for every module, alpha and scale applied as each loader applies
+   them (checked on random probe vectors, so full-size files need no 3072x3072 matrices).
+
+The BFL map below is written from FLUX.1's published architecture, not from the writer's tables
+in studio/lora_files.py, so a wrong entry there is caught here.
+
+Each run keeps its checklist in `verify.json`, keyed by the files' sizes and times, so the Results
+tab (which never imports torch) reads it, and re-verifies in a child process only when the files
+change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+# FLUX.1 [dev] / [schnell] at full size (transformer/config.json of the BFL repositories).
+FLUX1_FULL = {"num_layers": 19, "num_single_layers": 38, "attention_head_dim": 128, "num_attention_heads": 24,
+              "joint_attention_dim": 4096, "pooled_projection_dim": 768, "in_channels": 64, "patch_size": 1}
+PROBES = 3
+TOLERANCE = 1e-3  # relative difference of ΔW·x between the two files
+
+
+STORE_NAME = "verify.json"
+
+
+@dataclass
+class Check:
+    id: str  # readable_diffusers, readable_comfyui, diffusers_keys, comfyui_keys, same_delta, files
+    title: str
+    ok: bool
+    problems: list[str] = field(default_factory=list)
+    note: str = ""
+
+    def line(self) -> str:
+        head = f"{'PASS' if self.ok else 'FAIL'}  {self.title}" + (f" ({self.note})" if self.note else "")
+        return "\n".join([head] + [f"      - {p}" for p in self.problems[:12]]
+                         + ([f"      - … and {len(self.problems) - 12} more"] if len(self.problems) > 12 else []))
+
+
+# ---------------------------------------------------------------------------------- architecture
+
+
+def architecture(run_dir: Path, metadata: dict[str, str]) -> tuple[dict, str]:
+    """(transformer config, where it came from): the run's base model if it can be read here
+    without a download, else FLUX.1 at full size (the variant from the file's metadata)."""
+    from studio.models import ModelError, inspect_model
+
+    base = str((_run_config(run_dir).get("model") or {}).get("base") or "")
+    if base:
+        try:
+            return inspect_model(base).transformer, f"the base model's own config ({Path(base).name or base})"
+        except (ModelError, OSError, ValueError):
+            pass
+    guidance = metadata.get("base_family", "dev") != "schnell"
+    return {**FLUX1_FULL, "guidance_embeds": guidance}, "FLUX.1 at full size: 19 double, 38 single blocks"
+
+
+def _run_config(run_dir: Path) -> dict:
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def meta_transformer(config: dict):
+    """The FLUX.1 transformer of `config` with no weights (meta device): names and shapes only."""
+    from accelerate import init_empty_weights
+    from diffusers import FluxTransformer2DModel
+
+    known = {k: v for k, v in config.items() if not k.startswith("_")}
+    with init_empty_weights():
+        return FluxTransformer2DModel.from_config(known)
+
+
+def bfl_linear_shapes(config: dict) -> dict[str, tuple[int, int]]:
+    """kohya module name -> (out, in) of every linear layer ComfyUI knows in a FLUX.1 model."""
+    h = int(config["num_attention_heads"]) * int(config["attention_head_dim"])
+    mlp = 4 * h  # FLUX.1's mlp_ratio
+    patch = int(config.get("patch_size", 1))
+    out_channels = int(config.get("out_channels") or config["in_channels"])
+    shapes = {"img_in": (h, int(config["in_channels"])), "txt_in": (h, int(config["joint_attention_dim"])),
+              "time_in_in_layer": (h, 256), "time_in_out_layer": (h, h),
+              "vector_in_in_layer": (h, int(config["pooled_projection_dim"])), "vector_in_out_layer": (h, h),
+              "final_layer_linear": (patch * patch * out_channels, h), "final_layer_adaLN_modulation_1": (2 * h, h)}
+    if config.get("guidance_embeds"):
+        shapes |= {"guidance_in_in_layer": (h, 256), "guidance_in_out_layer": (h, h)}
+    for i in range(int(config["num_layers"])):
+        for side in ("img", "txt"):
+            shapes |= {f"double_blocks_{i}_{side}_mod_lin": (6 * h, h), f"double_blocks_{i}_{side}_attn_qkv": (3 * h, h),
+                       f"double_blocks_{i}_{side}_attn_proj": (h, h), f"double_blocks_{i}_{side}_mlp_0": (mlp, h),
+                       f"double_blocks_{i}_{side}_mlp_2": (h, mlp)}
+    for i in range(int(config["num_single_layers"])):
+        shapes |= {f"single_blocks_{i}_linear1": (3 * h + mlp, h), f"single_blocks_{i}_linear2": (h, h + mlp),
+                   f"single_blocks_{i}_modulation_lin": (3 * h, h)}
+    return {"lora_unet_" + name: shape for name, shape in shapes.items()}
+
+
+# ---------------------------------------------------------------------------------- the checks
+
+
+def verify_files(diffusers_path: Path, comfy_path: Path, config: dict, where: str,
+                 targets: list[str] | None = None) -> list[Check]:
+    """The checklist for one pair of files against a transformer `config` (see module doc).
+    `targets`: the modules the run trained (diffusers names), for the missing-keys check."""
+    from studio.lora_files import LoraFileError, _read_modules
+
+    checks, read = [], {}
+    for label, path in (("diffusers", diffusers_path), ("ComfyUI", comfy_path)):
+        check_id = f"readable_{label.lower()}"
+        try:
+            read[label] = _read_modules(path)
+            checks.append(Check(check_id, f"{label} file {path.name} is a readable LoRA file", True,
+                                note=f"{len(read[label][1])} modules"))
+        except (LoraFileError, OSError) as exc:
+            checks.append(Check(check_id, f"{label} file {path.name} is a readable LoRA file", False, [str(exc)]))
+    if "diffusers" in read:
+        checks.append(_diffusers_keys(read["diffusers"][1], config, where, targets))
+    if "ComfyUI" in read:
+        checks.append(_comfy_keys(read["ComfyUI"][1], config, where))
+    if len(read) == 2:
+        checks.append(_same_delta(read["diffusers"][1], read["ComfyUI"][1]))
+    return checks
+
+
+def _shape_problems(name: str, module, out_in: tuple[int, int]) -> list[str]:
+    out_features, in_features = out_in
+    problems = []
+    if module.down.shape[1] != in_features:
+        problems.append(f"{name}: down/A takes {module.down.shape[1]} inputs, the layer has {in_features}")
+    if module.up.shape[0] != out_features:
+        problems.append(f"{name}: up/B gives {module.up.shape[0]} outputs, the layer has {out_features}")
+    return problems
+
+
+def _diffusers_keys(modules: dict, config: dict, where: str, targets: list[str] | None) -> Check:
+    import torch
+
+    model = meta_transformer(config)
+    linears = {n: (m.out_features, m.in_features) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    problems = []
+    present = set()
+    for name, module in modules.items():
+        if name.startswith("text_encoder."):
+            continue  # CLIP modules: checked by peft when diffusers loads them
+        bare = name.removeprefix("transformer.")
+        if bare not in linears:
+            problems.append(f"{name}: unexpected key, the transformer has no linear layer by that name")
+            continue
+        present.add(bare)
+        problems += _shape_problems(name, module, linears[bare])
+    missing = sorted(set(targets or []) - present)
+    problems += [f"transformer.{m}: trained but missing from the file" for m in missing]
+    return Check("diffusers_keys", "diffusers file matches the model's layers (no unexpected or missing keys, right shapes)",
+                 not problems, problems, where)
+
+
+def _comfy_keys(modules: dict, config: dict, where: str) -> Check:
+    expected = bfl_linear_shapes(config)
+    problems = []
+    for name, module in modules.items():
+        if name.startswith("lora_te1_"):
+            continue
+        if name not in expected:
+            problems.append(f"{name}: ComfyUI has no FLUX.1 layer by that name (the key would not be loaded)")
+            continue
+        problems += _shape_problems(name, module, expected[name])
+    return Check("comfyui_keys", "ComfyUI file's keys and shapes are those ComfyUI maps for FLUX.1", not problems, problems, where)
+
+
+def _same_delta(diffusers: dict, comfy: dict) -> Check:
+    """ΔW·x of every module, from both files, on the same random probes x."""
+    import torch
+
+    from studio.lora_files import KOHYA_UNET_PREFIX, ROW_SWAPPED_MODULES, _clip_name, _diffusers_parts, _swap_halves
+
+    generator = torch.Generator().manual_seed(0)
+    probes: dict = {}
+
+    def probe(in_features: int):
+        if in_features not in probes:
+            probes[in_features] = torch.randn(in_features, PROBES, generator=generator)
+        return probes[in_features]
+
+    def apply(m):
+        return m.scale * (m.up @ (m.down @ probe(m.down.shape[1])))
+
+    def common_name(name: str) -> str:  # diffusers module names, CLIP in its checkpoint spelling
+        if name.startswith("text_encoder."):
+            return _clip_name(name.removeprefix("text_encoder."))
+        return name.removeprefix("transformer.")
+
+    ours = {common_name(name): apply(m) for name, m in diffusers.items()}
+    problems, compared = [], 0
+    for name, m in comfy.items():
+        try:
+            parts = [p.removeprefix("transformer.").removeprefix("text_encoder.") for p in _diffusers_parts(name)]
+        except ValueError as exc:
+            problems.append(str(exc))
+            continue
+        y = apply(m)
+        if name.removeprefix(KOHYA_UNET_PREFIX) in ROW_SWAPPED_MODULES:
+            y = _swap_halves(y)
+        in_features = m.down.shape[1]
+        sizes = ([in_features] * 3 + [y.shape[0] - 3 * in_features] if len(parts) == 4
+                 else [y.shape[0] // len(parts)] * len(parts))
+        if sum(sizes) != y.shape[0] or min(sizes) <= 0:
+            problems.append(f"{name}: {y.shape[0]} output rows cannot hold its parts {parts}")
+            continue
+        for part, block in zip(parts, y.split(sizes, dim=0)):
+            reference = ours.get(part)
+            if reference is None:
+                if block.abs().max() > 0:
+                    problems.append(f"{part}: in the ComfyUI file ({name}) but not in the diffusers file")
+                continue
+            compared += 1
+            problem = _compare(part, reference, block)
+            if problem:
+                problems.append(problem)
+    return Check("same_delta", "both files give the same ΔW for every module (alpha and scale applied)", not problems,
+                 problems, f"{compared} modules compared")
+
+
+def _compare(name: str, reference, other) -> str | None:
+    if reference.shape != other.shape:
+        return f"{name}: ΔW shapes differ ({tuple(reference.shape)} vs {tuple(other.shape)})"
+    norm = float(reference.norm())
+    difference = float((reference - other).norm())
+    if difference <= TOLERANCE * max(norm, 1e-12):
+        return None
+    ratio = float((reference * other).sum()) / max(norm ** 2, 1e-24)
+    if norm > 0 and float((other - ratio * reference).norm()) <= TOLERANCE * norm:
+        return f"{name}: the ComfyUI file's ΔW is {ratio:.3g}x the diffusers file's (alpha or scale is wrong)"
+    return (f"{name}: the two files' ΔW differ (relative difference {difference / max(norm, 1e-12):.3g}; "
+            "rows in another order, e.g. q and k swapped, or different weights)")
+
+
+# ---------------------------------------------------------------------------------- a run
+
+
+def run_files(run_dir: Path) -> tuple[Path, Path]:
+    """(diffusers file, ComfyUI file) of a run folder; FileNotFoundError naming what is missing."""
+    run_dir = Path(run_dir)
+    name = str((_run_config(run_dir).get("save") or {}).get("run_name") or "")
+    stems = [name] if name else [p.name[: -len("-comfyui.safetensors")] for p in run_dir.glob("*-comfyui.safetensors")]
+    for stem in stems:
+        pair = run_dir / f"{stem}.safetensors", run_dir / f"{stem}-comfyui.safetensors"
+        if pair[0].is_file() and pair[1].is_file():
+            return pair
+    raise FileNotFoundError(f"{run_dir} has no finished LoRA (<name>.safetensors and <name>-comfyui.safetensors); "
+                            "verify a run that succeeded")
+
+
+def run_targets(run_dir: Path, config: dict) -> list[str] | None:
+    """The modules the run's settings train on a transformer of `config` (None if unreadable)."""
+    from studio.config import ConfigError, TrainConfig
+    from studio.training_utils import target_modules
+
+    try:
+        cfg = TrainConfig.from_yaml((Path(run_dir) / "config.yaml").read_text(encoding="utf-8"), "config.yaml")
+    except (ConfigError, OSError):
+        return None
+    return target_modules(cfg, meta_transformer(config))
+
+
+def verify_run(run_dir: str | Path) -> list[Check]:
+    from studio.lora_files import LoraFileError, read_metadata
+
+    run_dir = Path(run_dir)
+    try:
+        diffusers_path, comfy_path = run_files(run_dir)
+    except FileNotFoundError as exc:
+        return [Check("files", "the run has both LoRA files", False, [str(exc)])]
+    try:
+        metadata = read_metadata(diffusers_path)
+    except LoraFileError:
+        metadata = {}
+    config, where = architecture(run_dir, metadata)
+    checks = verify_files(diffusers_path, comfy_path, config, where, run_targets(run_dir, config))
+    save_checks(run_dir, checks)
+    return checks
+
+
+def failures(checks: list[Check]) -> list[str]:
+    return [f"{c.title}: {'; '.join(c.problems[:3]) or 'failed'}" for c in checks if not c.ok]
+
+
+def checklist_text(checks: list[Check]) -> str:
+    return "\n".join(c.line() for c in checks)
+
+
+def _fingerprint(run_dir: Path) -> dict[str, list[int]]:
+    out = {}
+    for path in sorted(Path(run_dir).glob("*.safetensors")):
+        st = path.stat()
+        out[path.name] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def save_checks(run_dir: str | Path, checks: list[Check]) -> None:
+    run_dir = Path(run_dir)
+    data = {"files": _fingerprint(run_dir), "checks": [asdict(c) for c in checks]}
+    tmp = run_dir / f".{STORE_NAME}.tmp"
+    try:
+        tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+        os.replace(tmp, run_dir / STORE_NAME)
+    except OSError:
+        pass  # a read-only run folder is verified again next time
+
+
+def stored_checks(run_dir: str | Path) -> list[Check] | None:
+    """The run's saved checklist if its LoRA files have not changed since (no torch needed)."""
+    run_dir = Path(run_dir)
+    try:
+        data = json.loads((run_dir / STORE_NAME).read_text(encoding="utf-8"))
+        if data.get("files") != _fingerprint(run_dir):
+            return None
+        return [Check(**c) for c in data["checks"]]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
