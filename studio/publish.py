@@ -75,15 +75,14 @@ def read_safetensors_metadata(path: Path) -> dict[str, str]:
 
 def _lora_files(run: Path) -> tuple[Path, Path]:
     """(diffusers file, ComfyUI file) of a finished run, named after save.run_name."""
-    config = _read_config(run)
-    name = str((config.get("save") or {}).get("run_name") or "")
-    candidates = [name] if name else [p.name[: -len("-comfyui.safetensors")] for p in run.glob("*-comfyui.safetensors")]
-    for stem in candidates:
-        pair = run / f"{stem}.safetensors", run / f"{stem}-comfyui.safetensors"
-        if pair[0].is_file() and pair[1].is_file():
-            return pair
-    raise PublishError(f"{run} has no finished LoRA (expected <name>.safetensors and <name>-comfyui.safetensors);"
-                       " publish a run that succeeded")
+    from studio.verify import run_files
+
+    _read_config(run)  # a folder without config.yaml is not a run: say so first
+    try:
+        return run_files(run)
+    except FileNotFoundError:
+        raise PublishError(f"{run} has no finished LoRA (expected <name>.safetensors and <name>-comfyui.safetensors);"
+                           " publish a run that succeeded") from None
 
 
 def _read_config(run: Path) -> dict:

@@ -13,6 +13,7 @@ error. Full-page screenshots of each tab in both languages go to test-artifacts/
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -76,16 +77,16 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> None:
     raise TimeoutError(f"{url} did not answer in {timeout} s")
 
 
-@pytest.fixture(scope="module")
-def studio(tmp_path_factory):
-    """(base url, data dir) of a running studio with its worker; stopped afterwards."""
-    data_dir = tmp_path_factory.mktemp("studio-data")
+@contextlib.contextmanager
+def running_studio(data_dir: Path, *args: str, env: dict | None = None):
+    """(base url, data dir) of `python app.py` with its worker on a free port; stopped afterwards."""
     port = _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "STUDIO_GRACE_SECONDS": "3", "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "STUDIO_GRACE_SECONDS": "3", "GRADIO_ANALYTICS_ENABLED": "False",
+           **(env or {})}
     env.pop("HF_TOKEN", None)
     log = open(data_dir / "app.log", "wb")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), "--data-dir", str(data_dir)],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), "--data-dir", str(data_dir),
+                             *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_http(f"http://127.0.0.1:{port}/", proc)
         yield f"http://127.0.0.1:{port}", data_dir
@@ -97,6 +98,12 @@ def studio(tmp_path_factory):
             proc.kill()
         log.close()
         stop_worker(data_dir)
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory):
+    with running_studio(tmp_path_factory.mktemp("studio-data")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -14,22 +14,16 @@ import base64
 import hashlib
 import io
 import json
-import os
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import stop_worker
-from test_browser import _free_port, _wait_http
+from test_browser import running_studio
 
-ROOT = Path(__file__).resolve().parents[1]
 USER, PASSWORD = "maker", "s3cret-Pass:word"
 TOOLS = {"list_datasets", "create_dataset", "add_images", "caption_dataset", "check_dataset", "list_options",
          "start_training", "list_jobs", "job_status", "cancel_job", "resume_job", "list_results", "get_file",
@@ -38,26 +32,9 @@ TOOLS = {"list_datasets", "create_dataset", "add_images", "caption_dataset", "ch
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("mcp-studio")
-    port = _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "STUDIO_GRACE_SECONDS": "3",
-           "STUDIO_AUTH": f"{USER}:{PASSWORD}"}
-    env.pop("HF_TOKEN", None)
-    env.pop("STUDIO_MCP", None)
-    log = open(data_dir / "app.log", "wb")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), "--data-dir", str(data_dir),
-                             "--mcp"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait_http(f"http://127.0.0.1:{port}/", proc)
-        yield f"http://127.0.0.1:{port}", data_dir
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-        stop_worker(data_dir)
+    with running_studio(tmp_path_factory.mktemp("mcp-studio"), "--mcp",
+                        env={"STUDIO_AUTH": f"{USER}:{PASSWORD}", "STUDIO_MCP": ""}) as running:
+        yield running
 
 
 def _basic(user: str, password: str) -> dict:
