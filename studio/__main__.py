@@ -2,6 +2,7 @@
 
   train CONFIG.yaml [--preset NAME] [--tier TIER] [--set key=value ...] [--run-dir DIR] [--resume]
   tiny-model DIR [--dev] [--size tiny|small]
+  build-demo DIR [--seed N], demo-dataset DIR   (see studio/demo/cli.py)
   config-reference
   presets
   dataset import|check ..., caption ...   (see studio/data/cli.py)
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from .config import ConfigError, config_reference, list_presets, load_preset, parse_yaml, read_text, resolve
 from .data.cli import add_dataset_commands
+from .demo.cli import add_demo_commands
 from .events import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from .worker import add_worker_command
 
@@ -105,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         args.url, args.timeout))
 
     add_dataset_commands(sub)
+    add_demo_commands(sub)
     add_worker_command(sub)
     return parser
 
