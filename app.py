@@ -1,7 +1,12 @@
 """Flux LoRA Studio: `python app.py` opens the studio in the browser and starts the worker.
 
     python app.py [--host 127.0.0.1] [--port 7860] [--data-dir ./studio_data]
-                  [--auth user:pass] [--share] [--max-upload-mb 200] [--no-worker]
+                  [--auth user:pass[,user2:pass2]] [--share] [--max-upload-mb 200] [--no-worker]
+                  [--unsafe-no-login]
+
+Listening beyond this computer (a --host other than a loopback address, or --share) needs a
+login (--auth or STUDIO_AUTH, studio/login.py); without one the app refuses to start unless
+--unsafe-no-login is given.
 
 The UI process never trains and never imports torch; the worker (one per data folder) runs
 the jobs the UI queues in the job store (docs/architecture.md).
@@ -18,15 +23,23 @@ from pathlib import Path
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="app.py", description="Flux LoRA Studio: train FLUX.1 LoRAs in the browser.")
-    parser.add_argument("--host", default=os.environ.get("STUDIO_HOST", "127.0.0.1"),
-                        help="address to listen on (default 127.0.0.1: this computer only)")
+    parser.add_argument("--host", default=None,
+                        help="address to listen on (default $STUDIO_HOST, else 127.0.0.1: this computer only; "
+                             "on a Hugging Face Space the address the Space gives, $GRADIO_SERVER_NAME or 0.0.0.0)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("STUDIO_PORT", 7860)), help="port (default 7860)")
     parser.add_argument("--data-dir", default=os.environ.get("STUDIO_DATA", "./studio_data"),
                         help="data folder: datasets, runs, job store (default $STUDIO_DATA or ./studio_data)")
     parser.add_argument("--auth", default=None,
-                        help="require a login, as user:pass (or set STUDIO_AUTH); needed when --host is not local")
+                        help="require a login: user:password, several separated by commas (a password may "
+                             "contain ':' but not ','). Prefer the STUDIO_AUTH environment variable, same format: "
+                             "a command line is visible to other local users. Required with a non-local --host "
+                             "or --share")
     parser.add_argument("--share", action="store_true",
-                        help="make a public gradio.live link (off by default: such links are public for a week)")
+                        help="make a public gradio.live link (off by default: such links are public for a week; "
+                             "needs a login)")
+    parser.add_argument("--unsafe-no-login", action="store_true",
+                        help="UNSAFE: start without a login even on a non-local --host or with --share, so that "
+                             "anyone who can reach the address can train on this machine and read its datasets")
     parser.add_argument("--max-upload-mb", type=int, default=200,
                         help="largest single upload file in MB, and the cap on one upload's total (default 200)")
     parser.add_argument("--no-worker", action="store_true",
@@ -34,14 +47,56 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def parse_auth(value: str | None) -> tuple[str, str] | None:
-    value = value if value is not None else os.environ.get("STUDIO_AUTH")
-    if not value:
+def parse_auth(value: str | None) -> list[tuple[str, str]]:
+    """--auth, else STUDIO_AUTH, in studio.login's one grammar; [] when neither is set."""
+    from studio.login import AuthFormatError, parse_auth as parse
+
+    try:
+        return parse(value if value is not None else os.environ.get("STUDIO_AUTH"))
+    except AuthFormatError as exc:
+        raise SystemExit(f"app.py: {exc}") from None
+
+
+LOCAL_HOSTS = ("localhost",)
+
+
+def is_local(host: str) -> bool:
+    """A loopback address (127.0.0.0/8, ::1) or localhost: only this computer can connect."""
+    import ipaddress
+
+    if host.strip().lower() in LOCAL_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def listen_host(args: argparse.Namespace) -> str:
+    """--host, else $STUDIO_HOST, else 127.0.0.1 — on a Space the address the Space names
+    ($GRADIO_SERVER_NAME, else 0.0.0.0): its proxy cannot reach an app on 127.0.0.1."""
+    if getattr(args, "host", None):
+        return args.host
+    if getattr(args, "on_space", False):
+        return os.environ.get("STUDIO_HOST") or os.environ.get("GRADIO_SERVER_NAME") or "0.0.0.0"
+    return os.environ.get("STUDIO_HOST") or "127.0.0.1"
+
+
+def exposure_problem(args: argparse.Namespace, accounts: list) -> str | None:
+    """Why the app must not start as asked (reachable by others without a login), or None."""
+    if accounts or getattr(args, "on_space", False):
+        # A Space is public by design: there the studio starts without a login and refuses to
+        # train until one is set (apply_space_settings), so its page can say what to do.
         return None
-    user, sep, password = value.partition(":")
-    if not sep or not user or not password:
-        raise SystemExit("--auth / STUDIO_AUTH must look like user:password")
-    return user, password
+    host = listen_host(args)
+    reach = [f"--host {host}"] if not is_local(host) else []
+    reach += ["--share"] if args.share else []
+    if not reach or args.unsafe_no_login:
+        return None
+    return (f"app.py: refusing to start: {' and '.join(reach)} would let anyone who can reach this address "
+            "use the studio (train on this machine, read your datasets) and no login is set. Set a login with "
+            "STUDIO_AUTH=user:password (or --auth), or listen on 127.0.0.1; to run without a login anyway, "
+            "add --unsafe-no-login.")
 
 
 def _keep_blocklist_current(demo, data_dir: Path, stop: threading.Event) -> None:
@@ -63,6 +118,8 @@ def apply_space_settings(args: argparse.Namespace, auth):
     from studio.space import space_settings
 
     settings = space_settings()
+    args.on_space = settings.on_space
+    args.host = listen_host(args)
     if not settings.on_space:
         return auth
     if not os.environ.get("STUDIO_DATA") and args.data_dir == "./studio_data":
@@ -73,24 +130,43 @@ def apply_space_settings(args: argparse.Namespace, auth):
     return auth or settings.auth or None
 
 
+def _log_to_stderr() -> None:
+    """The studio's own log lines (failed logins, publishing) with a time stamp, on stderr."""
+    import logging
+
+    studio_log = logging.getLogger("studio")
+    if not studio_log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
+        studio_log.addHandler(handler)
+        studio_log.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     # No usage analytics calls home from a studio that people run on their own photos.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     args = parse_args(argv)
-    auth = apply_space_settings(args, parse_auth(args.auth))
+    _log_to_stderr()
+    accounts = apply_space_settings(args, parse_auth(args.auth))
+    problem = exposure_problem(args, accounts)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
+    args.host = listen_host(args)
+    if not accounts and (args.share or not is_local(args.host)):
+        print(f"WARNING: --unsafe-no-login: {args.host if not is_local(args.host) else 'the share link'} is "
+              "open to anyone who can reach it, with no login.", file=sys.stderr)
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     # The engine finds the demo model and caches through STUDIO_DATA; the worker's children inherit it.
     os.environ["STUDIO_DATA"] = str(data_dir)
-    if args.host not in ("127.0.0.1", "localhost", "::1") and auth is None:
-        print("warning: listening on a non-local address without --auth; anyone who can reach it can use it",
-              file=sys.stderr)
     if not args.no_worker:
         from studio.worker import ensure_worker
 
         child = ensure_worker(data_dir)
         print("worker: started" if child else "worker: already running for this data folder", file=sys.stderr)
 
+    from studio.login import launch_settings
     from studio.ui.build import build_ui, launch_kwargs
 
     demo = build_ui(data_dir, max_upload_mb=args.max_upload_mb)
@@ -98,9 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=_keep_blocklist_current, args=(demo, data_dir, stop), daemon=True).start()
     try:
         demo.queue(default_concurrency_limit=4).launch(
-            server_name=args.host, server_port=args.port, share=bool(args.share), auth=auth,
+            server_name=args.host, server_port=args.port, share=bool(args.share),
             max_file_size=f"{args.max_upload_mb}mb", show_error=False,
-            **launch_kwargs(data_dir))
+            **launch_settings(accounts), **launch_kwargs(data_dir))
     finally:
         stop.set()
     return 0

@@ -24,28 +24,37 @@ from .events import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from .worker import add_worker_command
 
 
-def cmd_train(args) -> int:
+def cmd_train(args, hooks=None) -> int:
+    """`hooks`: studio.hooks.TrainHooks for the engine (tests/faulty_trainer.py passes faulty ones)."""
+    from .config import check
+
     try:
         user = parse_yaml(read_text(args.config), args.config) if args.config else {}
-        cfg = resolve(user, preset=args.preset, tier=args.tier, overrides=args.set or [])
-        from .config import check
-        check(cfg)
+        cfg = check(resolve(user, preset=args.preset, tier=args.tier, overrides=args.set or []))
+        run_dir = Path(args.run_dir) if args.run_dir else cfg.run_dir()
+        if args.resume:  # before anything in the run folder is written
+            from .resume import check_resume
+            check_resume(cfg, run_dir)
     except ConfigError as exc:
         print("Invalid config:\n  " + "\n  ".join(exc.problems), file=sys.stderr)
         return EXIT_CONFIG
+    from .models import hide_unused_quantisation_packages
+    hide_unused_quantisation_packages(cfg)  # this process trains one config: decide before diffusers loads
+
     from .engine import train
     from .events import Broadcast, ConsoleReporter, JsonlReporter
+    from .runlog import run_log
 
-    run_dir = Path(args.run_dir) if args.run_dir else cfg.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     if int(os.environ.get("RANK", "0")) > 0:
-        # Data parallel: only rank 0 writes the run's events; the others print their own errors.
-        return train(cfg, run_dir, ConsoleReporter(), resume=args.resume)
-    jsonl = JsonlReporter(run_dir / "metrics.jsonl")
-    try:
-        return train(cfg, run_dir, Broadcast(jsonl, ConsoleReporter()), resume=args.resume)
-    finally:
-        jsonl.close()
+        # Data parallel: only rank 0 writes the run's events and log; the others print their own errors.
+        return train(cfg, run_dir, ConsoleReporter(), resume=args.resume, hooks=hooks)
+    with run_log(run_dir):
+        jsonl = JsonlReporter(run_dir / "metrics.jsonl")
+        try:
+            return train(cfg, run_dir, Broadcast(jsonl, ConsoleReporter()), resume=args.resume, hooks=hooks)
+        finally:
+            jsonl.close()
 
 
 def cmd_tiny_model(args) -> int:

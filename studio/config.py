@@ -21,18 +21,12 @@ from typing import Any, Literal, Optional
 
 import yaml
 
+from .config_yaml import ConfigError, parse_yaml, read_text  # noqa: F401  (re-exported)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PRESETS_DIR = REPO_ROOT / "presets"
 MEMORY_TIERS = ("24gb", "16gb", "12gb", "8gb", "cpu")
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
-class ConfigError(ValueError):
-    """A config that cannot be used; `problems` lists every message (key: what to change)."""
-
-    def __init__(self, problems: list[str] | str):
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
-        super().__init__("\n".join(self.problems))
 
 
 def opt(default: Any, help: str, **meta: Any) -> Any:
@@ -223,6 +217,9 @@ class TrainConfig:
         for f in dataclasses.fields(self):
             if f.metadata.get("nested") and getattr(self, f.name) is None:
                 setattr(self, f.name, _hints(type(self))[f.name]())
+        # Not a setting: why `resolve` chose a value the user did not set ({dotted key: reason}),
+        # written as a comment beside that key in the YAML.
+        self.notes: dict[str, str] = {}
 
     # ---- conversions
 
@@ -230,7 +227,16 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+        if not self.notes:
+            return text
+        lines, section = [], ""
+        for line in text.splitlines():
+            key = line.strip().split(":", 1)[0]
+            section = key if not line.startswith(" ") else section
+            note = self.notes.get(f"{section}.{key}" if line.startswith("  ") and not line.startswith("   ") else key)
+            lines.append(f"{line}  # {note}" if note else line)
+        return "\n".join(lines) + "\n"
 
     def write(self, path: str | Path) -> None:
         Path(path).write_text(self.to_yaml(), encoding="utf-8")
@@ -252,29 +258,6 @@ class TrainConfig:
 
 
 # --------------------------------------------------------------------------- loading
-
-
-def read_text(path: str | Path) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except (UnicodeDecodeError, OSError) as exc:
-        raise ConfigError(f"{path}: cannot read it as UTF-8 text ({exc.__class__.__name__})") from None
-
-
-def parse_yaml(text: str, source: str = "config") -> dict:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where else ""
-        raise ConfigError(f"{source}: not valid YAML{line}: {getattr(exc, 'problem', exc)}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping of settings, got {type(data).__name__}")
-    return data
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -392,8 +375,12 @@ def list_presets(kind: str = "subject") -> list[str]:
 def load_preset(name: str, kind: str = "subject") -> Preset:
     path = _preset_path(name, kind)
     if not path.is_file():
-        known = list_presets(kind)
-        raise ConfigError(f"preset '{name}' not found.{_nearest(name, known)}")
+        what = "memory tier" if kind == "memory" else "preset"
+        known = [t for t in MEMORY_TIERS if t in list_presets(kind)] if kind == "memory" else list_presets(kind)
+        match = difflib.get_close_matches(name, known, n=1, cutoff=0.5) if kind != "memory" else []
+        hint = f" Did you mean '{match[0]}'?" if match else ""
+        raise ConfigError(f"{what} '{name}' not found.{hint} Valid {what}s: {', '.join(known)}"
+                          + (" (or auto: chosen from the detected GPU)." if kind == "memory" else "."))
     data = parse_yaml(read_text(path), str(path))
     unknown = set(data) - {"title", "description", "guidance", "config"}
     if unknown:
@@ -469,6 +456,7 @@ def resolve(user: dict | None = None, preset: str | None = None, tier: str | Non
     if preset:
         merged = deep_merge(merged, load_preset(preset).config)
         merged["preset"] = preset
+    warmup_from = f"the {preset} preset's" if "warmup_steps" in merged.get("schedule", {}) else "the default"
     tier = tier or user.get("memory", {}).get("tier") or merged.get("memory", {}).get("tier") or "auto"
     if tier == "auto":
         tier = detect_tier()
@@ -477,7 +465,22 @@ def resolve(user: dict | None = None, preset: str | None = None, tier: str | Non
     merged.setdefault("memory", {})["tier"] = tier
     if preset:
         merged["preset"] = preset
-    return TrainConfig.from_dict(merged)
+    cfg = TrainConfig.from_dict(merged)
+    if "warmup_steps" not in (user.get("schedule") or {}):
+        _fit_warmup(cfg, warmup_from)
+    return cfg
+
+
+def _fit_warmup(cfg: TrainConfig, chosen_by: str) -> None:
+    """A preset's or the default warm-up that would not fit a short run becomes a tenth of the run.
+    Only a warm-up the user set is an error (validate), since only then is it the user's choice."""
+    s = cfg.schedule
+    if s.scheduler == "constant" or s.max_steps < 1 or s.warmup_steps < s.max_steps:
+        return
+    chosen = s.warmup_steps
+    s.warmup_steps = s.max_steps // 10
+    cfg.notes["schedule.warmup_steps"] = (f"fitted to {s.max_steps} steps (a tenth of the run): "
+                                          f"{chosen_by} {chosen} would not fit")
 
 
 # --------------------------------------------------------------------------- validation

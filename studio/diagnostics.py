@@ -2,7 +2,8 @@
 
 The engine, the CLI, the worker and the UI all speak these codes, so a user sees the same
 explanation wherever a problem shows up, and the README's troubleshooting table is built
-from the same entries.
+from the same entries. Every code the engine or the worker writes is one of these
+(tests/test_diagnostics_codes.py finds them in the source); zh-CN.yaml translates each.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ CATALOGUE = {d.code: d for d in [
               "the built-in demo model."),
     Diagnosis("NO_IMAGES", "The dataset has no usable images",
               "Upload JPEG, PNG or WebP photos (at least 256 px on the short side) to the dataset."),
+    Diagnosis("DATASET_CHECK", "The dataset check found something to improve",
+              "Training goes on. The message names the images and what to do; the Dataset tab "
+              "and python -m studio dataset check show the whole report."),
     Diagnosis("NAN_LOSS", "The loss became NaN or infinite",
               "Lower the learning rate (try 1e-4), keep max_grad_norm at 1.0, and use bf16 "
               "instead of fp16 or fp8. No checkpoint with NaN weights was saved."),
@@ -61,6 +65,28 @@ CATALOGUE = {d.code: d for d in [
               "Training started from step 0. Set save.every so that future runs can resume."),
     Diagnosis("INTERNAL", "An unexpected error",
               "See train.log in the run folder for details, and report it if it repeats."),
+    # Recorded by the worker, which watches the training process from outside.
+    Diagnosis("KILLED", "The training process was killed",
+              "Usually the computer ran out of memory (RAM) and the system stopped it, or someone "
+              "ended the process. Close other programs or lower the resolution or batch size, then "
+              "resume the job from its last checkpoint."),
+    Diagnosis("INTERRUPTED", "Training was interrupted by a signal",
+              "Resume the job to continue from its last checkpoint."),
+    Diagnosis("WORKER_RESTARTED", "The studio's worker restarted while the job ran",
+              "Resume the job to continue from its last checkpoint; steps after it are trained again."),
+    Diagnosis("WORKER_SHUTDOWN", "The studio was shutting down while the job ran",
+              "Resume the job once the studio runs again; it continues from its last checkpoint."),
+    Diagnosis("SPAWN_FAILED", "The training process could not be started",
+              "Read the message: usually the job asks for more GPUs than this worker has, or the run "
+              "folder cannot be written. Fix that, then start the job again."),
+    Diagnosis("INVALID_OUTPUT", "Training ended without usable LoRA files",
+              "Check the free disk space and train.log, then run the job again; report it if it repeats."),
+    Diagnosis("PROCESS_EXITED", "The training process ended unexpectedly",
+              "The message quotes the end of train.log. Run the job again, and report it with "
+              "train.log if it repeats."),
+    Diagnosis("BAD_METRICS_LINE", "A progress line from training could not be read",
+              "Usually harmless: the charts miss one point. If it repeats, check the free disk space "
+              "and report it with train.log."),
 ]}
 
 
@@ -84,6 +110,12 @@ class StudioError(Exception):
 
 def explain(code: str) -> Diagnosis:
     return CATALOGUE.get(code, CATALOGUE["INTERNAL"])
+
+
+def known_code(code: object) -> str:
+    """`code` if the catalogue has it, else INTERNAL: a code that reaches the job store or the
+    events from outside (a training process's error event) is always one the catalogue explains."""
+    return code if isinstance(code, str) and code in CATALOGUE else "INTERNAL"
 
 
 def next_lower_tier(tier: str) -> str | None:

@@ -22,7 +22,9 @@ from .config import ConfigError, TrainConfig, check, gpu_only_settings
 from .data.dataset import BatchPlan, TensorCache, component_fingerprint, load_pixels, load_samples
 from .diagnostics import StudioError, next_lower_tier
 from .events import EXIT_CANCELLED, EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_OOM, Reporter
-from .models import ModelError, inspect_model, load_pipeline
+from .hooks import TrainHooks
+from .models import ModelError, inspect_model, load_pipeline, require_file
+from .resume import check_resume
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -39,11 +41,12 @@ def data_dir() -> Path:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, run_dir: Path, reporter: Reporter, resume: bool = False):
+    def __init__(self, cfg: TrainConfig, run_dir: Path, reporter: Reporter, resume: bool = False,
+                 hooks: TrainHooks | None = None):
         self.cfg, self.run_dir, self.report, self.resume = cfg, Path(run_dir), reporter, resume
+        self.hooks = hooks or TrainHooks()
         self.control = self.run_dir / "control"
         self.signalled = None
-        self.fault = os.environ.get("STUDIO_FAULT", "")  # test hook: "oom@3", "save_error"
         self.step = 0
         self.cache_stats: dict[str, int] = {}
 
@@ -51,11 +54,11 @@ class Trainer:
 
     def setup(self) -> None:
         cfg = check(self.cfg)
-        for folder in (self.run_dir, self.run_dir / "samples", self.control):
-            folder.mkdir(parents=True, exist_ok=True)
-        cfg.write(self.run_dir / "config.yaml")
+        # Every check that needs no weights comes first, and the run folder is written only after them.
+        self.resume_changes = check_resume(cfg, self.run_dir) if self.resume else []
         try:
             self.info = inspect_model(cfg.model.base, cfg.model.revision, data_dir())
+            require_file(cfg.model.transformer_file, "model.transformer_file")
         except ModelError as exc:
             raise StudioError("MODEL_MISSING", str(exc)) from None
         if cfg.lora.rank > self.info.inner_dim:  # every block layer is at least inner_dim wide
@@ -64,7 +67,12 @@ class Trainer:
         if cfg.training.guidance is not None and not self.info.guidance_embeds:
             raise StudioError("GUIDANCE_UNSUPPORTED", f"training.guidance is {cfg.training.guidance}, but "
                               f"{cfg.model.base} has no guidance embeddings (a schnell-type model).")
+        self.samples = load_samples(cfg, warn=lambda code, msg: self.report.emit("warning", code=code, message=msg),
+                                    t5_max_tokens=self.info.t5_max_length)
         self.accelerator = self._accelerator()
+        for folder in (self.run_dir, self.run_dir / "samples", self.control):
+            folder.mkdir(parents=True, exist_ok=True)
+        cfg.write(self.run_dir / "config.yaml")
         self.device = self.accelerator.device
         torch.manual_seed(cfg.training.seed)
         self.generator = torch.Generator(self.device).manual_seed(cfg.training.seed + self.accelerator.process_index)
@@ -82,8 +90,6 @@ class Trainer:
         self.pipe.vae.requires_grad_(False)
         self.pipe.text_encoder.requires_grad_(False)
         self.pipe.text_encoder_2.requires_grad_(False)
-
-        self.samples = load_samples(cfg, warn=lambda code, msg: self.report.emit("warning", code=code, message=msg))
         self._build_caches()
         self._add_lora()
         self._optimiser()
@@ -280,7 +286,8 @@ class Trainer:
         if self.ema and state["ema"]:
             self.ema.load_state_dict(state["ema"])
         self.step = state["step"]
-        self.report.emit("warning", code="RESUMED", message=f"Resumed from {path.name} (step {self.step}).")
+        changed = f" Changed since then: {'; '.join(self.resume_changes)}." if self.resume_changes else ""
+        self.report.emit("warning", code="RESUMED", message=f"Resumed from {path.name} (step {self.step}).{changed}")
 
     # ------------------------------------------------------------------ the step
 
@@ -336,10 +343,7 @@ class Trainer:
         pred = self.model(hidden_states=packed, timestep=t.to(dtype), guidance=guidance,
                           pooled_projections=pooled.to(dtype), encoder_hidden_states=embeds.to(dtype),
                           txt_ids=txt_ids, img_ids=img_ids, return_dict=False)[0]
-        loss = torch.nn.functional.mse_loss(pred.float(), target.float())
-        if self.fault.startswith("nan@") and self.step >= int(self.fault[4:]):
-            loss = loss * float("nan")  # test hook: what an fp16 overflow does to a real run
-        return loss
+        return torch.nn.functional.mse_loss(pred.float(), target.float())
 
     def block_norms(self) -> dict[str, float]:
         sums: dict[str, float] = {}
@@ -366,10 +370,10 @@ class Trainer:
         rate, last_time, pending = None, time.perf_counter(), []
         self.model.train()
         while self.step < cfg.schedule.max_steps:
-            self._inject_fault()
+            self.hooks.on_step(self.step)
             for micro in range(accum):
                 with acc.accumulate(self.model):
-                    loss = self.loss(self.plan[self.step * accum + micro])
+                    loss = self.hooks.on_loss(self.step, self.loss(self.plan[self.step * accum + micro]))
                     acc.backward(loss)
                     if acc.sync_gradients and cfg.optimizer.max_grad_norm > 0:
                         grad_norm = acc.clip_grad_norm_(self.lora_params, cfg.optimizer.max_grad_norm)
@@ -430,10 +434,6 @@ class Trainer:
                 self.checkpoint()
             raise Stop("interrupted", EXIT_INTERRUPTED)
 
-    def _inject_fault(self) -> None:
-        if self.fault.startswith("oom@") and self.step == int(self.fault[4:]):
-            raise torch.OutOfMemoryError("CUDA out of memory (injected by STUDIO_FAULT)")
-
     # ------------------------------------------------------------------ samples, checkpoints, output
 
     def make_samples(self) -> None:
@@ -492,7 +492,9 @@ class Trainer:
         self._check_finite()  # never save a NaN checkpoint
         try:
             path = tu.write_checkpoint(self.run_dir / "checkpoints", self.step, self.lora_state(),
-                                       self.train_state(), self.cfg.save.keep_last, self.fault)
+                                       self.train_state(), self.cfg.save.keep_last,
+                                       lambda folder: self.hooks.on_checkpoint_write(self.step, folder),
+                                       config_yaml=self.cfg.to_yaml())
         except OSError as exc:
             raise StudioError("SAVE_FAILED", f"Saving the checkpoint at step {self.step} failed: "
                               f"{exc.strerror or exc}.") from None
@@ -507,15 +509,22 @@ class Trainer:
         return transformer, text
 
     def metadata(self) -> dict:
+        """What both LoRA files say about the run: names, never local paths (studio/sharing.py)."""
         import hashlib
+
+        import yaml
+
+        from .sharing import base_identity, dataset_name, shareable_config
         cfg = self.cfg
         digest = hashlib.sha256("".join(sorted({s.digest for s in self.samples})).encode()).hexdigest()
-        return {"base_model": cfg.model.base, "base_family": self.info.family, "model_variant": self.info.family,
-                "licence": self.info.licence, "learning_rate": cfg.optimizer.lr, "seed": cfg.training.seed,
+        base = base_identity(cfg.model.base, self.info.path, self.info.family)
+        config = yaml.safe_dump(shareable_config(cfg.to_dict()), sort_keys=False, allow_unicode=True)
+        return {"base_model": base.name, "base_family": base.family, "model_variant": base.family,
+                "licence": base.licence, "learning_rate": cfg.optimizer.lr, "seed": cfg.training.seed,
                 "trigger_word": cfg.dataset.trigger_word, "rank": cfg.lora.rank, "alpha": cfg.lora.alpha,
-                "steps": self.step, "resolution": cfg.dataset.resolution,
+                "steps": self.step, "resolution": cfg.dataset.resolution, "dataset": dataset_name(cfg.dataset.path),
                 "dataset_size": len({s.image for s in self.samples}), "dataset_hash": digest,
-                "config": cfg.to_yaml(), "ss_num_train_images": len(self.samples),
+                "config": config, "ss_num_train_images": len(self.samples),
                 "ss_resolution": f"({cfg.dataset.resolution}, {cfg.dataset.resolution})",
                 "ss_learning_rate": cfg.optimizer.lr, "ss_max_train_steps": cfg.schedule.max_steps,
                 "ss_seed": cfg.training.seed, "ss_optimizer": cfg.optimizer.name}
@@ -547,9 +556,11 @@ class Trainer:
         return files
 
 
-def train(cfg: TrainConfig, run_dir: str | Path, reporter: Reporter, resume: bool = False) -> int:
-    """Run one training job to the end; returns the process exit code (see docs/architecture.md)."""
-    trainer = Trainer(cfg, Path(run_dir), reporter, resume)
+def train(cfg: TrainConfig, run_dir: str | Path, reporter: Reporter, resume: bool = False,
+          hooks: TrainHooks | None = None) -> int:
+    """Run one training job to the end; returns the process exit code (see docs/architecture.md).
+    `hooks` (studio.hooks) are called at each step, loss and checkpoint write."""
+    trainer = Trainer(cfg, Path(run_dir), reporter, resume, hooks)
     previous = {}
 
     def on_signal(signum, frame):

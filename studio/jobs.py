@@ -29,6 +29,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import yaml
 
+from studio.diagnostics import known_code
+
 STATUSES = ("queued", "running", "stopping", "succeeded", "failed", "cancelled", "interrupted")
 ACTIVE_STATUSES = ("running", "stopping")
 RESUMABLE_STATUSES = ("interrupted", "cancelled", "failed")
@@ -455,7 +457,8 @@ def _progress_from_event(kind: str, event: Mapping[str, Any]) -> dict[str, Any]:
     if kind == "checkpoint" and event.get("path"):
         return {"last_checkpoint": str(event["path"])}
     if kind == "error":
-        return {"error_code": event.get("code"), "error_message": event.get("message"), "advice": event.get("advice")}
+        return {"error_code": known_code(event.get("code")), "error_message": event.get("message"),
+                "advice": event.get("advice")}
     if kind == "done" and isinstance(event.get("files"), list):
         return {"files": json.dumps(event["files"])}
     return {}

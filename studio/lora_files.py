@@ -4,7 +4,9 @@ Two layouts describe the same trained adapter:
 
 * diffusers/peft (`<name>.safetensors`): `transformer.<module>.lora_A/B.weight`, r and alpha in
   the `lora_adapter_metadata` JSON. Written by diffusers itself so that
-  `FluxPipeline.load_lora_weights` reads it back exactly.
+  `FluxPipeline.load_lora_weights` reads it back exactly. The scale alpha/r is folded into
+  lora_B and the metadata says alpha = r, because ComfyUI and Forge ignore that metadata and
+  apply a diffusers-layout file at scale 1.0: folded, every loader gets the trained ΔW.
 * kohya/BFL (`<name>-comfyui.safetensors`): `lora_unet_<BFL module>.lora_down/up.weight` plus
   a scalar `.alpha` per module, with the q/k/v (and single-block q/k/v/mlp) projections fused
   the way the original BFL checkpoint fuses them. This is what ComfyUI and Forge load.
@@ -27,6 +29,8 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+
+from .sharing import DEMO_NAME, LICENCE_IDS
 
 KOHYA_UNET_PREFIX = "lora_unet_"
 KOHYA_CLIP_PREFIX = "lora_te1_"
@@ -196,7 +200,7 @@ def save_lora(
     """Write `<name>.safetensors` (diffusers) and `<name>-comfyui.safetensors` (kohya/BFL).
 
     `transformer_layers` / `text_encoder_layers` are `peft.get_peft_model_state_dict(...)`.
-    `metadata` keys the studio knows: base_model, model_variant ("dev"/"schnell"), trigger_word,
+    `metadata` keys the studio knows: base_model, model_variant ("dev"/"schnell"/"demo"), trigger_word,
     steps, resolution, dataset_size, dataset_hash, learning_rate, seed, config; any other key
     (and any `ss_*` / `modelspec.*` key) is passed through. Returns {"diffusers": p, "comfyui": p}.
     """
@@ -226,15 +230,18 @@ def save_lora(
 
     # Let diffusers write the diffusers file (key prefixes and adapter metadata exactly as it
     # reads them back), then add our metadata while copying it into place atomically.
+    # ComfyUI and Forge read a diffusers-layout file without its adapter metadata, at scale 1.0;
+    # so alpha/rank is folded into lora_B and the file says alpha = rank. Every loader, diffusers
+    # included (with or without the metadata), then applies ΔW = B·A = (alpha/rank)·B_trained·A.
     paths = {"diffusers": out_dir / f"{name}.safetensors"}
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{name}.") as scratch:
         FluxPipeline.save_lora_weights(
             save_directory=scratch,
-            transformer_lora_layers=transformer_layers or None,
-            text_encoder_lora_layers=text_encoder_layers or None,
+            transformer_lora_layers=_fold_scale(transformer_layers, rank, alpha) or None,
+            text_encoder_lora_layers=_fold_scale(text_encoder_layers or {}, te_rank, te_alpha) or None,
             weight_name="lora.safetensors",
-            transformer_lora_adapter_metadata=_adapter_config(unet, rank, alpha) if unet else None,
-            text_encoder_lora_adapter_metadata=_adapter_config(clip, te_rank, te_alpha) if clip else None,
+            transformer_lora_adapter_metadata=_adapter_config(unet, rank, rank) if unet else None,
+            text_encoder_lora_adapter_metadata=_adapter_config(clip, te_rank, te_rank) if clip else None,
         )
         written = Path(scratch, "lora.safetensors")
         tensors, diffusers_metadata = _load(written)
@@ -244,6 +251,13 @@ def save_lora(
         paths["comfyui"] = out_dir / f"{name}-comfyui.safetensors"
         _atomic_save(kohya_tensors, {**file_metadata, "format": "pt"}, paths["comfyui"])
     return paths
+
+
+def _fold_scale(layers: dict[str, torch.Tensor], rank: int, alpha: float) -> dict[str, torch.Tensor]:
+    """peft state dict with lora_B multiplied by alpha/rank (in float32, then back to its dtype)."""
+    scale = float(alpha) / float(rank)
+    return {key: (t.detach().float() * scale).to(t.dtype) if key.endswith(".lora_B.weight") else t
+            for key, t in layers.items()}
 
 
 def _adapter_config(pairs, rank, alpha) -> dict:
@@ -321,20 +335,26 @@ def _file_metadata(name, metadata, rank, alpha, has_text_encoder) -> dict[str, s
     if clash:
         raise LoraFileError(f"metadata key(s) {sorted(clash)} are written by diffusers and cannot be set")
     variant = str(metadata.get("model_variant") or "")
-    if variant not in ("dev", "schnell"):
+    if variant not in ("dev", "schnell", "demo"):
         variant = "schnell" if "schnell" in str(metadata.get("base_model", "")).lower() else "dev"
     out = {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str) for k, v in metadata.items()}
+    if variant == "demo":  # the studio's own random-weight model, not FLUX.1: say so to every reader
+        version, architecture, implementation = DEMO_NAME, f"{DEMO_NAME}/lora", "https://github.com/huggingface/diffusers"
+    else:
+        version, architecture = ("flux1" if variant == "dev" else "flux1-schnell"), f"flux-1-{variant}/lora"
+        implementation = "https://github.com/black-forest-labs/flux"
     derived = {
         "ss_network_module": "networks.lora_flux",
         "ss_network_dim": str(int(rank)),
         "ss_network_alpha": str(float(alpha)),
-        "ss_base_model_version": "flux1" if variant == "dev" else "flux1-schnell",
+        "ss_base_model_version": version,
         "ss_output_name": name,
         "ss_training_comment": "trained with Flux LoRA Studio",
         "ss_network_train_unet_only": str(not has_text_encoder),
         "modelspec.sai_model_spec": "1.0.0",
-        "modelspec.architecture": f"flux-1-{variant}/lora",
-        "modelspec.implementation": "https://github.com/black-forest-labs/flux",
+        "modelspec.architecture": architecture,
+        "modelspec.implementation": implementation,
+        "modelspec.license": LICENCE_IDS[variant],
         "modelspec.title": name,
         "modelspec.date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
     }

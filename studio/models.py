@@ -29,6 +29,8 @@ _NOISE = (
     ("diffusers.quantizers.torchao.torchao_quantizer", "Unable to import `torchao` Tensor objects"),  # only for
     # loading torchao-serialised checkpoints, which the studio never does
     ("torch.utils._pytree", "register_constant()"),  # a torch deprecation hit by torchao's import
+    ("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward"),  # an optional CPU kernel
+    # package, looked for on AVX512-BF16 CPUs; the studio computes 4-bit layers without it
 )
 
 
@@ -124,6 +126,43 @@ def inspect_model(base: str, revision: str = "", data_dir: str | Path | None = N
                      latent_channels=vae.get("latent_channels", 16))
 
 
+def quantisation_packages(cfg) -> set[str]:
+    """The quantisation packages a TrainConfig's settings use."""
+    used = set()
+    if cfg.memory.base_precision in ("int8", "nf4") or cfg.optimizer.name == "adamw8bit":
+        used.add("bitsandbytes")
+    if cfg.memory.base_precision == "fp8":
+        used.add("torchao")
+    return used
+
+
+def hide_unused_quantisation_packages(cfg) -> list[str]:
+    """Make the quantisation packages this run does not use look absent to the libraries.
+
+    diffusers, transformers and peft import bitsandbytes and torchao whenever they are installed
+    (to offer their quantisers), which costs seconds and fills train.log with their start-up
+    messages (bitsandbytes: "Failed to load CPU gemm_4bit_forward" on AVX512-BF16 CPUs) in runs
+    that quantise nothing. A module set to None in sys.modules is what the import system reports
+    as missing, so the libraries take their "not installed" path. Call it in a training process
+    before those libraries are imported: they decide once, at import; an imported package stays.
+    """
+    import sys
+
+    hidden = []
+    for name in ("bitsandbytes", "torchao"):
+        if name not in quantisation_packages(cfg) and name not in sys.modules:
+            sys.modules[name] = None
+            hidden.append(name)
+    return hidden
+
+
+def require_file(path: str, setting: str) -> None:
+    """ModelError unless `path` (when given) is a file."""
+    if path and not Path(path).is_file():
+        what = "is a folder, not a file" if Path(path).is_dir() else "does not exist"
+        raise ModelError(f"{setting}: {path} {what}.")
+
+
 def require_package(module: str, setting: str) -> None:
     """Raise PACKAGE_MISSING, naming the setting that needs `module`, when it cannot be imported."""
     import importlib
@@ -174,8 +213,7 @@ def load_pipeline(info: ModelInfo, transformer_file: str = "", dtype=None, revis
     quant = quantization_config(base_precision)
     try:
         if transformer_file:
-            if not Path(transformer_file).is_file():
-                raise ModelError(f"model.transformer_file: {transformer_file} does not exist.")
+            require_file(transformer_file, "model.transformer_file")
             kwargs["transformer"] = FluxTransformer2DModel.from_single_file(
                 transformer_file, config=info.path, subfolder="transformer", torch_dtype=dtype,
                 **({"quantization_config": quant} if quant else {}))
@@ -183,12 +221,33 @@ def load_pipeline(info: ModelInfo, transformer_file: str = "", dtype=None, revis
             kwargs["transformer"] = FluxTransformer2DModel.from_pretrained(
                 info.path, subfolder="transformer", quantization_config=quant, torch_dtype=dtype,
                 **({"revision": revision} if revision else {}))
-        return FluxPipeline.from_pretrained(info.path, **kwargs)
+        pipe = FluxPipeline.from_pretrained(info.path, **kwargs)
     except ModelError:
         raise
     except (OSError, ValueError, EnvironmentError) as exc:
         raise ModelError(f"Cannot load the base model from {info.path}: {exc}. Check that every "
                          "component folder is complete (see the README's troubleshooting).") from None
+    if base_precision == "nf4":
+        keep_4bit_layers_on_training_kernels(pipe.transformer)
+    return pipe
+
+
+def keep_4bit_layers_on_training_kernels(model) -> None:
+    """Stop bitsandbytes from repacking NF4 weights for its AVX512-BF16 CPU inference kernel.
+
+    On a CPU with AVX512-BF16, `Linear4bit.forward` in eval mode without grad (our sampling pass)
+    converts the layer's weights in place to a packed layout. That conversion fails on layers
+    narrower than the quantisation block (the demo model's), and where it succeeds the layer stays
+    packed: the training forward that follows then runs the inference kernel, which has no
+    autograd formula (PyTorch warns of silently wrong gradients). Keeping every layer on the dequantising kernels makes samples use the same kernels
+    as the training steps on every CPU. The flag is read only for CPU tensors, so a GPU run is
+    unchanged.
+    """
+    from bitsandbytes.nn import Linear4bit
+
+    for module in model.modules():
+        if isinstance(module, Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 def _quiet_loading() -> None:

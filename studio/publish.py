@@ -26,6 +26,8 @@ from pathlib import Path
 
 import yaml
 
+from studio.sharing import DEMO_NAME, shareable_config
+
 log = logging.getLogger(__name__)
 
 # progress(done, total, message): called before each stage and once at the end.
@@ -110,8 +112,11 @@ def _samples(run: Path) -> list[dict]:
     return out
 
 
-def _base_model(metadata: dict[str, str], family: str) -> str:
-    """A Hub id for `base_model:`: the trained base if it is a Hub id, else the BFL model of its family."""
+def _base_model(metadata: dict[str, str], family: str) -> str | None:
+    """A Hub id for `base_model:`: the trained base if it is a Hub id, else the BFL model of its
+    family; None for the studio's demo model, which is not on the Hub."""
+    if family == "demo":
+        return None
     base = metadata.get("base_model", "")
     is_hub_id = (REPO_ID_PATTERN.fullmatch(base) and "/" in base and not base.startswith((".", "/", "~"))
                  and not Path(base).exists())
@@ -120,9 +125,16 @@ def _base_model(metadata: dict[str, str], family: str) -> str:
 
 def _family(metadata: dict[str, str]) -> str:
     family = metadata.get("base_family", "")
-    if family in BFL_BASES:
+    if family in BFL_BASES or family == "demo":
         return family
+    if metadata.get("base_model") == DEMO_NAME:
+        return "demo"
     return "schnell" if "schnell" in metadata.get("base_model", "").lower() else "dev"
+
+
+def shareable_config_text(run: Path) -> str:
+    """The run's config.yaml as it may leave this computer: names instead of local paths, no token."""
+    return redact(yaml.safe_dump(shareable_config(_read_config(run)), sort_keys=False, allow_unicode=True))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,12 +157,13 @@ def model_card(run_dir, repo_id: str | None = None) -> str:
         last[s["index"]] = s
     widget = [{"text": s["prompt"] or trigger, "output": {"url": s["path"]}} for _, s in sorted(last.items())]
 
-    front: dict = {"base_model": base}
+    front: dict = {"base_model": base} if base else {}
     if family == "dev":
         front.update(license="other", license_name=DEV_LICENCE_NAME, license_link=DEV_LICENCE_LINK)
     else:
         front["license"] = "apache-2.0"
-    front.update(tags=list(TAGS), library_name="diffusers", pipeline_tag="text-to-image")
+    front.update(tags=list(TAGS) if family != "demo" else [t for t in TAGS if t != "flux"],
+                 library_name="diffusers", pipeline_tag="text-to-image")
     if trigger:
         front["instance_prompt"] = trigger
     if widget:
@@ -160,22 +173,35 @@ def model_card(run_dir, repo_id: str | None = None) -> str:
     repo = repo_id or "<username>/<repo>"
     title = repo.split("/")[-1]
     prompt = json.dumps(widget[0]["text"] if widget else f"a photo of {trigger}", ensure_ascii=False)
-    steps, guidance = ("4", "0.0") if family == "schnell" else ("28", "3.5")
+    steps, guidance = ("28", "3.5") if family == "dev" else ("4", "0.0")
+    images = metadata.get("dataset_size", "?")
+    if family == "demo":
+        what = (f"A LoRA for Flux LoRA Studio's built-in demo model ({DEMO_NAME}), trained on {images} images. "
+                "The demo model has random weights in the FLUX.1 architecture and is not FLUX.1: it exists to try "
+                "the studio, makes noise rather than pictures, and this LoRA does nothing useful on FLUX.1.")
+        load = ["# the demo model: python -m studio tiny-model demo-model",
+                'pipe = FluxPipeline.from_pretrained("demo-model")']
+        base_name = "the demo model"
+    else:
+        what = f"A FLUX.1 [{family}] LoRA trained with Flux LoRA Studio on {images} images."
+        load = [f'pipe = FluxPipeline.from_pretrained("{base}", dtype=torch.bfloat16).to("cuda")']
+        base_name = f"the FLUX.1 [{family}] model"
     body = [
         f"# {title}", "",
-        f"A FLUX.1 [{family}] LoRA trained with Flux LoRA Studio on {metadata.get('dataset_size', '?')} images.", "",
+        what, "",
         "## Trigger word", "",
         f"Use `{trigger}` in the prompt to activate the LoRA." if trigger else "This LoRA has no trigger word.", "",
         "## Use it with diffusers", "",
         "```python", "import torch", "from diffusers import FluxPipeline", "",
-        f'pipe = FluxPipeline.from_pretrained("{base}", dtype=torch.bfloat16).to("cuda")',
+        *load,
         f'pipe.load_lora_weights("{repo}", weight_name="{lora.name}")',
         f'image = pipe({prompt}, num_inference_steps={steps}, guidance_scale={guidance}).images[0]',
         'image.save("out.png")', "```", "",
         "## Use it in ComfyUI (or Forge)", "",
         f"Download [`{comfy.name}`]({comfy.name}) (kohya/BFL layout) into `ComfyUI/models/loras/` and load it "
-        f"with a *LoraLoaderModelOnly* node after the FLUX.1 [{family}] model. `{lora.name}` is the "
-        "diffusers/peft layout of the same weights.", "",
+        f"with a *LoraLoaderModelOnly* node after {base_name}. `{lora.name}` is the "
+        "diffusers/peft layout of the same weights (its alpha/rank scale is folded into the weights, so it "
+        "gives the same effect in any loader).", "",
         "## Training settings", "",
         *_settings_table(config, metadata), "",
         "The full resolved configuration is in [`config.yaml`](config.yaml).", "",
@@ -189,8 +215,9 @@ def _settings_table(config: dict, metadata: dict[str, str]) -> list[str]:
     def get(section: str, key: str):
         return (config.get(section) or {}).get(key, "")
 
+    family = _family(metadata)
     rows = [
-        ("Base model", _base_model(metadata, _family(metadata))),
+        ("Base model", _base_model(metadata, family) or f"{DEMO_NAME} (Flux LoRA Studio's demo model)"),
         ("Steps", metadata.get("steps") or get("schedule", "max_steps")),
         ("LoRA rank / alpha", f"{get('lora', 'rank')} / {get('lora', 'alpha')}"),
         ("LoRA targets", get("lora", "targets")),
@@ -210,6 +237,9 @@ def _settings_table(config: dict, metadata: dict[str, str]) -> list[str]:
 
 
 def _licence_paragraph(family: str) -> str:
+    if family == "demo":
+        return (f"This LoRA was trained on Flux LoRA Studio's own demo model ({DEMO_NAME}), not on FLUX.1. "
+                "The demo model is part of the studio and, like it, released under Apache-2.0; so is this LoRA.")
     if family == "dev":
         return ("This LoRA was trained on FLUX.1 [dev] and is covered by the "
                 f"[FLUX.1 [dev] Non-Commercial License]({DEV_LICENCE_LINK}): it and the images it makes may be "
@@ -226,7 +256,8 @@ def publish_run(run_dir, repo_id: str, token: str | None = None, private: bool =
                 endpoint: str | None = None, progress: Progress | None = None, timeout: float = 10.0) -> str:
     """Upload a finished run to the model repo `repo_id` (created if missing); returns its URL.
 
-    One commit: both LoRA files, config.yaml, samples/*.png and README.md (`model_card`).
+    One commit: both LoRA files, config.yaml (with names instead of local paths), samples/*.png
+    and README.md (`model_card`).
     `timeout` bounds the connectivity/credentials check made before anything is uploaded.
     """
     run = Path(run_dir)
@@ -252,7 +283,7 @@ def publish_run(run_dir, repo_id: str, token: str | None = None, private: bool =
         repo_id = f"{user}/{repo_id}"
 
     card = model_card(run, repo_id=repo_id)
-    config_bytes = redact((run / "config.yaml").read_text(encoding="utf-8")).encode()
+    config_bytes = shareable_config_text(run).encode()
     files = [(lora.name, lora), (comfy.name, comfy), ("config.yaml", config_bytes), ("README.md", card.encode())]
     files += [(s["path"], run / s["path"]) for s in _samples(run)]
     log.info("publishing %s (%d files) to %s", run.name, len(files), repo_id)

@@ -6,7 +6,8 @@
   may start. A Space's local disk is ephemeral but real; storage buckets and other network
   mounts (FUSE, NFS, CIFS, 9p) have no file locking and lose writes on a crash, which SQLite in
   WAL mode cannot survive, so the data folder must never be on one (`check_local_disk`).
-- A public Space is reachable by anyone: without `STUDIO_AUTH` ("user:password[,user:password]")
+- A public Space is reachable by anyone: without `STUDIO_AUTH` ("user:password[,user:password]",
+  studio/login.py)
   the app must not start training (`SpaceSettings.training_allowed` is False). A Space cannot
   see its own visibility, so the owner of a private Space opts out with STUDIO_PRIVATE_SPACE=1.
 
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from studio.login import parse_auth  # the one STUDIO_AUTH grammar (app.py reads it the same way)
 
 REPO = Path(__file__).resolve().parent.parent
 SPACE_DATA_DIR = Path("/tmp/studio_data")
@@ -119,21 +122,6 @@ def check_local_disk(path, mounts_file: str = "/proc/mounts") -> str | None:
 
 # ---------------------------------------------------------------------------------------------
 # Space settings
-
-
-def parse_auth(value: str | None) -> list[tuple[str, str]]:
-    """STUDIO_AUTH "user:password[,user2:password2]" as Gradio's launch(auth=[...]); bad entries raise."""
-    pairs = []
-    for item in (value or "").split(","):
-        item = item.strip()
-        if not item:
-            continue
-        user, sep, password = item.partition(":")
-        if not sep or not user or not password:
-            # Never echo the value: it holds a password.
-            raise ValueError("STUDIO_AUTH must be 'user:password' (several separated by commas)")
-        pairs.append((user, password))
-    return pairs
 
 
 @dataclass

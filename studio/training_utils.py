@@ -9,6 +9,7 @@ import math
 import os
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -179,9 +180,12 @@ def _fsync_tree(folder: Path) -> None:
 
 
 def write_checkpoint(checkpoints: Path, step: int, lora_state: dict, train_state: dict,
-                     keep_last: int, fault: str = "") -> Path:
+                     keep_last: int, before_commit: Callable[[Path], None] | None = None,
+                     config_yaml: str = "") -> Path:
     """Write into a temp folder on the same filesystem, then rename: a crash or a full disk
-    leaves the previous checkpoint untouched. Old checkpoints are pruned only afterwards."""
+    leaves the previous checkpoint untouched. Old checkpoints are pruned only afterwards.
+    `before_commit(temp_folder)` runs when every file is written; if it raises, nothing is kept.
+    `config_yaml`, the settings the state was trained with, is kept beside it (studio.resume)."""
     from safetensors.torch import save_file
 
     checkpoints.mkdir(parents=True, exist_ok=True)
@@ -191,11 +195,13 @@ def write_checkpoint(checkpoints: Path, step: int, lora_state: dict, train_state
     tmp.mkdir()
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in lora_state.items()}, str(tmp / "lora.safetensors"))
-        if fault == "save_error":
-            raise OSError(28, "No space left on device (injected)")
         torch.save(train_state, tmp / "state.pt")
+        if config_yaml:
+            (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
         (tmp / "meta.json").write_text(json.dumps({"step": step, "complete": True}))
         _fsync_tree(tmp)
+        if before_commit is not None:
+            before_commit(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 import yaml
 
+from studio.diagnostics import CATALOGUE, known_code
 from studio.jobs import JobStore, next_lower_tier, redact
 
 DEFAULT_CANCEL_TIMEOUT = 60.0
@@ -133,25 +134,12 @@ def _log_tail(run_dir: Path) -> str:
 
 def validate_lora(path: Path) -> str | None:
     """None if `path` is a valid LoRA file, else what is wrong with it."""
+    from studio.lora_files import validate_lora_file  # imports torch: only once a run has ended
+
     if not path.is_file():
         return f"{path.name} is missing"
     try:
-        from studio.lora_files import validate_lora_file
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("studio.lora_files",):
-            raise
-        validate_lora_file = None
-    try:
-        if validate_lora_file is not None:
-            result = validate_lora_file(path)
-            if result is False or getattr(result, "ok", True) is False:
-                return f"{path.name} failed validation"
-            return None
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="numpy") as handle:
-            if not any("lora" in key.lower() for key in handle.keys()):
-                return f"{path.name} contains no LoRA weights (no key with 'lora')"
+        validate_lora_file(path)  # raises on anything a loader would refuse
     except Exception as exc:  # any parse error means the file is unusable
         return f"{path.name} is not a valid LoRA file: {exc}"
     return None
@@ -283,7 +271,7 @@ class Worker:
                 reason = "its process was stopped" if orphan_alive else "its process was gone"
                 self.store.finish(
                     job["id"], "interrupted",
-                    error_code="worker_restarted",
+                    error_code="WORKER_RESTARTED",
                     error_message=f"the worker restarted and {reason}{where}",
                     advice="resume the job to continue from its last checkpoint" if job["last_checkpoint"] else None,
                 )
@@ -340,8 +328,9 @@ class Worker:
                     stderr=subprocess.STDOUT, env=self.child_env(), start_new_session=True,
                 )
         except Exception as exc:
-            self.store.finish(job_id, "failed", error_code="spawn_failed",
-                              error_message=f"could not start training: {exc}")
+            self.store.finish(job_id, "failed", error_code="SPAWN_FAILED",
+                              error_message=f"could not start training: {exc}",
+                              advice=CATALOGUE["SPAWN_FAILED"].advice)
             log(f"job {job_id} failed to start: {exc}")
             return
         self._child, self._child_terminated_at = child, None
@@ -413,7 +402,7 @@ class Worker:
             try:
                 event = json.loads(line)
             except ValueError:
-                event = {"type": "warning", "code": "bad_metrics_line",
+                event = {"type": "warning", "code": "BAD_METRICS_LINE",
                          "message": f"unreadable metrics line: {line[:200].decode('utf-8', 'replace')}"}
             if isinstance(event, dict):
                 events.append(event)
@@ -439,12 +428,12 @@ class Worker:
                 files = [str(f) for f in (done or {}).get("files", [])] or _top_level_loras(run_dir)
                 finish(job_id, "succeeded", exit_code=code, files=files)
             else:
-                finish(job_id, "failed", exit_code=code, error_code="invalid_output",
+                finish(job_id, "failed", exit_code=code, error_code="INVALID_OUTPUT",
                        error_message=f"training exited normally but {problem}",
-                       advice="check train.log; the run must be repeated")
+                       advice=CATALOGUE["INVALID_OUTPUT"].advice)
         elif self._child_terminated_at is not None and not job["cancel_requested"]:
             how = "was killed after the grace period" if forced else "stopped"
-            finish(job_id, "interrupted", exit_code=code, error_code="worker_shutdown",
+            finish(job_id, "interrupted", exit_code=code, error_code="WORKER_SHUTDOWN",
                    error_message=f"the worker was shutting down and the training process {how}.{checkpoint}",
                    advice="resume the job to continue from its last checkpoint")
         elif job["cancel_requested"]:
@@ -453,26 +442,30 @@ class Worker:
         elif code == EXIT_CANCELLED:
             finish(job_id, "cancelled", exit_code=code, error_message="cancelled." + checkpoint)
         elif code == EXIT_INTERRUPTED:
-            finish(job_id, "interrupted", exit_code=code, error_code="interrupted",
+            finish(job_id, "interrupted", exit_code=code, error_code="INTERRUPTED",
                    error_message="training was interrupted by a signal." + checkpoint,
                    advice="resume the job to continue from its last checkpoint")
         elif code == EXIT_OOM:
             self._record_oom(job, failure_message("out of GPU memory"))
         elif code in (EXIT_FAILED, EXIT_BAD_CONFIG):
             default = "training failed" if code == EXIT_FAILED else "invalid config or command line"
+            # Without an error event: a crash before the engine could report (INTERNAL), or a
+            # command line / config refused before training (CONFIG_INVALID).
+            fallback = "INTERNAL" if code == EXIT_FAILED else "CONFIG_INVALID"
             finish(job_id, "failed", exit_code=code,
-                   error_code=str(last_error.get("code")) if last_error and last_error.get("code") else f"exit_{code}",
+                   error_code=known_code((last_error or {}).get("code") or fallback),
                    error_message=failure_message(default),
-                   advice=(last_error or {}).get("advice"))
+                   advice=(last_error or {}).get("advice") or CATALOGUE[fallback].advice)
         elif code < 0:
             name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
             hint = " (the system may have run out of RAM)" if -code == signal.SIGKILL else ""
-            finish(job_id, "failed", exit_code=code, error_code="killed",
+            finish(job_id, "failed", exit_code=code, error_code="KILLED",
                    error_message=f"the training process was killed by {name}{hint}.{checkpoint}",
-                   advice="resume the job to continue from its last checkpoint" if checkpoint else None)
+                   advice=CATALOGUE["KILLED"].advice)
         else:
-            finish(job_id, "failed", exit_code=code, error_code=f"exit_{code}",
-                   error_message=failure_message(f"training exited with unexpected code {code}"))
+            finish(job_id, "failed", exit_code=code, error_code="PROCESS_EXITED",
+                   error_message=failure_message(f"training exited with unexpected code {code}"),
+                   advice=CATALOGUE["PROCESS_EXITED"].advice)
 
     def _record_oom(self, job: dict[str, Any], message: str) -> None:
         config = job["config"]
@@ -483,7 +476,7 @@ class Worker:
         else:
             advice = (f"Out of GPU memory at memory tier '{tier}', and there is no lower tier. "
                       "Lower the resolution, batch size or LoRA rank, or use a larger GPU.")
-        self.store.finish(job["id"], "failed", exit_code=EXIT_OOM, error_code="oom",
+        self.store.finish(job["id"], "failed", exit_code=EXIT_OOM, error_code="OUT_OF_MEMORY",
                           error_message=message, advice=advice)
         if lower and _get(config, "memory.auto_retry_lower_tier") is True:
             retry_config = json.loads(json.dumps(config))
@@ -544,6 +537,9 @@ def add_worker_command(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+UI_FIRST_NICENESS = 10
+
+
 def ensure_worker(data_dir: str | os.PathLike[str]) -> subprocess.Popen | None:
     """Start a background worker for `data_dir` unless one already holds its lock."""
     data_dir = Path(data_dir).resolve()
@@ -557,10 +553,17 @@ def ensure_worker(data_dir: str | os.PathLike[str]) -> subprocess.Popen | None:
     package_root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     with open(data_dir / "worker.log", "ab") as worker_log:
-        return subprocess.Popen(
+        child = subprocess.Popen(
             [sys.executable, "-m", "studio.worker", "--data-dir", str(data_dir)],
             stdin=subprocess.DEVNULL, stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
         )
+    # Training shares the machine with the page: at a lower CPU priority (inherited by the jobs it
+    # starts) it yields to the UI's short bursts of work and loses almost nothing itself.
+    try:
+        os.setpriority(os.PRIO_PROCESS, child.pid, UI_FIRST_NICENESS)
+    except OSError:
+        pass
+    return child
 
 
 if __name__ == "__main__":

@@ -151,3 +151,72 @@ def test_bf16_flux_does_not_fit_a_24_gb_card():
     assert bf16 > 22 and dict(TIER_MIN_GIB)["24gb"] > bf16 + 2 > 24  # 24 GB cards: total 23.99 GiB
     assert dict(TIER_MIN_GIB)["16gb"] > linear / 2**30 + 2  # int8 weights plus headroom
     assert dict(TIER_MIN_GIB)["12gb"] > nf4 + 4
+
+
+# --------------------------------------------------------------------------- reading a config file
+
+
+def test_a_key_given_twice_is_refused_naming_it_and_both_lines(tmp_path):
+    """PyYAML keeps the last of two equal keys: rank 64 would train, or dataset.path would vanish."""
+    path = tmp_path / "my.yaml"
+    path.write_text("lora:\n  rank: 8\ndataset:\n  path: /data/cats\nlora:\n  rank: 64\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        TrainConfig.load(path)
+    assert err.value.problems == [f"{path}: 'lora' is given twice, at line 1 and line 5; keep one "
+                                  "(only one of them would be used)."]
+    with pytest.raises(ConfigError, match=r"'dataset\.trigger_word' is given twice, at line 2 and line 4"):
+        TrainConfig.from_yaml("dataset:\n  trigger_word: ohwx\n  path: /x\n  trigger_word: sks\n")
+    # Equal keys in different sections, list items and aliases are fine.
+    cfg = TrainConfig.from_yaml("lora: {rank: 8}\nsample:\n  prompts: [a, b]\n  every: 0\n"
+                                "save: &s {every: 5}\nlog: {every: 2}\n")
+    assert cfg.lora.rank == 8 and cfg.save.every == 5 and cfg.log.every == 2
+
+
+def test_a_folder_given_as_the_config_is_named_a_folder(tmp_path):
+    from studio.config import read_text
+
+    with pytest.raises(ConfigError, match="this is a folder, not a config file; give the path of a YAML file"):
+        read_text(tmp_path)
+
+
+@pytest.mark.parametrize("where", ["argument", "config"])
+def test_an_unknown_tier_names_the_valid_tiers(where):
+    with pytest.raises(ConfigError) as err:
+        if where == "argument":
+            resolve({}, tier="99gb")  # python -m studio train --tier 99gb
+        else:
+            resolve({"memory": {"tier": "99gb"}})
+    assert err.value.problems == ["memory tier '99gb' not found. Valid memory tiers: 24gb, 16gb, 12gb, 8gb, cpu "
+                                  "(or auto: chosen from the detected GPU)."]
+
+
+# --------------------------------------------------------------------------- warm-up
+
+
+@pytest.mark.parametrize("preset", list_presets())
+@pytest.mark.parametrize("steps", [1, 10, 20, 50])
+def test_a_warmup_the_user_did_not_set_fits_a_short_run(preset, steps):
+    """Every preset with 50 or fewer steps trains: its warm-up becomes a tenth of the run, and the
+    resolved config says so beside the value."""
+    cfg = resolve({}, preset=preset, tier="cpu", overrides=[f"schedule.max_steps={steps}"])
+    assert validate(cfg) == []
+    preset_warmup = load_preset(preset).config["schedule"]["warmup_steps"]
+    if preset_warmup >= steps:
+        assert cfg.schedule.warmup_steps == steps // 10
+        line = next(line for line in cfg.to_yaml().splitlines() if "warmup_steps" in line)
+        assert line == (f"  warmup_steps: {steps // 10}  # fitted to {steps} steps (a tenth of the run): "
+                        f"the {preset} preset's {preset_warmup} would not fit")
+        assert TrainConfig.from_yaml(cfg.to_yaml()) == cfg  # the note is a comment
+    else:
+        assert cfg.schedule.warmup_steps == preset_warmup and not cfg.notes
+
+
+def test_a_warmup_the_user_set_is_theirs_to_fix():
+    for user, overrides in (({"schedule": {"warmup_steps": 50}}, ["schedule.max_steps=50"]),
+                            ({}, ["schedule.max_steps=50", "schedule.warmup_steps=50"])):
+        cfg = resolve(user, preset="style", tier="cpu", overrides=overrides)
+        assert cfg.schedule.warmup_steps == 50 and not cfg.notes
+        assert validate(cfg) == ["schedule.warmup_steps (50) must be below schedule.max_steps (50)."]
+    # Without a preset, the default warm-up (20) is fitted the same way.
+    cfg = resolve({"schedule": {"max_steps": 15}}, tier="cpu")
+    assert cfg.schedule.warmup_steps == 1 and "the default 20 would not fit" in cfg.notes["schedule.warmup_steps"]

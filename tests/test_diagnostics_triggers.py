@@ -23,6 +23,7 @@ import torch
 import yaml
 
 from conftest import Events, make_images, tiny_config
+from faulty_trainer import FaultHooks
 from studio.config import resolve
 from studio.diagnostics import CATALOGUE
 from studio.events import EXIT_CONFIG, EXIT_FAILED, EXIT_OOM, Broadcast, ConsoleReporter
@@ -33,11 +34,11 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.engine
 
 
-def run(cfg_dict, run_dir, tier="cpu"):
+def run(cfg_dict, run_dir, tier="cpu", fault=""):
     """The engine as the CLI drives it: events to a listener and to the console printer."""
     events, console = Events(), io.StringIO()
     cfg = resolve(cfg_dict, tier=tier) if isinstance(cfg_dict, dict) else cfg_dict
-    code = train(cfg, run_dir, Broadcast(events, ConsoleReporter(console)))
+    code = train(cfg, run_dir, Broadcast(events, ConsoleReporter(console)), hooks=FaultHooks(fault))
     return code, events, console.getvalue()
 
 
@@ -80,11 +81,10 @@ def test_rank_too_large_from_the_cli(tiny_model, images, tmp_path, studio_data):
     assert events[-1]["type"] == "done" and events[-1]["status"] == "failed"
 
 
-def test_nan_loss_message_names_the_step_and_learning_rate(tiny_model, images, tmp_path, studio_data, monkeypatch):
-    monkeypatch.setenv("STUDIO_FAULT", "nan@0")
+def test_nan_loss_message_names_the_step_and_learning_rate(tiny_model, images, tmp_path, studio_data):
     code, events, console = run(quick(tiny_model, images, tmp_path, schedule={"max_steps": 3, "warmup_steps": 0,
                                                                           "scheduler": "constant"}),
-                                tmp_path / "run")
+                                tmp_path / "run", fault="nan@0")
     assert code == EXIT_FAILED and not events.of("step")
     error = events.of("error")[0]
     assert "The loss became nan at step 1 (learning rate" in error["message"]
@@ -108,11 +108,9 @@ def test_prompt_longer_than_t5_limit_warns(tiny_model, tmp_path, studio_data):
     assert not [w for w in events.of("warning") if w["code"] == "PROMPT_TRUNCATED"]
 
 
-def test_out_of_memory_at_the_lowest_tier_advises_smaller_settings(tiny_model, images, tmp_path, studio_data,
-                                                                   monkeypatch):
-    monkeypatch.setenv("STUDIO_FAULT", "oom@1")
+def test_out_of_memory_at_the_lowest_tier_advises_smaller_settings(tiny_model, images, tmp_path, studio_data):
     code, events, console = run(quick(tiny_model, images, tmp_path, schedule={"max_steps": 3, "warmup_steps": 0}),
-                                tmp_path / "run")
+                                tmp_path / "run", fault="oom@1")
     assert code == EXIT_OOM
     error = events.of("error")[0]
     assert error["next_tier"] is None

@@ -17,6 +17,9 @@ def test_readme_commands_exist():
 def test_troubleshooting_covers_every_code():
     for code, diagnosis in CATALOGUE.items():
         assert f"| `{code}` | {diagnosis.title} | {diagnosis.advice} |" in README, code
+    # and nothing else: the table is the catalogue, row for row, in its order
+    rows = [line for line in README.splitlines() if line.startswith("| `") and line.split("`")[1].isupper()]
+    assert rows == [f"| `{c}` | {d.title} | {d.advice} |" for c, d in CATALOGUE.items()]
 
 
 def test_catalogue_behaviour():

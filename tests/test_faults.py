@@ -1,12 +1,13 @@
 """Faults with the real worker and the real engine on the tiny model (HARDENING_NOTES §3, §5).
 
 NaN loss, a full disk during a checkpoint, out of memory, and a bounded loop of kill -9 of
-the worker or the training child. Faults are injected through the engine's STUDIO_FAULT hook,
-which the child inherits from the worker's environment.
+the worker or the training child. Faults are injected through the engine's hooks: the worker
+runs tests/faulty_trainer.py, which reads each run's fault from a file when the run starts.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import faulty_trainer
 from conftest import make_images, tiny_config
 from studio.config import resolve
 from studio.jobs import JobStore
@@ -32,8 +34,9 @@ pytestmark = pytest.mark.engine
 FINAL = ("succeeded", "failed", "cancelled", "interrupted")
 
 
-def job_config(model: Path, images: Path, tmp: Path, **sections) -> dict:
+def job_config(model: Path, images: Path, tmp: Path, run_name: str = "test-lora", **sections) -> dict:
     sections.setdefault("sample", {})
+    sections["save"] = {"run_name": run_name, **sections.get("save", {})}
     sections["sample"] = {"prompts": [], "every": 0, "at_start": False, **sections["sample"]}
     return resolve(tiny_config(model, images, tmp / "unused-out", **sections), tier="cpu").to_dict()
 
@@ -58,21 +61,38 @@ def wait_for(predicate, timeout: float, what: str):
 def setup(tmp_path, tiny_model, monkeypatch):
     data = tmp_path / "data"
     monkeypatch.setenv("STUDIO_DATA", str(data))
-    monkeypatch.delenv("STUDIO_FAULT", raising=False)
     images = make_images(tmp_path / "images", count=2)
     return data, images, tmp_path, tiny_model
 
 
-def test_nan_then_disk_full_then_resume(setup, monkeypatch):
+def test_fault_injection_lives_in_the_tests_not_in_studio():
+    """The engine takes faults only through its hooks: no environment switch, no fault argument."""
+    import inspect
+
+    from studio import training_utils, worker
+
+    for path in (ROOT / "studio").rglob("*.py"):
+        assert "STUDIO_FAULT" not in path.read_text(encoding="utf-8"), path
+    assert "fault" not in inspect.signature(training_utils.write_checkpoint).parameters
+    assert "ModuleNotFoundError" not in inspect.getsource(worker.validate_lora)  # lora_files is always there
+
+
+def set_faults(path: Path, **faults: str) -> None:
+    """Faults by run name, for runs that start from now on (tests/faulty_trainer.py)."""
+    path.write_text(json.dumps(faults))
+
+
+def test_nan_then_disk_full_then_resume(setup):
     """NaN from step 3: failed with NAN_LOSS and advice, only finite checkpoints on disk.
     Resumed with the disk 'full': SAVE_FAILED, the step-2 checkpoint intact. Resumed again: done."""
     data, images, tmp, model = setup
     store = JobStore(data)
-    job_id = store.create_job("faulty", job_config(model, images, tmp, schedule={"max_steps": 6},
+    job_id = store.create_job("faulty", job_config(model, images, tmp, "faulty", schedule={"max_steps": 6},
                                                    save={"every": 1, "keep_last": 50}))
-    worker = Worker(data, poll_interval=0.1)
+    faults = tmp / "faults.json"
+    worker = Worker(data, faulty_trainer.command(faults), poll_interval=0.1)
 
-    monkeypatch.setenv("STUDIO_FAULT", "nan@2")  # the loss is NaN from the third step on
+    set_faults(faults, faulty="nan@2")  # the loss is NaN from the third step on
     worker.run_once()
     job = store.get_job(job_id)
     run_dir = Path(job["run_dir"])
@@ -86,7 +106,7 @@ def test_nan_then_disk_full_then_resume(setup, monkeypatch):
     shown = runs.job_view(data, job_id)["status"]
     assert job["error_message"] in shown and job["advice"] in shown
 
-    monkeypatch.setenv("STUDIO_FAULT", "save_error")  # ENOSPC on every checkpoint write
+    set_faults(faults, faulty="save_error")  # ENOSPC on every checkpoint write
     store.resume(job_id)
     worker.run_once()
     job = store.get_job(job_id)
@@ -98,7 +118,7 @@ def test_nan_then_disk_full_then_resume(setup, monkeypatch):
     finite_checkpoint(run_dir / "checkpoints" / "step000002")
     assert job["last_checkpoint"] == "checkpoints/step000002"
 
-    monkeypatch.delenv("STUDIO_FAULT")
+    set_faults(faults)
     store.resume(job_id)
     worker.run_once()
     job = store.get_job(job_id)
@@ -109,28 +129,26 @@ def test_nan_then_disk_full_then_resume(setup, monkeypatch):
         validate_lora_file(run_dir / name)
 
 
-def test_oom_fails_with_tier_advice_and_the_worker_runs_the_next_job(setup, monkeypatch):
+def test_oom_fails_with_tier_advice_and_the_worker_runs_the_next_job(setup):
     data, images, tmp, model = setup
     store = JobStore(data)
-    big = job_config(model, images, tmp, schedule={"max_steps": 3})
+    big = job_config(model, images, tmp, "too-big", schedule={"max_steps": 3})
     big["memory"].update(tier="16gb", device="cpu")  # the advice depends on the tier the job ran at
     oom = store.create_job("too big", big)
-    nxt = store.create_job("next", job_config(model, images, tmp, schedule={"max_steps": 2}))
-    worker = Worker(data, poll_interval=0.1)
-    monkeypatch.setenv("STUDIO_FAULT", "oom@1")
+    nxt = store.create_job("next", job_config(model, images, tmp, "next", schedule={"max_steps": 2}))
+    faults = tmp / "faults.json"
+    set_faults(faults, **{"too-big": "oom@1"})  # the next job, run by the same worker, has no fault
+    worker = Worker(data, faulty_trainer.command(faults), poll_interval=0.1)
     thread = threading.Thread(target=worker.run_forever, daemon=True)
     thread.start()
     try:
-        # Only the first child inherits the fault: clear it once that child exists.
-        wait_for(lambda: store.get_job(oom)["pid"] or store.get_job(oom)["status"] in FINAL, 120, "the OOM job to start")
-        monkeypatch.delenv("STUDIO_FAULT")
         wait_for(lambda: store.get_job(nxt)["status"] in FINAL, 240, "the next job to finish")
         assert thread.is_alive(), "the worker died with the OOM"
     finally:
         worker.stop()
         thread.join(30)
     job = store.get_job(oom)
-    assert job["status"] == "failed" and job["exit_code"] == 5 and job["error_code"] == "oom"
+    assert job["status"] == "failed" and job["exit_code"] == 5 and job["error_code"] == "OUT_OF_MEMORY"
     assert "Out of GPU memory" in job["error_message"] and "'12gb'" in job["advice"]
     shown = runs.job_view(data, oom)["status"]
     assert "12gb" in shown
@@ -146,7 +164,6 @@ def test_oom_fails_with_tier_advice_and_the_worker_runs_the_next_job(setup, monk
 class WorkerProcess:
     def __init__(self, data: Path, log: Path):
         env = {**os.environ, "PYTHONPATH": str(ROOT), "STUDIO_DATA": str(data), "STUDIO_GRACE_SECONDS": "3"}
-        env.pop("STUDIO_FAULT", None)
         self.log = open(log, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "studio", "worker", "--data-dir", str(data),
                                       "--poll-interval", "0.1"], env=env, cwd=ROOT, stdout=self.log,

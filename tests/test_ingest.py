@@ -191,7 +191,7 @@ def test_zip_bomb_and_entry_count_limits(tmp_path):
     result = ingest([bomb], tmp_path / "ds", limits)
     assert [a.stem for a in result.accepted] == ["ok"]
     assert result.codes() == {"bomb.zip:zeros.bmp": "zip_bomb", "bomb.zip:after.jpg": "zip_bomb"}
-    assert "max_zip_uncompressed_bytes" in result.rejected[0].message
+    assert "more than 0.95 MB" in result.rejected[0].message and "limits." not in result.rejected[0].message
 
     many = zip_with(tmp_path / "many.zip", [(f"{i}.jpg", good) for i in range(6)])
     result = ingest([many], tmp_path / "ds2", limits)
@@ -204,7 +204,9 @@ def test_file_count_and_size_limits_are_reported(tmp_path):
         files.append(tmp_path / f"{i}.png")
         files[-1].write_bytes(encode(noise_image(seed=i), "PNG"))
     result = ingest(files, tmp_path / "ds", IngestLimits(max_files=2))
-    assert result.codes() == {"2.png": "too_many_files"} and "max_files" in result.rejected[0].message
+    # The real limit in plain words, not the name of a setting a creator never saw.
+    assert result.codes() == {"2.png": "too_many_files"} and "already holds 2 images" in result.rejected[0].message
+    assert all("limits." not in r.message for r in result.rejected)
     result = ingest(files, tmp_path / "ds2", IngestLimits(max_file_bytes=1000))
     assert set(result.codes().values()) == {"file_too_large"}
     result = ingest(files, tmp_path / "ds3", IngestLimits(max_total_bytes=len(files[0].read_bytes()) + 10))
@@ -215,7 +217,7 @@ def test_per_call_pixel_limit_on_a_real_image(tmp_path):
     src = tmp_path / "big.png"
     src.write_bytes(encode(noise_image(300, 300), "PNG"))
     result = ingest([src], tmp_path / "ds", IngestLimits(max_pixels=300 * 299))
-    assert result.codes() == {"big.png": "too_many_pixels"} and "max_pixels" in result.rejected[0].message
+    assert result.codes() == {"big.png": "too_many_pixels"} and "limit of 89,700 pixels" in result.rejected[0].message
 
 
 LIMITS = IngestLimits(min_side=16)
@@ -341,6 +343,88 @@ def test_hostile_corpus_through_the_ui_upload_handler(tmp_path, corpus):
     assert {r["code"] for r in report["rejected"]} == set(expected.values())
     listed = [line for line in message.splitlines() if line.startswith("- Skipped ")]
     assert len(listed) == 20 and f"and {len(report['rejected']) - 20} more skipped" in message
-    for line in listed:  # each shown line names its file and says why
-        assert any(r["name"] in line and r["message"] in line for r in report["rejected"]), line
+    from studio.i18n import md_text
+
+    for line in listed:  # each shown line names its file and says why (Markdown-escaped, shown as typed)
+        assert any(md_text(r["name"]) in line and md_text(r["message"]) in line for r in report["rejected"]), line
     assert {p for p in all_files(tmp_path) - before if not p.is_relative_to(ds)} == set()
+
+
+# Captions from UTF-16 files are read only behind their byte-order mark and only when the content
+# reads as text: a stray FF FE before 8-bit bytes once became the caption '戀摡쌠 瑵㡦'.
+GARBAGE_BEHIND_BOM = b"\xff\xfe\x00bad \xc3 \x00utf8"
+
+
+@pytest.mark.parametrize("data, expected", [
+    ("a photo of ohwx, red sneaker".encode("utf-8"), "a photo of ohwx, red sneaker"),
+    ("\ufeffohwx on a café terrace".encode("utf-8"), "ohwx on a café terrace"),
+    ("ohwx 一只猫坐在沙发上".encode("utf-16"), "ohwx 一只猫坐在沙发上"),  # with BOM, either byte order
+    ("東京の夜景、ohwx スタイル".encode("utf-16-be").join([b"\xfe\xff", b""]), "東京の夜景、ohwx スタイル"),
+    ("한국어 캡션 ohwx".encode("utf-16"), "한국어 캡션 ohwx"),
+    (GARBAGE_BEHIND_BOM, None),
+    (b"\xff\xfe" + "ohwx cat".encode("utf-8"), None),  # UTF-8 text behind a UTF-16 mark
+    (b"\xff\xfeab\x00", None),  # odd length
+    (b"\xff\xfe\x00\xd8a\x00", None),  # lone surrogate
+    ("ohwx\x00cat".encode("utf-8"), None),
+    ("ohwx\x1bcat".encode("utf-8"), None),  # an escape character
+    ("ohwx \ue000 cat".encode("utf-8"), None),  # private use
+    (b"ohwx \xc3 cat", None),  # not UTF-8
+])
+def test_captions_are_decoded_strictly(data, expected):
+    from studio.data.decode import _Reject, decode_caption
+
+    if expected is not None:
+        assert decode_caption(data, "x.txt", 2000)[0] == expected
+    else:
+        with pytest.raises(_Reject) as why:
+            decode_caption(data, "x.txt", 2000)
+        assert why.value.code == "caption_encoding" and "x.txt" in why.value.message
+
+
+def test_an_undecodable_caption_is_reported_and_its_image_kept_uncaptioned(tmp_path):
+    (tmp_path / "up").mkdir()
+    for i in range(2):
+        (tmp_path / "up" / f"p{i}.png").write_bytes(encode(noise_image(seed=10 + i), "PNG"))
+    (tmp_path / "up" / "p0.txt").write_bytes(GARBAGE_BEHIND_BOM)
+    (tmp_path / "up" / "p1.txt").write_text("ohwx on a bench", encoding="utf-8")
+    ds = tmp_path / "ds"
+    result = ingest([tmp_path / "up"], ds)
+    assert [a.stem for a in result.accepted] == ["p0", "p1"]
+    assert result.codes() == {"up/p0.txt": "caption_encoding"}
+    assert {i.stem: i.caption for i in list_dataset(ds)} == {"p0": None, "p1": "ohwx on a bench"}
+    assert (ds / "originals" / "p0.txt").read_bytes() == GARBAGE_BEHIND_BOM  # the user's bytes are kept
+    assert not (ds / "images" / "p0.txt").exists()
+
+
+def test_a_refused_duplicate_gives_its_caption_to_the_kept_copy(tmp_path):
+    photo = encode(noise_image(seed=21), "PNG")
+    ds = tmp_path / "ds"
+    first = tmp_path / "first"
+    first.mkdir()
+    (first / "shoe.png").write_bytes(photo)  # uploaded without a caption
+    ingest([first], ds)
+    second = tmp_path / "second"
+    second.mkdir()
+    (second / "shoe_again.png").write_bytes(photo)
+    (second / "shoe_again.txt").write_text("ohwx sneaker on a table")
+    result = ingest([second], ds)
+    assert result.codes() == {"second/shoe_again.png": "duplicate"}  # the caption is not refused
+    assert {i.stem: i.caption for i in list_dataset(ds)} == {"shoe": "ohwx sneaker on a table"}
+    assert any("'shoe' now has this one" in w for w in result.warnings)
+
+    # Within one upload too; a kept copy that has a caption keeps its own.
+    third = tmp_path / "third"
+    third.mkdir()
+    other = encode(noise_image(seed=22), "PNG")
+    (third / "a.png").write_bytes(other)
+    (third / "b.png").write_bytes(other)
+    (third / "b.txt").write_text("ohwx caption of the copy")
+    result = ingest([third], ds)
+    assert [a.caption for a in result.accepted if a.stem == "a"] == ["ohwx caption of the copy"]
+    (third / "a.txt").write_text("ohwx first caption")
+    (third / "a.png").write_bytes(encode(noise_image(seed=23), "PNG"))
+    (third / "b.png").write_bytes(encode(noise_image(seed=23), "PNG"))
+    result = ingest([third], tmp_path / "ds2")
+    assert {i.stem: i.caption for i in list_dataset(tmp_path / "ds2")} == {"a": "ohwx first caption"}
+    assert result.codes()["third/b.txt"] == "orphan_caption"
+    assert "has its own caption" in next(r.message for r in result.rejected if r.name == "third/b.txt")

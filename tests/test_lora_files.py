@@ -145,24 +145,68 @@ def test_diffusers_file_loads_into_a_fresh_transformer(saved):
     inputs = flux_inputs(fresh)
     with torch.no_grad():
         base = fresh(**inputs).sample
-        # A bare file path makes diffusers skip the safetensors metadata (and so alpha);
-        # folder + weight_name is the path that reads it, as load_lora_weights does.
+        # folder + weight_name reads the adapter metadata, as load_lora_weights does (a bare file
+        # path skips it; with the scale folded into lora_B that is exact too, see below).
         path = paths["diffusers"]
         fresh.load_lora_adapter(str(path.parent), weight_name=path.name, prefix="transformer", adapter_name="default")
         loaded = fresh(**inputs).sample
         trained = model(**inputs).sample
     reloaded = get_peft_model_state_dict(fresh)
     assert sorted(reloaded) == sorted(layers)
-    assert all(torch.equal(reloaded[k], layers[k]) for k in layers)
+    # lora_A as trained; lora_B carries the scale alpha/rank, and the adapter applies it at 1.0
+    assert all(torch.equal(reloaded[k], layers[k]) for k in layers if ".lora_A." in k)
+    assert all(torch.equal(reloaded[k], layers[k] * (ALPHA / RANK)) for k in layers if ".lora_B." in k)
+    assert_same_deltas(peft_deltas(fresh), peft_deltas(model))
     assert not torch.allclose(loaded, base)
     torch.testing.assert_close(loaded, trained, atol=1e-5, rtol=1e-5)
 
 
+def test_diffusers_file_needs_no_alpha_to_give_the_trained_delta(saved):
+    """ComfyUI and Forge apply a diffusers-layout file as ΔW = up·down, ignoring the adapter
+    metadata: that product must already be the trained ΔW (here alpha/rank = 2)."""
+    model, _, paths, _ = saved
+    tensors = load_file(paths["diffusers"])
+    raw = {k.removeprefix("transformer.").removesuffix(".lora_A.weight"):
+           tensors[k.replace(".lora_A.", ".lora_B.")] @ v for k, v in tensors.items() if k.endswith(".lora_A.weight")}
+    assert not any(k.endswith(".alpha") for k in tensors)
+    assert_same_deltas(raw, peft_deltas(model))
+    adapter = json.loads(read_metadata(paths["diffusers"])["lora_adapter_metadata"])
+    assert adapter["transformer.lora_alpha"] == adapter["transformer.r"] == RANK
+
+
+@pytest.mark.parametrize("rank, alpha", [(32, 16.0), (4, 3.0)])
+def test_folded_scale_for_uneven_alpha(tmp_path, rank, alpha):
+    """rank 32 / alpha 16 (a ComfyUI user got double the effect) and a ratio that is not a power of two."""
+    model = tiny_transformer()
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=["attn.to_q", "ff.net.2"], init_lora_weights="gaussian")
+    model.add_adapter(config)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.1)
+    paths = save_lora(tmp_path, "uneven", get_peft_model_state_dict(model), rank, alpha, METADATA)
+    expected = peft_deltas(model)
+    tensors = load_file(paths["diffusers"])
+    raw = {k.removeprefix("transformer.").removesuffix(".lora_A.weight"):
+           tensors[k.replace(".lora_A.", ".lora_B.")] @ v for k, v in tensors.items() if k.endswith(".lora_A.weight")}
+    assert_same_deltas(raw, expected)
+    assert_same_deltas(delta_weights(paths["diffusers"]), expected)
+    assert_same_deltas(delta_weights(paths["comfyui"]), expected)
+    info = validate_lora_file(paths["diffusers"])
+    assert (info.rank, info.alpha) == (rank, alpha)   # the metadata still names the trained alpha
+    # diffusers reads it back exactly, from a folder + weight name or from a bare file path
+    fresh = tiny_transformer()
+    inputs = flux_inputs(fresh)
+    with torch.no_grad():
+        trained = model(**inputs).sample
+        fresh.load_lora_adapter(str(paths["diffusers"]), prefix="transformer", adapter_name="bare")
+        torch.testing.assert_close(fresh(**inputs).sample, trained, atol=1e-5, rtol=1e-5)
+
+
 def test_diffusers_file_loads_into_a_flux_pipeline(tmp_path):
-    models = pytest.importorskip("studio.models")
-    if not hasattr(models, "build_demo_model"):
-        pytest.skip("studio.models.build_demo_model not written yet")
     from diffusers import FluxPipeline
+
+    from studio import models
 
     models.build_demo_model(tmp_path / "demo", size="tiny", dev=False)
     pipe = FluxPipeline.from_pretrained(tmp_path / "demo")
@@ -201,7 +245,8 @@ def test_metadata_in_both_files(saved):
         info = validate_lora_file(path)
         assert (info.rank, info.alpha, info.has_text_encoder) == (RANK, ALPHA, False)
     adapter = json.loads(read_metadata(paths["diffusers"])["lora_adapter_metadata"])
-    assert adapter["transformer.r"] == RANK and adapter["transformer.lora_alpha"] == ALPHA
+    # alpha/rank is folded into lora_B, so the diffusers file's own adapter says alpha = rank
+    assert adapter["transformer.r"] == RANK and adapter["transformer.lora_alpha"] == RANK
     assert validate_lora_file(paths["diffusers"]).layout == "diffusers"
     assert validate_lora_file(paths["comfyui"]).layout == "kohya"
     assert not list(paths["diffusers"].parent.glob(".*"))  # no temp files left behind
@@ -227,7 +272,12 @@ def test_clip_text_encoder_lora_round_trips_in_both_layouts(tmp_path):
     assert validate_lora_file(paths["comfyui"]).has_text_encoder
     assert any(k.startswith("text_encoder.") for k in load_file(paths["diffusers"]))
     adapter = json.loads(read_metadata(paths["diffusers"])["lora_adapter_metadata"])
-    assert adapter["text_encoder.lora_alpha"] == 2.0
+    assert adapter["text_encoder.lora_alpha"] == adapter["text_encoder.r"] == RANK   # 2.0/RANK folded into B
+    te_tensors = load_file(paths["diffusers"])
+    raw = {_clip_name(k.removeprefix("text_encoder.").removesuffix(".lora_A.weight")):
+           te_tensors[k.replace(".lora_A.", ".lora_B.")] @ v
+           for k, v in te_tensors.items() if k.startswith("text_encoder.") and k.endswith(".lora_A.weight")}
+    assert_same_deltas(raw, expected_te)
 
 
 def test_split_fused_false_keeps_kohya_modules(saved):

@@ -238,11 +238,10 @@ def test_sdk_version_equals_the_gradio_pin():
 
 
 def test_readme_front_matter_matches():
-    readme = REPO / "README.md"
-    if not readme.is_file() or not readme.read_text(encoding="utf-8").startswith("---"):
-        pytest.skip("README.md has no front matter yet: the lead pastes studio.space.render_front_matter() "
-                    "at its top (python -c 'from studio.space import render_front_matter as r; print(r())')")
-    text = readme.read_text(encoding="utf-8")
+    """README.md starts with the Space's front matter (print it with
+    python -c 'from studio.space import render_front_matter as r; print(r())')."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    assert text.startswith("---\n"), "README.md must start with the Space front matter"
     assert read_front_matter(text) == SPACE_FRONT_MATTER
     assert text.startswith(render_front_matter())
 

@@ -1,16 +1,8 @@
-"""Publishing a run to the Hub, offline: a real tiny run uploaded to a fake Hub API on 127.0.0.1.
-
-The fake implements what huggingface_hub 2.4's `create_repo` + `create_commit` call:
-  GET  /api/whoami-v2                      (our own fail-fast token check)
-  POST /api/repos/create
-  POST /api/validate-yaml                  (README.md front matter)
-  POST /api/models/<ns>/<name>/preupload/main   -> every file "regular", so no LFS/xet upload
-  POST /api/models/<ns>/<name>/commit/main      NDJSON, regular files inline as base64
-"""
+"""Publishing a run to the Hub, offline: a real tiny run uploaded to a fake Hub API on 127.0.0.1
+(tests/fake_hub.py implements the calls huggingface_hub makes)."""
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
@@ -19,14 +11,13 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
 from PIL import Image
 
+from fake_hub import FakeHub
 from studio.publish import PublishError, model_card, publish_run, read_safetensors_metadata, redact
 
 REPO = Path(__file__).resolve().parent.parent
@@ -74,94 +65,23 @@ def _set_metadata(path: Path, **changes: str) -> None:
     path.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + size:])
 
 
-@pytest.fixture(scope="module")
-def dev_run(real_run, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("dev") / "demo"
+def _relabelled(real_run, tmp_path_factory, family: str) -> Path:
+    """The tiny run as if trained on a local FLUX.1 folder (an older file's metadata kept a path)."""
+    run = tmp_path_factory.mktemp(family) / "demo"
     shutil.copytree(real_run, run)
     for name in ("demo.safetensors", "demo-comfyui.safetensors"):
-        _set_metadata(run / name, base_family="dev", base_model="/models/FLUX.1-dev-local")
+        _set_metadata(run / name, base_family=family, base_model=f"/models/FLUX.1-{family}-local")
     return run
 
 
-# ---------------------------------------------------------------------------------------------
-# The fake Hub
+@pytest.fixture(scope="module")
+def dev_run(real_run, tmp_path_factory) -> Path:
+    return _relabelled(real_run, tmp_path_factory, "dev")
 
 
-class FakeHub:
-    def __init__(self, fail: dict[str, tuple[int, dict]] | None = None, role: str = "write"):
-        self.fail = fail or {}      # path fragment -> (status, JSON body) to answer instead
-        self.role = role
-        self.requests: list[tuple[str, str, dict]] = []   # (method, path, headers)
-        self.repos: dict[str, dict] = {}
-        self.files: dict[str, dict[str, bytes]] = {}
-        hub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep stderr quiet
-                pass
-
-            def _send(self, status: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _handle(self, method: str) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                path = self.path.split("?")[0]
-                hub.requests.append((method, path, {k.lower(): v for k, v in self.headers.items()}))
-                for fragment, (status, answer) in hub.fail.items():
-                    if fragment in path:
-                        # A hostile server echoes the credentials back in its error.
-                        answer = {**answer, "error": f"{answer.get('error', '')} {self.headers.get('Authorization')}"}
-                        return self._send(status, answer)
-                if path == "/api/whoami-v2":
-                    return self._send(200, {"name": "alice", "auth": {"accessToken": {"role": hub.role}}})
-                if path == "/api/repos/create":
-                    req = json.loads(body)
-                    repo = f"{req.get('organization') or 'alice'}/{req['name']}"
-                    hub.repos[repo] = req
-                    return self._send(200, {"url": f"http://{self.headers['Host']}/{repo}"})
-                if path == "/api/validate-yaml":
-                    return self._send(200, {"errors": [], "warnings": []})
-                parts = path.split("/")   # ['', 'api', 'models', ns, name, op, revision]
-                if len(parts) == 7 and parts[2] == "models" and parts[5] == "preupload":
-                    files = json.loads(body)["files"]
-                    return self._send(200, {"files": [{"path": f["path"], "uploadMode": "regular",
-                                                       "shouldIgnore": False} for f in files]})
-                if len(parts) == 7 and parts[2] == "models" and parts[5] == "commit":
-                    repo = f"{parts[3]}/{parts[4]}"
-                    store = hub.files.setdefault(repo, {})
-                    for line in body.decode().splitlines():
-                        item = json.loads(line)
-                        if item["key"] == "file":
-                            store[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
-                        elif item["key"] != "header":
-                            return self._send(400, {"error": f"unexpected commit item {item['key']}"})
-                    return self._send(200, {"commitUrl": f"http://{self.headers['Host']}/{repo}/commit/abc",
-                                            "commitOid": "a" * 40})
-                return self._send(404, {"error": f"fake hub has no {method} {path}"})
-
-            def do_GET(self):
-                self._handle("GET")
-
-            def do_POST(self):
-                self._handle("POST")
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+@pytest.fixture(scope="module")
+def schnell_run(real_run, tmp_path_factory) -> Path:
+    return _relabelled(real_run, tmp_path_factory, "schnell")
 
 
 @pytest.fixture(autouse=True)
@@ -190,20 +110,33 @@ def assert_no_canary(caplog, capsys, *texts):
 # Model card
 
 
-def test_model_card_schnell_from_real_run(real_run):
-    card = model_card(real_run, repo_id="alice/demo")
+def test_model_card_schnell(schnell_run):
+    card = model_card(schnell_run, repo_id="alice/demo")
     meta = front_matter(card)
     assert meta["base_model"] == "black-forest-labs/FLUX.1-schnell"   # local path -> the family's Hub id
     assert meta["license"] == "apache-2.0" and "license_name" not in meta
     assert meta["tags"] == ["flux", "lora", "diffusers", "text-to-image", "template:sd-lora"]
     assert meta["instance_prompt"] == "sks"
     assert meta["widget"] == [{"text": "a photo of sks", "output": {"url": "samples/step000002_p0.png"}}]
-    assert (real_run / meta["widget"][0]["output"]["url"]).is_file()
+    assert (schnell_run / meta["widget"][0]["output"]["url"]).is_file()
+    assert "FLUX.1-schnell-local" not in card   # the local folder is not named
     assert 'pipe.load_lora_weights("alice/demo", weight_name="demo.safetensors")' in card
     assert "models/loras" in card and "demo-comfyui.safetensors" in card
     assert "| LoRA rank / alpha | 4 / 4.0 |" in card and "| Steps | 2 |" in card
     assert "num_inference_steps=4, guidance_scale=0.0" in card
     assert "Apache-2.0" in card.split("## Licence")[1]
+
+
+def test_model_card_of_a_demo_run_names_the_demo_model(real_run):
+    """The tiny model is the studio's demo model: the card must not call the LoRA a FLUX.1 [schnell] one."""
+    card = model_card(real_run, repo_id="alice/demo")
+    meta = front_matter(card)
+    assert "base_model" not in meta   # the demo model is not on the Hub
+    assert meta["license"] == "apache-2.0" and "flux" not in meta["tags"]
+    assert "schnell" not in card.lower() and "FLUX.1-" not in card
+    assert "flux-lora-studio-demo" in card and "not FLUX.1" in card
+    assert "demo model" in card.split("## Licence")[1] and "Apache-2.0" in card.split("## Licence")[1]
+    assert "| Base model | flux-lora-studio-demo" in card
 
 
 def test_model_card_dev_is_non_commercial(dev_run):
@@ -234,7 +167,7 @@ def test_model_card_refuses_an_unfinished_run(real_run, tmp_path):
 
 def test_metadata_read_without_torch(real_run):
     meta = read_safetensors_metadata(real_run / "demo.safetensors")
-    assert meta["trigger_word"] == "sks" and meta["base_family"] == "schnell"
+    assert meta["trigger_word"] == "sks" and meta["base_family"] == "demo"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,8 +175,8 @@ def test_metadata_read_without_torch(real_run):
 
 
 @pytest.mark.parametrize("family", ["schnell", "dev"])
-def test_publish_uploads_everything(family, real_run, dev_run, caplog, capsys):
-    run = real_run if family == "schnell" else dev_run
+def test_publish_uploads_everything(family, schnell_run, dev_run, caplog, capsys):
+    run = schnell_run if family == "schnell" else dev_run
     caplog.set_level(logging.DEBUG)
     seen = []
     with FakeHub() as hub:
@@ -257,7 +190,13 @@ def test_publish_uploads_everything(family, real_run, dev_run, caplog, capsys):
                           *(f"samples/{s}" for s in samples)}
     assert files["demo.safetensors"] == (run / "demo.safetensors").read_bytes()
     assert files["demo-comfyui.safetensors"] == (run / "demo-comfyui.safetensors").read_bytes()
-    assert files["config.yaml"] == (run / "config.yaml").read_bytes()
+    # config.yaml names the model and dataset but no folder of this computer
+    published, local = yaml.safe_load(files["config.yaml"]), yaml.safe_load((run / "config.yaml").read_text())
+    assert published["model"]["base"] == Path(local["model"]["base"]).name == "model"
+    assert published["dataset"]["path"] == "ds" and "output_dir" not in published["save"]
+    assert str(run.parents[1]) not in files["config.yaml"].decode()
+    assert {k: v for k, v in published.items() if k not in ("model", "dataset", "save")} == \
+        {k: v for k, v in local.items() if k not in ("model", "dataset", "save")}
     meta = front_matter(files["README.md"].decode())
     assert meta["license"] == ("apache-2.0" if family == "schnell" else "other")
     for widget in meta["widget"]:
@@ -347,27 +286,62 @@ def test_redact():
     assert redact(f"Bearer {CANARY} and hf_short") == "Bearer hf_*** and hf_short"
 
 
+def _cmdlines_with(secret: bytes, seen: list, stop) -> None:
+    while not stop.is_set():
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and secret in (entry / "cmdline").read_bytes():
+                    seen.append(entry.name)
+            except OSError:
+                pass
+        stop.wait(0.02)
+
+
 def test_results_tab_publishes_a_finished_job(real_run, tmp_path, monkeypatch, caplog, capsys):
-    """The Results tab's publish handler: a finished job's files reach the Hub, the token is
-    used once and stored nowhere."""
-    import shutil
+    """The Results tab's publish handler: a finished job's files reach the Hub, and the token typed
+    there goes to the Hub's HTTP client and nowhere else: not the returned message or error (even
+    from a server that echoes credentials), the logs, any file of the data folder (job store,
+    train.log, worker.log), what is uploaded (card, config, LoRA metadata), gradio's temp folder,
+    or a command line."""
+    import threading
 
     from studio.jobs import JobStore
     from studio.ui import runs
 
-    store = JobStore(tmp_path)
+    caplog.set_level(logging.DEBUG)
+    data, gradio_tmp = tmp_path / "data", tmp_path / "gradio-tmp"
+    gradio_tmp.mkdir()
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(gradio_tmp))
+    store = JobStore(data)
     job_id = store.create_job("demo", {"save": {"run_name": "demo"}})
     job = store.claim_next("test")
     shutil.copytree(real_run, job["run_dir"], dirs_exist_ok=True)
     store.finish(job_id, "succeeded", exit_code=0)
-    with FakeHub() as hub:
-        monkeypatch.setenv("HF_ENDPOINT", hub.url)
-        message = runs.publish(tmp_path, job_id, "alice/from-ui", CANARY, True)
-    assert f"{hub.url}/alice/from-ui" in message
-    assert {"demo.safetensors", "demo-comfyui.safetensors", "README.md"} <= set(hub.files["alice/from-ui"])
-    for path in tmp_path.rglob("*"):
-        if path.is_file():
-            assert CANARY.encode() not in path.read_bytes(), path
-    assert_no_canary(caplog, capsys, message)
-    with pytest.raises(runs.UserError):
-        runs.publish(tmp_path, job_id, "not a repo", CANARY, True)
+    (data / "worker.log").write_text("worker: serving\n")
+    seen_in_cmdlines, stop = [], threading.Event()
+    watcher = threading.Thread(target=_cmdlines_with, args=(CANARY.encode(), seen_in_cmdlines, stop), daemon=True)
+    watcher.start()
+    try:
+        with FakeHub() as hub:
+            monkeypatch.setenv("HF_ENDPOINT", hub.url)
+            message = runs.publish(data, job_id, "alice/from-ui", CANARY, True)
+            sent = {headers.get("authorization") for _, _, headers in hub.requests}
+        with FakeHub(fail={"/api/repos/create": (500, {"error": "internal"})}) as echoing:
+            monkeypatch.setenv("HF_ENDPOINT", echoing.url)
+            with pytest.raises(runs.UserError) as failed:
+                runs.publish(data, job_id, "alice/from-ui", CANARY, True)
+        with pytest.raises(runs.UserError):
+            runs.publish(data, job_id, "not a repo", CANARY, True)
+    finally:
+        stop.set()
+        watcher.join(5)
+    assert sent == {f"Bearer {CANARY}"}   # the token did reach the Hub's HTTP client
+    assert f"{hub.url}/alice/from-ui" in message and "500" in str(failed.value)
+    uploaded = hub.files["alice/from-ui"]
+    assert {"demo.safetensors", "demo-comfyui.safetensors", "README.md", "config.yaml"} <= set(uploaded)
+    assert not [name for name, content in uploaded.items() if CANARY.encode() in content]
+    files = [p for folder in (data, gradio_tmp) for p in folder.rglob("*") if p.is_file()]
+    assert {"studio.db", "worker.log", "config.yaml"} <= {p.name for p in files}
+    assert not [p for p in files if CANARY.encode() in p.read_bytes()]
+    assert not seen_in_cmdlines
+    assert_no_canary(caplog, capsys, message, failed.value)

@@ -177,3 +177,29 @@ def test_nf4_with_adamw8bit_checkpoints_and_resumes(tiny_model, tmp_path, studio
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=0, rtol=0, msg=key)
+
+
+@pytest.mark.parametrize("avx512_bf16", [False, True], ids=["cpu", "cpu-avx512bf16"])
+def test_nf4_trains_and_samples_with_and_without_avx512_bf16(tiny_model, tmp_path, studio_data, cpu_quantisation,
+                                                             monkeypatch, avx512_bf16):
+    """On a CPU with AVX512-BF16, bitsandbytes repacks a Linear4bit's weights for its inference
+    kernel at the first forward in eval mode without grad (our sampling pass). The repacking fails
+    on layers narrower than a quantisation block, and a repacked layer would train through a kernel
+    without gradients. The flag is forced either way here, so both machine kinds are tested on
+    any CPU: the engine keeps NF4 layers on the training kernels, and nothing is ever repacked."""
+    from bitsandbytes.nn import modules
+
+    monkeypatch.setattr(modules, "has_avx512bf16", lambda: avx512_bf16)
+    assert bnb.nn.Linear4bit(64, 64).support_avx512bf16_for_cpu is avx512_bf16  # what each new layer reads
+    repacked = []
+    original = modules._convert_weight_packed_for_cpu
+    monkeypatch.setattr(modules, "_convert_weight_packed_for_cpu",
+                        lambda *args, **kw: repacked.append(args[1].shape) or original(*args, **kw))
+
+    cfg = _config(tiny_model, tmp_path, "12gb", optimizer={"name": "adamw", "lr": 1e-3})
+    files = _files(*_train(cfg, tmp_path / "run"))
+    assert _lora_b_moved(files[0])
+    layers = [m for m in cpu_quantisation["trainer"].transformer.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers and not repacked
+    assert not any(m.support_avx512bf16_for_cpu for m in layers)
+    assert not any(getattr(m.weight.quant_state, "packing_format_for_cpu", False) for m in layers)

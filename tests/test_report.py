@@ -133,3 +133,40 @@ def test_cli_import_check_caption(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert run_cli(["caption", str(ds), "--captioner", "no-such/model"]) == 1
     assert "--captioner basic" in capsys.readouterr().err
+
+
+def test_upscale_advice_uses_the_real_resolutions(tmp_path):
+    """At 512 px there is no lower training resolution to suggest; at 1024 px the largest one at
+    which these images need no upscaling is named."""
+    images = tmp_path / "ds" / "images"
+    images.mkdir(parents=True)
+    noise(400, 304, 1).save(images / "small.png")
+    noise(800, 800, 2).save(images / "big.png")
+    at_512 = {w["code"]: w for w in quality_report(tmp_path / "ds", resolution=512)["warnings"]}
+    advice = at_512["below_resolution"]["advice"]
+    assert "768" not in advice and "lower resolution" not in advice
+    assert "at least 512 px" in advice and "304 px" in advice
+    assert at_512["below_resolution"]["values"] == {"resolution": 512, "smallest": 304, "count": 1}
+    at_1024 = {w["code"]: w for w in quality_report(tmp_path / "ds", resolution=1024)["warnings"]}
+    assert "train at 768 px" not in at_1024["below_resolution"]["advice"]  # 768 > 304 would still upscale
+    noise(900, 700, 3).save(images / "small.png")
+    at_1024 = {w["code"]: w for w in quality_report(tmp_path / "ds", resolution=1024)["warnings"]}
+    assert "train at 512 px" in at_1024["below_resolution"]["advice"]
+    assert at_1024["below_resolution"]["values"]["suggest"] == 512
+
+
+def test_measurements_are_kept_and_only_changed_images_measured_again(tmp_path, monkeypatch):
+    """A report's decoding and hashing is cached per image, so picking a dataset again is quick."""
+    from studio.data import report as rep
+
+    ds = make_dataset(tmp_path)
+    first = quality_report(ds, resolution=512)
+    measured = []
+    real = rep._measure
+    monkeypatch.setattr(rep, "_measure", lambda path: measured.append(path.stem) or real(path))
+    assert quality_report(ds, resolution=512)["sharpness"] == first["sharpness"] and measured == []
+    noise(512, 512, 9).save(ds / "images" / "b.png")  # replaced: no longer blurry
+    (ds / "images" / "c.png").unlink()
+    again = quality_report(ds, resolution=512)
+    assert measured == ["b"] and again["blurry"] == [] and "c" not in again["sharpness"]
+    assert set(json.loads((ds / rep.MEASURES_NAME).read_text())["images"]) == {"a", "a_copy", "b"}

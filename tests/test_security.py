@@ -313,7 +313,7 @@ def test_share_is_off_by_default_and_auth_flag_parses(apps):
     import app as app_module
 
     assert app_module.parse_args([]).share is False
-    assert app_module.parse_auth("a:b:c") == ("a", "b:c")
+    assert app_module.parse_auth("a:b:c") == [("a", "b:c")]   # a list of accounts (studio/login.py)
     with pytest.raises(SystemExit):
         app_module.parse_auth("nopassword")
     for app in apps.values():
@@ -354,7 +354,8 @@ def test_many_files_under_the_cap_are_stopped_by_the_total_cap(tmp_path):
     result = ingest([Path(f) for f in files], data / "datasets" / "many", IngestLimits(max_total_bytes=1024 * 1024))
     codes = result.codes()
     assert codes["part2.png"] == "upload_too_large" and not result.accepted, codes
-    assert "max_total_bytes" in next(r.message for r in result.rejected if r.code == "upload_too_large")
+    # The real limit in plain words (not the setting's name, which a creator never saw).
+    assert "limit of 1 MB" in next(r.message for r in result.rejected if r.code == "upload_too_large")
 
 
 def test_zip_renamed_png_is_rejected_by_content_through_the_upload_handler(tmp_path):

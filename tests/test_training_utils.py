@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from conftest import Events, make_images, tiny_config
+from faulty_trainer import FaultHooks
 from studio.config import resolve
 from studio.engine import train
 from studio.events import EXIT_OK
@@ -83,8 +84,15 @@ def test_checkpoint_write_is_atomic_and_pruned(tmp_path):
     for step in (1, 2, 3):
         tu.write_checkpoint(tmp_path, step, state, {"step": step}, keep_last=2)
     assert [p.name for p in tu.list_checkpoints(tmp_path)] == ["step000002", "step000003"]
+    written = []
+
+    def disk_full(folder):
+        written.extend(sorted(p.name for p in folder.iterdir()))
+        raise OSError(28, "No space left on device")
+
     with pytest.raises(OSError):
-        tu.write_checkpoint(tmp_path, 4, state, {"step": 4}, keep_last=2, fault="save_error")
+        tu.write_checkpoint(tmp_path, 4, state, {"step": 4}, keep_last=2, before_commit=disk_full)
+    assert written == ["lora.safetensors", "meta.json", "state.pt"]  # failed after every file was written
     assert [p.name for p in tu.list_checkpoints(tmp_path)] == ["step000002", "step000003"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
     (tmp_path / "step000003" / "state.pt").write_bytes(b"garbage")  # damaged newest: fall back
@@ -92,15 +100,14 @@ def test_checkpoint_write_is_atomic_and_pruned(tmp_path):
     assert path.name == "step000002" and state["step"] == 2
 
 
-def test_save_error_keeps_previous_checkpoint_and_fails_clearly(tiny_model, tmp_path, studio_data, monkeypatch):
+def test_save_error_keeps_previous_checkpoint_and_fails_clearly(tiny_model, tmp_path, studio_data):
     dataset = make_images(tmp_path / "ds", count=2)
     cfg = tiny_config(tiny_model, dataset, tmp_path / "out", schedule={"max_steps": 4}, save={"every": 2})
     events = Events()
     assert train(resolve(cfg, tier="cpu"), tmp_path / "run", events) == EXIT_OK
-    monkeypatch.setenv("STUDIO_FAULT", "save_error")
     events = Events()
     cfg["schedule"]["max_steps"] = 6
-    assert train(resolve(cfg, tier="cpu"), tmp_path / "run", events, resume=True) == 1
+    assert train(resolve(cfg, tier="cpu"), tmp_path / "run", events, resume=True, hooks=FaultHooks("save_error")) == 1
     error = events.of("error")[0]
     assert error["code"] == "SAVE_FAILED" and "No space left" in error["message"]
     assert [p.name for p in tu.list_checkpoints(tmp_path / "run" / "checkpoints")] == ["step000002"]
@@ -124,14 +131,13 @@ def test_text_encoder_lora_prodigy_multires_and_augmentation(tiny_model, tmp_pat
     assert "latent_misses" not in events.of("start")[0]  # augmented: no latent cache
 
 
-def test_oom_reports_next_tier(tiny_model, tmp_path, studio_data, monkeypatch):
-    monkeypatch.setenv("STUDIO_FAULT", "oom@1")
+def test_oom_reports_next_tier(tiny_model, tmp_path, studio_data):
     dataset = make_images(tmp_path / "ds", count=1)
     events = Events()
     cfg = resolve(tiny_config(tiny_model, dataset, tmp_path / "out"), tier="cpu")
     cfg.memory.tier = "16gb"  # what the advice names depends on the tier the job ran at
     cfg.memory.device = "cpu"
-    assert train(cfg, tmp_path / "run", events) == 5
+    assert train(cfg, tmp_path / "run", events, hooks=FaultHooks("oom@1")) == 5
     error = events.of("error")[0]
     assert error["code"] == "OUT_OF_MEMORY" and error["next_tier"] == "12gb" and "12gb" in error["message"]
 

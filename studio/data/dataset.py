@@ -45,27 +45,37 @@ def _caption_for(image: Path, cfg: TrainConfig) -> str:
     return caption.replace("[trigger]", cfg.dataset.trigger_word)
 
 
-def load_samples(cfg: TrainConfig, warn=lambda code, message: None) -> list[Sample]:
+def load_samples(cfg: TrainConfig, warn=lambda code, message: None, t5_max_tokens: int = 512) -> list[Sample]:
+    """The training samples, after the checks a dataset gets at import and in `dataset check`.
+
+    A folder can reach training without being imported (a plain folder in dataset.path, files
+    added by hand), so every image is checked here as import checks it: an image import would
+    refuse is not trained on, with a NO_IMAGES warning saying why; when none is left the run
+    stops. What `dataset check` only advises on (missing captions, blur, near-duplicates, …)
+    becomes DATASET_CHECK warnings. `warn(code, message)` receives both.
+    """
     from PIL import Image
 
     folder = image_folder(cfg.dataset.path)
     if not cfg.dataset.path or not folder.is_dir():
-        raise StudioError("NO_IMAGES", f"dataset.path: {cfg.dataset.path or '(empty)'} is not a folder.")
+        what = "is a file, not a folder" if folder.is_file() else "does not exist"
+        raise StudioError("NO_IMAGES", f"dataset.path: {cfg.dataset.path or '(empty)'} {what}; give the "
+                          "folder of training images (or a dataset's folder in the studio's data folder).")
     files = sorted(p for p in folder.iterdir()
                    if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
     resolutions = [cfg.dataset.resolution, *cfg.dataset.extra_resolutions]
-    samples = []
+    limits = import_limits(min(resolutions))
+    samples, kept = [], []
     for path in files:
-        try:
-            with Image.open(path) as im:
-                size = im.size
-                im.load()
-        except Exception as exc:
-            warn("NO_IMAGES", f"{path.name}: skipped, not a readable image ({exc.__class__.__name__}). "
-                 "Re-import the dataset through the studio to see why.")
+        problem = refused_by_import(path, limits)
+        if problem:
+            warn("NO_IMAGES", f"{path.name}: not trained on. {problem}")
             continue
+        with Image.open(path) as im:
+            size = im.size
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         caption = _caption_for(path, cfg)
+        kept.append(path)
         for res in resolutions:
             if cfg.dataset.buckets:
                 bucket = nearest_bucket(*size, make_buckets(res))
@@ -75,7 +85,60 @@ def load_samples(cfg: TrainConfig, warn=lambda code, message: None) -> list[Samp
     if not samples:
         raise StudioError("NO_IMAGES", f"{folder}: no usable images found (looked for "
                           f"{', '.join(sorted(IMAGE_SUFFIXES))}).")
+    for code, message in quality_warnings(kept, cfg, t5_max_tokens):
+        warn(code, message)
     return samples
+
+
+def import_limits(resolution: int):
+    """The import's limits. Its 256 px floor on the short side is half of FLUX's smallest usual
+    training resolution (512); training below 512 px (the demo model, tests) halves its own."""
+    from .ingest import IngestLimits
+
+    return IngestLimits(min_side=min(IngestLimits.min_side, resolution // 2))
+
+
+def refused_by_import(path: Path, limits) -> str | None:
+    """Why `dataset import` would refuse this image file, or None."""
+    from .decode import _Reject, decode_image
+
+    try:
+        data = path.read_bytes()
+        if not data:
+            return "The file is empty (0 bytes)."
+        decode_image(data, path.name, limits)
+    except _Reject as reject:
+        return str(reject)
+    except OSError as exc:
+        return f"It cannot be read ({exc.strerror or exc})."
+    return None
+
+
+# The quality report's advice that the engine gives itself, or that the refusals above cover.
+_NOT_REPEATED = {"unreadable", "no_images", "caption_truncated"}
+
+
+def quality_warnings(images: list[Path], cfg: TrainConfig, t5_max_tokens: int) -> list[tuple[str, str]]:
+    """`dataset check`'s warnings for these images at the run's settings, as (code, message)."""
+    from ..config import ConfigError, load_preset
+    from .ingest import DatasetItem
+    from .report import quality_report
+
+    guidance = {}
+    if cfg.preset:
+        try:
+            guidance = load_preset(cfg.preset).guidance
+        except ConfigError:
+            pass
+    items = []
+    for path in images:
+        text = path.with_suffix(".txt")
+        caption = text.read_text("utf-8-sig", errors="replace").strip() if text.is_file() else ""
+        items.append(DatasetItem(path.stem, path, caption or None))
+    report = quality_report(image_folder(cfg.dataset.path), resolution=cfg.dataset.resolution, guidance=guidance,
+                            trigger_word=cfg.dataset.trigger_word or None, t5_max_tokens=t5_max_tokens, items=items)
+    return [("DATASET_CHECK", f"{w['message']} {w['advice']}") for w in report["warnings"]
+            if w["code"] not in _NOT_REPEATED]
 
 
 def epoch_batches(samples: list[Sample], batch_size: int, seed: int, epoch: int, repeats: int = 1,

@@ -6,8 +6,10 @@ Pillow decoders, normalise them to 8-bit sRGB RGB, and read captions. Pure funct
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING
+import re
+import unicodedata
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, features
@@ -16,9 +18,12 @@ if TYPE_CHECKING:
     from .ingest import IngestLimits
 
 class _Reject(Exception):
-    def __init__(self, code: str, message: str):
+    """Why an item was refused: `code` (a key of ingest.CODES), `message` (English, what/which file/
+    what to do) and `values` (the real numbers, for the UI's translation of the reason)."""
+
+    def __init__(self, code: str, message: str, values: dict | None = None):
         super().__init__(message)
-        self.code, self.message = code, message
+        self.code, self.message, self.values = code, message, dict(values or {})
 
 
 # ---------------------------------------------------------------- formats and sniffing
@@ -153,51 +158,110 @@ def decode_image(data: bytes, name: str, limits: IngestLimits, background=(255, 
         except Image.DecompressionBombError:
             raise _Reject("too_many_pixels", f"{name} declares more pixels than Pillow's safety limit "
                           "(a decompression bomb or a huge scan). Downscale it below "
-                          f"{limits.max_pixels:,} pixels and upload it again.") from None
+                          f"{limits.max_pixels:,} pixels and upload it again.",
+                          {"limit": f"{limits.max_pixels:,}"}) from None
         except (OSError, SyntaxError, ValueError) as exc:
             raise _Reject("corrupt", f"{name} looks like {kind} but cannot be opened ({exc}). "
                           "Re-export or re-download the file.") from None
         width, height = im.size
         if width * height > limits.max_pixels:
             raise _Reject("too_many_pixels", f"{name} is {width}x{height} = {width * height:,} pixels, over "
-                          f"limits.max_pixels={limits.max_pixels:,}. Downscale it (training uses ~1 MP) or "
-                          "raise the limit.")
+                          f"the limit of {limits.max_pixels:,} pixels. Downscale it (training uses about 1 "
+                          "megapixel) and upload it again.", {"limit": f"{limits.max_pixels:,}"})
         try:
             if getattr(im, "n_frames", 1) > 1:
                 im.seek(0)  # animations and multi-page files: the first frame is the photo
             im.load()  # decode every byte now: truncated files must fail here, not mid-training
             rgb = normalise(im, background)
         except Image.DecompressionBombError:
-            raise _Reject("too_many_pixels", f"{name} exceeds the pixel limit while decoding. "
-                          "Downscale it and upload it again.") from None
+            raise _Reject("too_many_pixels", f"{name} exceeds the limit of {limits.max_pixels:,} pixels while "
+                          "decoding. Downscale it and upload it again.", {"limit": f"{limits.max_pixels:,}"}) from None
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise _Reject("corrupt", f"{name} is damaged or truncated ({exc}). Re-export or re-download "
                           "it; a partial copy would crash training later.") from None
     if min(rgb.size) < limits.min_side:
-        raise _Reject("too_small", f"{name} is only {rgb.width}x{rgb.height}; its short side is below "
-                      f"limits.min_side={limits.min_side}. Use a larger original (at least the training "
-                      "resolution is best).")
+        raise _Reject("too_small", f"{name} is only {rgb.width}x{rgb.height} px; its short side is below the "
+                      f"minimum of {limits.min_side} px. Use a larger original (at least the training "
+                      "resolution is best).", {"width": rgb.width, "height": rgb.height, "min_side": limits.min_side})
     return rgb, kind
 
 
+# ---------------------------------------------------------------- captions
+
+_TEXT_CONTROLS = set("\t\n\r")
+_PLAIN_BYTES = frozenset(range(0x20, 0x7F)) | {0x09, 0x0A, 0x0D}
+# Letters whose Unicode name starts like this belong to no script of their own.
+_NEUTRAL_LETTERS = ("MODIFIER", "COMBINING", "FULLWIDTH", "HALFWIDTH", "SUPERSCRIPT", "SUBSCRIPT", "CIRCLED",
+                    "PARENTHESIZED", "MATHEMATICAL", "SMALL")
+# Within one word, only these scripts are written together (Japanese mixes kanji and kana).
+_SCRIPTS_WRITTEN_TOGETHER = ({"han", "kana"},)
+_WORD = re.compile(r"[^\W\d_]+")
+
+
+def _script(char: str) -> str:
+    """A coarse script of a letter; 'rare' for blocks a caption practically never uses."""
+    o = ord(char)
+    if 0x3400 <= o <= 0x4DBF or 0x20000 <= o <= 0x3FFFF or 0xA000 <= o <= 0xA4CF:
+        return "rare"  # CJK extension ideographs and Yi syllables
+    if 0x4E00 <= o <= 0x9FFF or 0xF900 <= o <= 0xFAFF:
+        return "han"
+    if 0x3040 <= o <= 0x30FF or 0x31F0 <= o <= 0x31FF or 0xFF66 <= o <= 0xFF9F:
+        return "kana"
+    if 0xAC00 <= o <= 0xD7AF or 0x1100 <= o <= 0x11FF or 0x3130 <= o <= 0x318F:
+        return "hangul"
+    name = unicodedata.name(char, "")
+    if not name:
+        return "rare"
+    return "" if name.startswith(_NEUTRAL_LETTERS) else name.split(" ")[0]
+
+
+def text_problem(text: str, check_scripts: bool) -> str | None:
+    """Why `text` is not a caption a person wrote, or None.
+
+    Always: no control characters (other than tab and line breaks), no unassigned, private-use
+    or surrogate code points, no U+FFFD. With `check_scripts` (text from UTF-16, where any even
+    number of bytes decodes to *something*): every word is in one script, or in kanji + kana,
+    and no rare ideograph blocks. That rejects 8-bit text or binary behind a stray byte-order
+    mark (FF FE 00 62 61 64 20 C3 20 00 75 74 66 38 decodes to '戀摡쌠 瑵㡦'); a few short random
+    byte strings still pass, which is why UTF-16 is only read behind a byte-order mark at all.
+    """
+    for char in text:
+        category = unicodedata.category(char)
+        if (category == "Cc" and char not in _TEXT_CONTROLS) or category in ("Cn", "Co", "Cs") or char == "\ufffd":
+            return f"it contains the character U+{ord(char):04X}, which is not text"
+    if check_scripts:
+        for word in _WORD.findall(text):
+            scripts = {_script(c) for c in word} - {""}
+            if "rare" in scripts or (len(scripts) > 1 and not any(scripts <= s for s in _SCRIPTS_WRITTEN_TOGETHER)):
+                return f"the word {word!r} mixes scripts no language writes together"
+    return None
+
+
 def decode_caption(data: bytes, name: str, max_chars: int) -> tuple[str, list[str]]:
-    """UTF-8 (optionally with BOM, or UTF-16 with BOM) caption text; truncates huge captions."""
+    """Caption text, decoded strictly: UTF-8 (with or without a BOM), or UTF-16 only behind its
+    byte-order mark and only when the content reads as text (`text_problem`). Anything else is a
+    `caption_encoding` rejection for this file; its image is kept without a caption. Huge
+    captions are truncated."""
+    utf16 = data.startswith((b"\xff\xfe", b"\xfe\xff"))
+    encoding = "UTF-16" if utf16 else "UTF-8"
     try:
-        if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-            text = data.decode("utf-16")
-        else:
-            text = data.decode("utf-8-sig")
-        if "\x00" in text:
-            raise UnicodeDecodeError("utf-8", data, 0, 1, "NUL byte")
-    except UnicodeDecodeError:
-        raise _Reject("caption_encoding", f"{name} is not UTF-8 text, so the caption was dropped and its "
-                      "image imported without one. Re-save the caption as UTF-8 and upload it again, or "
-                      "edit the caption in the dataset view.") from None
+        text = data.decode("utf-16") if utf16 else data.decode("utf-8-sig")
+        problem = text_problem(text, check_scripts=utf16)
+        if utf16 and not problem and len(data) >= 6 and all(b in _PLAIN_BYTES for b in data[2:]):
+            # Real UTF-16 text has zero bytes (Latin) or bytes outside ASCII (most CJK).
+            problem = "its bytes are 8-bit text behind a stray UTF-16 byte-order mark"
+    except UnicodeDecodeError as exc:
+        problem = f"byte {exc.start} is not valid {encoding}"
+    if problem:
+        raise _Reject("caption_encoding", f"{name} is not readable {encoding} text ({problem}), so the caption "
+                      "was not used and its image was imported without one. Re-save the caption as UTF-8 text "
+                      "and upload it again, or write the caption on the Captions tab.", {"reason": problem})
     text = " ".join(text.replace("\r\n", "\n").split())  # one line: trainers read the whole file
     notes = []
     if len(text) > max_chars:
         cut = text[:max_chars].rsplit(" ", 1)[0] or text[:max_chars]
         notes.append(f"{name}: caption of {len(text):,} characters truncated to {len(cut):,} "
-                     f"(limits.max_caption_chars={max_chars}); the text encoder would drop the rest anyway.")
+                     f"(the longest caption kept is {max_chars:,} characters); the text encoder would drop "
+                     "the rest anyway.")
         text = cut
     return text, notes

@@ -42,17 +42,17 @@ JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
 CODES = {
     "not_an_image": "the content is not an image (whatever its extension says)",
     "corrupt": "the file is damaged or truncated and cannot be fully decoded",
-    "too_many_pixels": "the image has more pixels than limits.max_pixels",
-    "too_small": "the image is smaller than limits.min_side",
+    "too_many_pixels": "the image has more pixels than the upload limit",
+    "too_small": "the image's short side is below the minimum size",
     "unsupported_format": "an image format this installation cannot read",
-    "caption_encoding": "the caption file is not readable UTF-8 text",
+    "caption_encoding": "the caption file is not readable UTF-8 (or UTF-16) text",
     "duplicate": "the same image is already in the dataset",
     "empty_file": "the file is empty (0 bytes)",
-    "file_too_large": "the file is larger than limits.max_file_bytes",
-    "too_many_files": "the dataset already holds limits.max_files images",
-    "upload_too_large": "the upload is larger than limits.max_total_bytes",
-    "too_many_entries": "the zip has more entries than limits.max_zip_entries",
-    "zip_bomb": "the zip expands beyond limits.max_zip_uncompressed_bytes",
+    "file_too_large": "the file is larger than the per-file limit",
+    "too_many_files": "the dataset already holds as many images as it may",
+    "upload_too_large": "the upload is larger than the per-upload limit",
+    "too_many_entries": "the zip has more entries than the limit",
+    "zip_bomb": "the zip expands beyond the unpacked-size limit",
     "nested_zip": "archives inside archives are not opened",
     "unsafe_path": "an archive entry name that points outside the dataset",
     "symlink": "symbolic links are not followed",
@@ -86,6 +86,7 @@ class Rejected:
     name: str  # the item as the user named it, e.g. "photos.zip:holiday/a.jpg"
     code: str  # a key of CODES
     message: str  # what, which file, what to do
+    values: dict = field(default_factory=dict)  # the real numbers in the message, for translations
 
 
 @dataclass
@@ -194,15 +195,16 @@ class _Budget:
     def take(self, n: int, name: str) -> None:
         self.total += n
         if self.total > self.limits.max_total_bytes:
-            raise _Reject("upload_too_large", f"{name} was not read: the upload passed limits.max_total_bytes="
-                          f"{self.limits.max_total_bytes:,}. Upload the rest separately or raise the limit.")
+            raise _Reject("upload_too_large", f"{name} was not read: this upload passed its limit of "
+                          f"{_mb(self.limits.max_total_bytes)}. Upload the rest separately.",
+                          {"limit_mb": _mb(self.limits.max_total_bytes, unit=False)})
 
 
 def _read_file(path: Path, name: str, limits: IngestLimits, budget: _Budget) -> bytes:
     size = path.stat().st_size
     if size > limits.max_file_bytes:
-        raise _Reject("file_too_large", f"{name} is {size:,} bytes, over limits.max_file_bytes="
-                      f"{limits.max_file_bytes:,}. Downscale or re-compress it.")
+        raise _Reject("file_too_large", f"{name} is {_mb(size)}, over the limit of {_mb(limits.max_file_bytes)} "
+                      "per file. Downscale or re-compress it.", {"limit_mb": _mb(limits.max_file_bytes, unit=False)})
     budget.take(size, name)
     return path.read_bytes()
 
@@ -217,20 +219,22 @@ def _zip_entries(path: Path, label: str, limits: IngestLimits, budget: _Budget, 
                                  "Re-create the archive or upload the images directly."))
         return
     if len(infos) > limits.max_zip_entries:
-        rejected.append(Rejected(label, "too_many_entries", f"{label} has {len(infos):,} entries, over "
-                                 f"limits.max_zip_entries={limits.max_zip_entries:,}; nothing in it was read. "
-                                 "Split the archive or raise the limit."))
+        rejected.append(Rejected(label, "too_many_entries", f"{label} has {len(infos):,} entries, more than the "
+                                 f"{limits.max_zip_entries:,} a zip may hold; nothing in it was read. "
+                                 "Split the archive.", {"limit": f"{limits.max_zip_entries:,}"}))
         return
     unzipped = [0]  # bytes actually decompressed from this zip, counted while streaming
 
     def reader(info: zipfile.ZipInfo, name: str) -> Callable[[], bytes]:
         def read() -> bytes:
             if unzipped[0] > limits.max_zip_uncompressed_bytes:
-                raise _Reject("zip_bomb", f"{name} was not read: {label} already expanded past "
-                              f"limits.max_zip_uncompressed_bytes={limits.max_zip_uncompressed_bytes:,}.")
+                raise _Reject("zip_bomb", f"{name} was not read: {label} already unpacked to more than "
+                              f"{_mb(limits.max_zip_uncompressed_bytes)}.",
+                              {"limit_mb": _mb(limits.max_zip_uncompressed_bytes, unit=False)})
             if info.file_size > limits.max_file_bytes:
-                raise _Reject("file_too_large", f"{name} declares {info.file_size:,} bytes, over "
-                              f"limits.max_file_bytes={limits.max_file_bytes:,}.")
+                raise _Reject("file_too_large", f"{name} declares {_mb(info.file_size)}, over the limit of "
+                              f"{_mb(limits.max_file_bytes)} per file.",
+                              {"limit_mb": _mb(limits.max_file_bytes, unit=False)})
             chunks, size = [], 0
             try:
                 with zf.open(info) as fh:  # headers can lie: count real bytes as they stream
@@ -238,13 +242,15 @@ def _zip_entries(path: Path, label: str, limits: IngestLimits, budget: _Budget, 
                         size += len(chunk)
                         unzipped[0] += len(chunk)
                         if unzipped[0] > limits.max_zip_uncompressed_bytes:
-                            raise _Reject("zip_bomb", f"{name} expands {label} past limits."
-                                          f"max_zip_uncompressed_bytes={limits.max_zip_uncompressed_bytes:,} "
-                                          f"(compressed {info.compress_size:,} bytes): a zip bomb or a huge "
-                                          "archive. Entries after it were not read; split the archive.")
+                            raise _Reject("zip_bomb", f"{name} unpacks {label} to more than "
+                                          f"{_mb(limits.max_zip_uncompressed_bytes)} (from {info.compress_size:,} "
+                                          "compressed bytes): a zip bomb or a huge archive. Entries after it "
+                                          "were not read; split the archive.",
+                                          {"limit_mb": _mb(limits.max_zip_uncompressed_bytes, unit=False)})
                         if size > limits.max_file_bytes:
-                            raise _Reject("file_too_large", f"{name} is over limits.max_file_bytes="
-                                          f"{limits.max_file_bytes:,}. Downscale or re-compress it.")
+                            raise _Reject("file_too_large", f"{name} is over the limit of "
+                                          f"{_mb(limits.max_file_bytes)} per file. Downscale or re-compress it.",
+                                          {"limit_mb": _mb(limits.max_file_bytes, unit=False)})
                         chunks.append(chunk)
             except (zipfile.BadZipFile, RuntimeError, OSError, EOFError, NotImplementedError) as exc:
                 raise _Reject("corrupt", f"{name} cannot be read from {label} ({exc}); "
@@ -342,6 +348,12 @@ def _save_report(dataset_dir: Path, report: dict) -> None:
 # ---------------------------------------------------------------- the public API
 
 
+def _mb(n: int, unit: bool = True) -> str:
+    """Bytes as megabytes for people ('100 MB')."""
+    text = f"{n / 1024**2:,.0f}" if n >= 1024**2 else f"{n / 1024**2:.2f}"
+    return f"{text} MB" if unit else text
+
+
 def _unique_stem(wanted: str, taken: set[str]) -> str:
     stem, n = wanted, 2
     while stem.lower() in taken:  # case-insensitive: macOS and Windows folders are
@@ -385,12 +397,10 @@ def ingest(sources, dataset_dir: Path, limits: IngestLimits = IngestLimits(),
                 accepted = _ingest_one(entry, dataset_dir, limits, background, taken, seen_bytes,
                                        seen_pixels, existing_count + len(result.accepted))
             except _Reject as r:
-                result.rejected.append(Rejected(entry.name, r.code, r.message))
+                result.rejected.append(Rejected(entry.name, r.code, r.message, r.values))
                 if entry.key in captions:  # its caption goes with it, said explicitly
                     used_captions.add(entry.key)
-                    cap = captions[entry.key]
-                    result.rejected.append(Rejected(cap.name, "orphan_caption", f"{cap.name} was skipped "
-                                                    f"because its image {entry.name} was rejected ({r.code})."))
+                    _caption_of_refused(captions[entry.key], entry, r, dataset_dir, limits, result)
                 continue
             cap_entry = captions.get(entry.key)
             if cap_entry is not None:
@@ -404,7 +414,7 @@ def ingest(sources, dataset_dir: Path, limits: IngestLimits = IngestLimits(),
                     accepted.warnings += notes
                     result.warnings += notes
                 except _Reject as r:
-                    result.rejected.append(Rejected(cap_entry.name, r.code, r.message))
+                    result.rejected.append(Rejected(cap_entry.name, r.code, r.message, r.values))
             result.accepted.append(accepted)
         for key, cap_entry in captions.items():
             if key not in used_captions:
@@ -423,7 +433,8 @@ def _ingest_one(entry: _Entry, dataset_dir: Path, limits: IngestLimits, backgrou
                 seen_bytes: dict, seen_pixels: dict, count: int) -> Accepted:
     if count >= limits.max_files:
         raise _Reject("too_many_files", f"{entry.name} was not imported: the dataset already holds "
-                      f"limits.max_files={limits.max_files:,} images. Remove some or raise the limit.")
+                      f"{limits.max_files:,} images, as many as a dataset may. Remove some first.",
+                      {"limit": f"{limits.max_files:,}"})
     data = entry.read()
     if not data:
         raise _Reject("empty_file", f"{entry.name} is empty (0 bytes): the upload or copy was interrupted. "
@@ -431,12 +442,12 @@ def _ingest_one(entry: _Entry, dataset_dir: Path, limits: IngestLimits, backgrou
     sha = hashlib.sha256(data).hexdigest()
     if sha in seen_bytes:
         raise _Reject("duplicate", f"{entry.name} is byte-identical to '{seen_bytes[sha]}' already in the "
-                      "dataset; skipped (nothing to do).")
+                      "dataset; skipped (nothing to do).", {"kept": seen_bytes[sha]})
     rgb, fmt = decode_image(data, entry.name, limits, background)
     pixel_sha = hashlib.sha256(f"{rgb.width}x{rgb.height}".encode() + rgb.tobytes()).hexdigest()
     if pixel_sha in seen_pixels:
         raise _Reject("duplicate", f"{entry.name} has exactly the same pixels as '{seen_pixels[pixel_sha]}' "
-                      "already in the dataset; skipped (nothing to do).")
+                      "already in the dataset; skipped (nothing to do).", {"kept": seen_pixels[pixel_sha]})
     stem = _unique_stem(sanitise_name(os.path.splitext(entry.basename)[0]), taken)
     ext = sanitise_name(os.path.splitext(entry.basename)[1].lower(), fallback="") or f".{fmt.lower()}"
     ext = ext if ext.startswith(".") else f".{ext}"
@@ -451,6 +462,31 @@ def _ingest_one(entry: _Entry, dataset_dir: Path, limits: IngestLimits, backgrou
     return Accepted(entry.name, stem, original, png, rgb.width, rgb.height, fmt, sha, pixel_sha)
 
 
+def _caption_of_refused(cap: _Entry, image: _Entry, why: _Reject, dataset_dir: Path, limits: IngestLimits,
+                        result: IngestResult) -> None:
+    """The caption of a refused image. A duplicate's caption goes to the copy that was kept, when
+    that copy has none; otherwise it is skipped with its image, said explicitly."""
+    kept = why.values.get("kept") if why.code == "duplicate" else None
+    if kept and not _stem_path(dataset_dir, kept, CAPTION_EXT).is_file():
+        try:
+            text, notes = decode_caption(cap.read(), cap.name, limits.max_caption_chars)
+        except _Reject as r:
+            result.rejected.append(Rejected(cap.name, r.code, r.message, r.values))
+            return
+        if text:
+            set_caption(dataset_dir, kept, text)
+            for accepted in result.accepted:  # the kept copy may be from this very upload
+                if accepted.stem == kept:
+                    accepted.caption = text
+            result.warnings += notes + [f"{cap.name}: its image duplicates '{kept}', which had no caption, "
+                                        f"so '{kept}' now has this one."]
+            return
+    reason = (f"the copy already in the dataset ('{kept}') has its own caption" if kept
+              else f"its image {image.name} was rejected ({why.code})")
+    result.rejected.append(Rejected(cap.name, "orphan_caption", f"{cap.name} was skipped because {reason}.",
+                                    {"kept": kept} if kept else {}))
+
+
 def _attach_orphan_caption(entry: _Entry, dataset_dir: Path, limits: IngestLimits, result: IngestResult,
                            preexisting: set[str]) -> None:
     """A caption uploaded on its own updates the image with that stem, if the dataset already had one."""
@@ -463,7 +499,7 @@ def _attach_orphan_caption(entry: _Entry, dataset_dir: Path, limits: IngestLimit
     try:
         text, notes = decode_caption(entry.read(), entry.name, limits.max_caption_chars)
     except _Reject as r:
-        result.rejected.append(Rejected(entry.name, r.code, r.message))
+        result.rejected.append(Rejected(entry.name, r.code, r.message, r.values))
         return
     set_caption(dataset_dir, stem, text)
     result.warnings += notes + [f"{entry.name}: replaced the caption of existing image '{stem}'."]

@@ -7,7 +7,9 @@ Only an empty / unreadable dataset is untrainable; everything else is advice.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -24,6 +26,7 @@ BLUR_SIDE = 512  # downscale first so the score does not depend on the camera's 
 PHASH_MAX_DISTANCE = 8  # of 64 bits; re-encodes / resizes / small edits land well below, distinct photos ~32
 DHASH_MAX_DISTANCE = 12  # a second, gradient-based opinion so one hash alone cannot flag a pair
 RESOLUTION_BINS = [0, 256, 512, 768, 1024, 1536, 2048, 4096]  # short-side edges in px
+TRAINING_RESOLUTIONS = (512, 768, 1024)  # what FLUX LoRAs are commonly trained at
 CLIP_MAX_TOKENS = 77  # informational: FLUX's CLIP-L sees only the first 77 tokens
 
 
@@ -71,6 +74,61 @@ def sharpness(im: Image.Image) -> float:
     return float(lap.var())
 
 
+# ---------------------------------------------------------------- the measurement cache
+
+MEASURES_NAME = ".measures.json"
+_MEASURES_VERSION = 1
+
+
+def _measure(path: Path) -> dict:
+    with Image.open(path) as im:
+        im.load()
+        rgb = im.convert("RGB")
+    return {"width": rgb.width, "height": rgb.height, "sharpness": round(sharpness(rgb), 2), "phash": phash(rgb),
+            "dhash": dhash(rgb)}
+
+
+def image_measures(dataset_dir: Path, items, remember: bool = True) -> dict[str, dict]:
+    """stem -> size, sharpness and hashes of each item's image (or {"error": why}).
+
+    Decoding and hashing every photo is most of a report's time (seconds for a few dozen photos,
+    more while a job trains), yet photos rarely change: results are kept in the dataset folder,
+    keyed by each PNG's size and modification time, and only new or changed images are measured.
+    With `remember=False` nothing is read from or written to the folder.
+    """
+    cache_path = Path(dataset_dir) / MEASURES_NAME
+    try:
+        cache = json.loads(cache_path.read_text("utf-8")) if remember else {}
+        entries = cache["images"] if cache.get("version") == _MEASURES_VERSION else {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        entries = {}
+    out, fresh, changed = {}, {}, False
+    for item in items:
+        try:
+            st = item.image.stat()
+        except OSError as exc:
+            out[item.stem] = {"error": str(exc)}
+            continue
+        key = f"{st.st_size}:{st.st_mtime_ns}"
+        entry = entries.get(item.stem)
+        if not (isinstance(entry, dict) and entry.get("key") == key):
+            try:
+                entry = {"key": key, **_measure(item.image)}
+            except (OSError, ValueError, Image.DecompressionBombError) as exc:
+                out[item.stem] = {"error": str(exc)}  # not cached: a fixed file is measured next time
+                continue
+            changed = True
+        out[item.stem] = fresh[item.stem] = entry
+    if remember and (changed or set(fresh) != set(entries)):
+        tmp = cache_path.with_name(f".{cache_path.name}.tmp")
+        try:
+            tmp.write_text(json.dumps({"version": _MEASURES_VERSION, "images": fresh}), encoding="utf-8")
+            os.replace(tmp, cache_path)
+        except OSError:
+            pass  # a read-only dataset still gets its report, measured afresh next time
+    return out
+
+
 # ---------------------------------------------------------------- captions
 
 
@@ -108,8 +166,12 @@ def _near_duplicates(stems: list[str], ph: list[int], dh: list[int]) -> list[dic
     return pairs
 
 
-def _warn(code: str, message: str, advice: str, items: list | None = None) -> dict:
-    return {"code": code, "message": message, "advice": advice, "items": items or []}
+def _warn(code: str, message: str, advice: str, items: list | None = None, values: dict | None = None,
+          advice_key: str = "advice") -> dict:
+    """A warning: `message` and `advice` in English for the CLI; `values` (the real numbers) and
+    `advice_key` let the UI say the same in its language (catalogue `report.<code>.<advice_key>`)."""
+    return {"code": code, "message": message, "advice": advice, "items": items or [], "values": values or {},
+            "advice_key": advice_key}
 
 
 def _names(items: list, limit: int = 8) -> str:
@@ -117,32 +179,51 @@ def _names(items: list, limit: int = 8) -> str:
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
+def _upscale_warning(upscaled: list[dict], resolution: int) -> dict:
+    """Images smaller than their bucket. The advice names a lower training resolution only when
+    one exists below the current one at which these images need no upscaling."""
+    stems = [im["stem"] for im in upscaled]
+    smallest = min(min(im["width"], im["height"]) for im in upscaled)
+    lower = [r for r in TRAINING_RESOLUTIONS if r < resolution and r <= smallest]
+    values = {"resolution": resolution, "smallest": smallest, "count": len(stems)}
+    message = (f"{len(stems)} image(s) are smaller than their {resolution} px bucket and will be upscaled: "
+               f"{_names(stems)}.")
+    if lower:
+        values["suggest"] = max(lower)
+        return _warn("below_resolution", message, f"Use originals whose short side is at least {resolution} px, "
+                     f"or train at {max(lower)} px, where these images need no upscaling.", stems, values)
+    return _warn("below_resolution", message, f"Use originals whose short side is at least {resolution} px "
+                 f"(the smallest here is {smallest} px).", stems, values, advice_key="advice_larger")
+
+
 # ---------------------------------------------------------------- the report
 
 
 def quality_report(dataset_dir: Path, resolution: int = 1024, guidance: dict | None = None,
-                   trigger_word: str | None = None, t5_max_tokens: int = 512, tokenizer=None) -> dict:
-    """Measure a dataset folder (its images/ subfolder) against the training settings."""
+                   trigger_word: str | None = None, t5_max_tokens: int = 512, tokenizer=None,
+                   items: list | None = None) -> dict:
+    """Measure a dataset folder (its images/ subfolder, or the DatasetItems in `items`, which the
+    engine lists for a plain folder of images) against the training settings."""
     dataset_dir = Path(dataset_dir)
     guidance = guidance or {}
     buckets = make_buckets(resolution)
     warnings: list[dict] = []
     images, unreadable = [], []
-    for item in list_dataset(dataset_dir):
-        try:
-            with Image.open(item.image) as im:
-                im.load()
-                rgb = im.convert("RGB")
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            unreadable.append(f"{item.stem} ({exc})")
+    remember = items is None  # a plain folder the engine lists is the user's own: write nothing there
+    items = list_dataset(dataset_dir) if items is None else items
+    measured = image_measures(dataset_dir, items, remember=remember)
+    for item in items:
+        m = measured.get(item.stem)
+        if "error" in m:
+            unreadable.append(f"{item.stem} ({m['error']})")
             continue
-        w, h = rgb.size
+        w, h = m["width"], m["height"]
         bucket = nearest_bucket(w, h, buckets)
         (new_w, _), _ = fit_to_bucket(w, h, bucket)
         images.append({
             "stem": item.stem, "width": w, "height": h, "bucket": f"{bucket[0]}x{bucket[1]}",
-            "upscale": round(new_w / w, 3), "sharpness": round(sharpness(rgb), 2),
-            "phash": phash(rgb), "dhash": dhash(rgb), "caption": item.caption,
+            "upscale": round(new_w / w, 3), "sharpness": m["sharpness"], "phash": m["phash"], "dhash": m["dhash"],
+            "caption": item.caption,
         })
     n = len(images)
 
@@ -172,17 +253,16 @@ def quality_report(dataset_dir: Path, resolution: int = 1024, guidance: dict | N
         hi = next((e for e in RESOLUTION_BINS if e > short), None)
         hist[f"{lo}-{hi - 1}" if hi else f"{lo}+"] += 1
     histogram = {k: hist[k] for k in sorted(hist, key=lambda k: int(k.split("-")[0].rstrip("+")))}
-    upscaled = [im["stem"] for im in images if im["upscale"] > 1.0]
+    upscaled = [im for im in images if im["upscale"] > 1.0]
     if upscaled:
-        warnings.append(_warn("below_resolution", f"{len(upscaled)} image(s) are smaller than their "
-                              f"{resolution} px bucket and will be upscaled: {_names(upscaled)}.",
-                              "Use larger originals, or train at a lower resolution (512 or 768).", upscaled))
+        warnings.append(_upscale_warning(upscaled, resolution))
     min_res = guidance.get("min_resolution")
     small = [im["stem"] for im in images if min_res and min(im["width"], im["height"]) < min_res]
     if small:
         warnings.append(_warn("below_min_resolution", f"{len(small)} image(s) have a short side below the "
                               f"preset's minimum of {min_res} px: {_names(small)}.",
-                              "Replace them with larger photos or remove them; they add blur.", small))
+                              "Replace them with larger photos or remove them; they add blur.", small,
+                              {"min_resolution": min_res, "count": len(small)}))
 
     bucket_counts = dict(sorted(Counter(im["bucket"] for im in images).items(), key=lambda kv: -kv[1]))
     lonely = [b for b, c in bucket_counts.items() if c == 1 and len(bucket_counts) > 1]
@@ -219,8 +299,8 @@ def quality_report(dataset_dir: Path, resolution: int = 1024, guidance: dict | N
         if without_trigger:
             warnings.append(_warn("trigger_missing", f"The trigger word '{trigger_word}' is missing from "
                                   f"{len(without_trigger)} caption(s): {_names(without_trigger)}.",
-                                  "Re-run captioning with --trigger, or enable 'prepend trigger word' in "
-                                  "the training settings.", without_trigger))
+                                  "Caption them again with the trigger word (python -m studio caption DIR "
+                                  f"--trigger {trigger_word}), or add it to those captions.", without_trigger))
     tokens = {im["stem"]: _count_tokens(im["caption"], tokenizer) for im in captioned}
     too_long = sorted(s for s, t in tokens.items() if t > t5_max_tokens)
     if too_long:
@@ -237,7 +317,7 @@ def quality_report(dataset_dir: Path, resolution: int = 1024, guidance: dict | N
         "images": {"count": n, "min_images": min_images, "recommended_images": recommended,
                    "unreadable": len(unreadable)},
         "resolution_histogram": histogram,
-        "below_resolution": upscaled,
+        "below_resolution": [im["stem"] for im in upscaled],
         "buckets": bucket_counts,
         "near_duplicates": near,
         "blurry": blurry,

@@ -1,14 +1,18 @@
 """UI strings in English and Simplified Chinese: one catalogue per language, keys shared.
 
-Static text (labels, tab names, buttons) goes to the browser through Gradio's `gr.I18n`, which
-picks the language from the browser (or Gradio's settings page). Text a handler builds at run
-time (status messages, the quality report, validation problems) is looked up here with
-`t(key, lang)`, the language coming from the UI's language switch.
+Static text (labels, tab names, buttons, choice labels) goes to the browser through Gradio's
+`gr.I18n`, under the `studio.` namespace so no key can shadow one of Gradio's own (`common.*`,
+`status.*` …). The browser shows it in the page's language, which studio/ui/locale.py fixes
+before Gradio starts. Text a handler builds at run time (status messages, the quality report,
+validation problems, table headers) is looked up here with `t(key, lang)`, the language coming
+from the same choice.
 
 Some English strings already live in one place elsewhere, so they are generated instead of
 copied (one source of truth): config help texts (`cfg.<key>` from studio/config.py), preset
 titles and descriptions (`preset.<name>.*`, `tier.<name>.*` from presets/), and the
-diagnostics catalogue (`diag.<CODE>.*` from studio/diagnostics.py). zh-CN.yaml translates them.
+diagnostics catalogue (`diag.<CODE>.*` from studio/diagnostics.py); the Advanced settings'
+labels (`setting.<key>`) and choice labels (`choice.<key>.<value>`) are the config's own names in
+English. zh-CN.yaml translates them.
 
 No gradio or torch import at module load: handlers and tests use this without a UI.
 """
@@ -24,6 +28,17 @@ import yaml
 LANGS = ("en", "zh-CN")
 DEFAULT_LANG = "en"
 LANG_NAMES = {"en": "English", "zh-CN": "简体中文"}
+# Gradio merges every gr.I18n key into one dictionary with its own keys; ours live under this.
+NAMESPACE = "studio."
+# Messages gradio's own status tracker asks for but gradio 6.31 does not ship: `common.complete`
+# (announced to screen readers after each event; no language has it, so the raw key was read
+# out) and, in Chinese, the queue position and "progress" (they fell back to English). These
+# fill exactly those gaps, under gradio's own keys.
+GRADIO_GAPS = {
+    "en": {"common.complete": "Done"},
+    "zh-CN": {"common.complete": "完成", "common.progress": "进度",
+              "status.queue_position": "排队中：第 {position} 位，共 {size} 位"},
+}
 _HERE = Path(__file__).resolve().parent
 
 
@@ -32,6 +47,12 @@ def _generated_english() -> dict[str, str]:
     from studio.config import help_rows, list_presets, load_preset
 
     out = {f"cfg.{key}": text for key, _, _, text in help_rows()}
+    for key, type_name, _, _ in help_rows():
+        if type_name != "section":
+            out[f"setting.{key}"] = key
+        if type_name.startswith("one of "):
+            for value in choice_values(type_name):
+                out[f"choice.{key}.{value}"] = value
     for kind, prefix in (("subject", "preset"), ("memory", "tier")):
         for name in list_presets(kind):
             preset = load_preset(name, kind)
@@ -41,6 +62,11 @@ def _generated_english() -> dict[str, str]:
         out[f"diag.{code}.title"] = diagnosis.title
         out[f"diag.{code}.advice"] = diagnosis.advice
     return out
+
+
+def choice_values(type_name: str) -> list[str]:
+    """The values of a config type shown as "one of 'a', 'b'"."""
+    return [c.strip().strip("'") for c in type_name.removeprefix("one of ").split(",")]
 
 
 @lru_cache(maxsize=None)
@@ -91,10 +117,22 @@ def config_help(key: str, lang: str = DEFAULT_LANG) -> str:
 
 
 def gradio_i18n():
-    """A `gr.I18n` with every catalogue (gradio imported here, not at module load)."""
+    """A `gr.I18n` with every catalogue, keys under NAMESPACE (gradio imported here, not at
+    module load)."""
     import gradio as gr
 
-    return gr.I18n(**{lang: catalogue(lang) for lang in LANGS})
+    return gr.I18n(**{lang: {**GRADIO_GAPS[lang], **{NAMESPACE + k: v for k, v in catalogue(lang).items()}}
+                      for lang in LANGS})
+
+
+def md_text(value) -> str:
+    """User-supplied text (file names, run names, setting values) shown as itself inside Markdown:
+    HTML tags and Markdown marks are escaped, so '<b>x</b>' reads '<b>x</b>', not a bold 'x'."""
+    import html
+
+    escaped = html.escape(str(value), quote=False)
+    # '_' stays: inside a word (max_steps, red_sneaker_0) it never starts emphasis.
+    return re.sub(r"([\\`*\[\]~])", r"\\\1", escaped)
 
 
 # ---------------------------------------------------------------- validation problems
@@ -114,7 +152,7 @@ _PROBLEMS = [
     (re.compile(r"(?P<value>-?\d+) must be a multiple of 16 between 64 and 4096"), "problem.sample_size"),
     (re.compile(r"expected (?P<type>.+?), got (?P<value>.+)$"), "problem.expected"),
     (re.compile(r"unknown setting\."), "problem.unknown_setting"),
-    (re.compile(r"must be a plain name"), "problem.run_name"),
+    (re.compile(r"(?P<value>'.*') must be a plain name"), "problem.run_name"),
 ]
 _KEY = re.compile(r"^(?P<key>[a-z_]+(?:\.[a-z_]+)*(?:\[\d+\])?)\s*:?\s+(?P<rest>.*)$", re.S)
 
@@ -123,12 +161,13 @@ def translate_problem(message: str, lang: str = DEFAULT_LANG) -> str:
     """One validation message in the user's language: '**setting** — what to change'."""
     match = _KEY.match(message.strip())
     if not match:
-        return message
+        return md_text(message)
     key, rest = match["key"], match["rest"].strip()
     if lang == DEFAULT_LANG:
-        return t("problem.prefix", lang, key=f"`{key}`", detail=rest)
+        return t("problem.prefix", lang, key=f"`{key}`", detail=md_text(rest))
     for pattern, text_key in _PROBLEMS:
         found = pattern.search(rest)
         if found:
-            return t("problem.prefix", lang, key=f"`{key}`", detail=t(text_key, lang, **found.groupdict()))
-    return t("problem.prefix", lang, key=f"`{key}`", detail=rest)
+            values = {k: md_text(v) for k, v in found.groupdict().items()}
+            return t("problem.prefix", lang, key=f"`{key}`", detail=t(text_key, lang, **values))
+    return t("problem.prefix", lang, key=f"`{key}`", detail=md_text(rest))

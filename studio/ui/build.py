@@ -1,4 +1,4 @@
-"""The Blocks: a header (dataset picker, message language) over five tabs.
+"""The Blocks: a header (dataset picker, page language) over five tabs.
 
 Importing this module imports gradio but never torch (tests/test_ui_handlers.py checks it):
 start-up stays fast and the UI process stays small.
@@ -10,27 +10,35 @@ from pathlib import Path
 
 import gradio as gr
 
-from studio.i18n import LANG_NAMES, LANGS, lang_from_accept_language, t
+from studio.i18n import LANG_NAMES, LANGS, t
 from studio.ui import captions, dataset, monitor, results, train
 from studio.ui import handlers as h
 from studio.ui.common import Context, L
+from studio.ui.locale import DATASET_COOKIE, LANG_COOKIE, LocaleScript, cookie_js, request_cookie, request_lang
 
-CSS = ".studio-progress{margin:4px 0 8px 0}"
+# Gradio's busy indicators print "processing | 0.4s" and "queue: 1/2" in English whatever the
+# language; on a page in another language (<html lang> is set by studio/ui/locale.py) the
+# spinner and progress bar alone say it.
+CSS = (".studio-progress{margin:4px 0 8px 0}"
+       "html:not([lang=en]) .meta-text, html:not([lang=en]) .meta-text-center{display:none !important}")
 
 
 def build_ui(data_dir: str | Path, max_upload_mb: int | None = None) -> gr.Blocks:
     ctx = Context(data_dir=Path(data_dir).resolve(), max_upload_mb=max_upload_mb)
     # delete_cache: uploads and served copies leave gradio's cache after an hour.
     with gr.Blocks(title=t("app.title"), delete_cache=(3600, 3600)) as demo:
-        gr.Markdown(L("app.title"), elem_id="app-title")
+        gr.Markdown(L("app.heading"), elem_id="app-title")
         gr.Markdown(L("app.intro"))
         with gr.Row():
-            names = h.list_datasets(ctx.data_dir)
-            ctx.dataset = gr.Dropdown(label=L("common.dataset"), choices=names, value=names[0] if names else None,
-                                      elem_id="dataset-pick", scale=3)
-            # The language of messages built by handlers; labels follow the browser via gr.I18n.
+            # Choices and value come with the page (on_load), never frozen at build time.
+            ctx.dataset = gr.Dropdown(label=L("common.dataset"), choices=[], value=None, elem_id="dataset-pick",
+                                      scale=3)
             ctx.lang = gr.Radio(label=L("app.language"), choices=[(LANG_NAMES[c], c) for c in LANGS], value="en",
                                 elem_id="lang", scale=1)
+        # Remember the chosen dataset in the browser for the next visit. Registered before the tabs'
+        # own listeners, which the page runs in turn: the choice is kept even if the page is left
+        # while they still work.
+        ctx.dataset.change(None, [ctx.dataset], None, js=cookie_js(DATASET_COOKIE), api_visibility="private")
         with gr.Tabs():
             with gr.Tab(L("tab.dataset"), id="dataset") as dataset_tab:
                 dataset.build(ctx)
@@ -43,11 +51,12 @@ def build_ui(data_dir: str | Path, max_upload_mb: int | None = None) -> gr.Block
             with gr.Tab(L("tab.results"), id="results") as results_tab:
                 results.build(ctx)
 
-        # One trigger word for captioning and training unless the user changes the latter.
-        ctx.extra["trigger"].change(lambda v: v, [ctx.extra["trigger"]], [ctx.extra["train_trigger"]],
-                                    api_visibility="private")
+        # One trigger word for captioning and training while the user types it (.input: the
+        # values each tab remembers per dataset are set by the server and must not overwrite).
+        ctx.extra["trigger"].input(lambda v: v, [ctx.extra["trigger"]], [ctx.extra["train_trigger"]],
+                                   api_visibility="private")
         fn, inputs, outputs = ctx.extra["monitor_poll"]
-        monitor_tab.select(fn, inputs, outputs, api_visibility="private")
+        monitor_tab.select(fn, inputs, outputs, api_visibility="private", show_progress="hidden")
         timer, auto = ctx.extra["monitor_timer"]
         monitor_tab.select(lambda on: gr.Timer(active=bool(on)), [auto], [timer], api_visibility="private")
         for tab in (dataset_tab, captions_tab, train_tab, results_tab):
@@ -55,14 +64,59 @@ def build_ui(data_dir: str | Path, max_upload_mb: int | None = None) -> gr.Block
         fn, inputs, outputs = ctx.extra["results_view"]
         results_tab.select(fn, inputs, outputs, api_visibility="private")
 
-        def on_load(request: gr.Request):
-            header = request.headers.get("accept-language", "") if request else ""
-            return lang_from_accept_language(header)
+        d = ctx.data_dir
+        view_inputs = [c for _, inputs, _ in ctx.dataset_views for c in inputs]
+        view_outputs = [c for _, _, outputs in ctx.dataset_views for c in outputs]
 
-        demo.load(on_load, None, [ctx.lang], api_visibility="private").then(
-            *ctx.extra["dataset_view"][:1], ctx.extra["dataset_view"][1], ctx.extra["dataset_view"][2],
-            api_visibility="private")
+        def show_dataset(dataset, lang, *values):
+            # Every tab's view of the chosen dataset in one answer (see Context.dataset_views).
+            out, at = [], 0
+            for fn, inputs, _ in ctx.dataset_views:
+                out += list(fn(dataset, lang, *values[at:at + len(inputs)]))
+                at += len(inputs)
+            return out
+
+        ctx.dataset.input(show_dataset, [ctx.dataset, ctx.lang, *view_inputs], view_outputs, api_visibility="private")
+        ctx.extra["dataset_created"].then(show_dataset, [ctx.dataset, ctx.lang, *view_inputs], view_outputs,
+                                          api_visibility="private")
+
+        # The page load answers everything at once: language, dataset list and choice, the lists
+        # and texts each tab reads now, and every tab's view of the chosen dataset.
+        late = [component for component, _ in ctx.on_load]
+        load_outputs = [ctx.lang, ctx.dataset, *late]
+        load_outputs += [c for c in view_outputs if c not in load_outputs]
+
+        def on_load(request: gr.Request, *values):
+            lang = request_lang(request)
+            names = h.list_datasets(d)
+            wanted = request_cookie(request, DATASET_COOKIE)
+            chosen = wanted if wanted in names else h.newest_dataset(d, names)
+            answer = {ctx.lang: lang, ctx.dataset: gr.update(choices=names, value=chosen)}
+            for component, fn in ctx.on_load:
+                answer[component] = fn(lang)
+            for component, value in zip(view_outputs, show_dataset(chosen, lang, *values)):
+                answer[component] = merged(answer[component], value) if component in answer else value
+            return [answer.get(c, gr.skip()) for c in load_outputs]
+
+        # <html data-studio-ready> marks a page whose lists and texts have arrived (for automation:
+        # a click before that would be undone by them).
+        demo.load(on_load, view_inputs, load_outputs, api_visibility="private", show_progress="hidden").then(
+            None, js="() => { document.documentElement.dataset.studioReady = '1'; }")
+        # Choosing a language reloads the page in it (see studio/ui/locale.py for why).
+        ctx.lang.input(None, [ctx.lang], None, js=cookie_js(LANG_COOKIE, then_reload=True),
+                       api_visibility="private")
     return demo
+
+
+def merged(first, second):
+    """Two answers for one component in one event (a choice list and a value): one update.
+    gr.skip() is an update without properties, so it merges as "nothing to change"."""
+    def as_update(value):
+        if isinstance(value, dict) and value.get("__type__") == "update":
+            return {k: v for k, v in value.items() if k != "__type__"}
+        return {"value": value}
+
+    return gr.update(**{**as_update(first), **as_update(second)})
 
 
 def launch_kwargs(data_dir: str | Path) -> dict:
@@ -70,10 +124,12 @@ def launch_kwargs(data_dir: str | Path) -> dict:
     store, caches, models, checkpoints, worker files or a .env (HARDENING_NOTES §1)."""
     from studio.i18n import gradio_i18n
 
+    from starlette.middleware import Middleware
+
     root = Path(data_dir).resolve()
     return {"allowed_paths": [str(root / "datasets"), str(root / "runs")],
             "blocked_paths": blocked_paths(root), "i18n": gradio_i18n(), "css": CSS,
-            "footer_links": ["settings"]}
+            "footer_links": ["settings"], "app_kwargs": {"middleware": [Middleware(LocaleScript)]}}
 
 
 def blocked_paths(root: Path) -> list[str]:

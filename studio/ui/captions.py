@@ -8,9 +8,12 @@ import pandas as pd
 
 from studio.i18n import t
 from studio.ui import handlers as h
-from studio.ui.common import Context, L, guarded
+from studio.ui import report_view as rv
+from studio.ui import remembered
+from studio.ui.common import Context, L, choice_labels, guarded
 
 CAPTIONERS = ["basic", "florence2", "blip"]
+PLACEMENTS = ["start", "end", "none"]
 COLUMNS = ("captions.col_image", "captions.col_caption", "captions.col_tokens", "captions.col_note")
 
 
@@ -22,12 +25,14 @@ def build(ctx: Context) -> None:
     d = ctx.data_dir
     gr.Markdown(L("captions.english_note"))
     with gr.Row():
-        captioner = gr.Dropdown(label=L("captions.captioner"), choices=CAPTIONERS, value="basic",
+        captioner = gr.Dropdown(label=L("captions.captioner"), choices=choice_labels("captioner", CAPTIONERS),
+                                value="basic",
                                 info=L("captions.captioner_help"), elem_id="captions-captioner")
         trigger = gr.Textbox(label=L("captions.trigger"), value="ohwx", elem_id="captions-trigger")
         class_word = gr.Textbox(label=L("captions.class_word"), elem_id="captions-class")
     with gr.Row():
-        placement = gr.Radio(label=L("captions.placement"), choices=["start", "end", "none"], value="start")
+        placement = gr.Radio(label=L("captions.placement"), choices=choice_labels("placement", PLACEMENTS),
+                             value="start", elem_id="captions-placement")
         prefix = gr.Textbox(label=L("captions.prefix"))
         suffix = gr.Textbox(label=L("captions.suffix"))
     with gr.Row():
@@ -52,7 +57,7 @@ def build(ctx: Context) -> None:
 
     @guarded(3, status_index=2)
     def on_view(dataset, lang):
-        items = h.gallery_items(d, dataset, None, lang) if dataset else []
+        items = rv.gallery_items(d, dataset, None, lang) if dataset else []
         rows = h.caption_table(d, dataset, lang) if dataset else []
         return items, pd.DataFrame(rows, columns=_columns(lang)), gr.skip()
 
@@ -63,7 +68,10 @@ def build(ctx: Context) -> None:
         def on_run(dataset, name, trig, cls, place, pre, suf, lang, progress=gr.Progress()):
             def report(done: int, total: int) -> None:
                 progress((done, total))
-            return h.caption_images(d, dataset, name, trig, cls, place, pre, suf, redo_all, lang, report)
+            message = h.caption_images(d, dataset, name, trig, cls, place, pre, suf, redo_all, lang, report)
+            remembered.save_caption_settings(d, dataset, trigger=trig, class_word=cls, captioner=name,
+                                             placement=place)
+            return message
         return on_run
 
     inputs = [ctx.dataset, captioner, trigger, class_word, placement, prefix, suffix, ctx.lang]
@@ -101,6 +109,13 @@ def build(ctx: Context) -> None:
     apply_affix.click(on_affix, [ctx.dataset, prefix, suffix, ctx.lang], [status],
                       api_visibility="private").then(on_view, [ctx.dataset, ctx.lang], view_out,
                                                      api_visibility="private")
-    ctx.dataset.change(on_view, [ctx.dataset, ctx.lang], view_out, api_visibility="private")
-    ctx.extra["captions_view"] = (on_view, [ctx.dataset, ctx.lang], view_out)
+
+    @guarded(7, status_index=2)
+    def on_dataset(dataset, lang):
+        # Its images and captions, and the words it was last captioned with (not the last dataset's).
+        saved = remembered.caption_settings(d, dataset)
+        return [*on_view(dataset, lang), saved["trigger"], saved["class_word"], saved["captioner"],
+                saved["placement"]]
+
+    ctx.dataset_views.append((on_dataset, [], view_out + [trigger, class_word, captioner, placement]))
     ctx.extra["trigger"] = trigger

@@ -15,10 +15,27 @@ log = logging.getLogger("studio.ui")
 
 
 def L(key: str):
-    """A catalogue key as gradio's I18n marker: the browser shows it in its own language."""
+    """A catalogue key as gradio's I18n marker, shown in the page's language (studio/ui/locale.py).
+    Works for labels, info texts, button and tab names and choice labels; not for table headers,
+    chart titles or gallery captions, which handlers build with t(key, lang)."""
     from gradio.i18n import I18nData
 
-    return I18nData(key)
+    from studio.i18n import NAMESPACE
+
+    return I18nData(NAMESPACE + key)
+
+
+def preset_choices(kind: str = "subject") -> list[tuple[Any, str]]:
+    """(title in the page's language, name) of each preset or memory tier, read now."""
+    from studio.config import list_presets
+
+    prefix = "preset" if kind == "subject" else "tier"
+    return [(L(f"{prefix}.{name}.title"), name) for name in list_presets(kind)]
+
+
+def choice_labels(key: str, values: list[str]) -> list[tuple[Any, str]]:
+    """(label in the page's language, value) for a setting's choices (`choice.<key>.<value>`)."""
+    return [(L(f"choice.{key}.{value}"), value) for value in values]
 
 
 @dataclass
@@ -29,6 +46,13 @@ class Context:
     lang: Any = None
     dataset: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # (component, fn(lang) -> update) applied when the page loads: choice lists and texts that
+    # must be current (new presets, new datasets) or follow the page's language.
+    on_load: list[tuple[Any, Callable[[str], Any]]] = field(default_factory=list)
+    # What each tab shows for the chosen dataset: (fn(dataset, lang, *inputs) -> outputs, inputs,
+    # outputs). build.py runs them all in one request when a dataset is picked, created or the
+    # page loads: one round trip instead of one per tab.
+    dataset_views: list[tuple[Callable, list, list]] = field(default_factory=list)
 
 
 def status_error(exc: BaseException, lang: str) -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from studio.config import list_presets
 from studio.ui import handlers as h
-from studio.ui.common import Context, L, guarded
+from studio.ui import report_view as rv
+from studio.ui.common import Context, L, guarded, preset_choices
 
 
 def build(ctx: Context) -> None:
@@ -26,7 +26,8 @@ def build(ctx: Context) -> None:
         remove = gr.Button(L("dataset.remove"), variant="stop", scale=1)
     gr.Markdown(L("dataset.report_heading"))
     with gr.Row():
-        preset = gr.Dropdown(label=L("dataset.report_preset"), choices=list_presets(), value="portrait")
+        preset = gr.Dropdown(label=L("dataset.report_preset"), choices=preset_choices(), value="portrait",
+                             elem_id="dataset-preset")
         resolution = gr.Number(label=L("train.resolution"), value=512, precision=0)
         check = gr.Button(L("dataset.report_run"))
     report_md = gr.Markdown(elem_id="dataset-report")
@@ -40,7 +41,8 @@ def build(ctx: Context) -> None:
         created, message = h.create_dataset(d, name, lang)
         return refresh_choices(created), message
 
-    create.click(on_create, [new_name, ctx.lang], [ctx.dataset, status], api_visibility="private")
+    ctx.extra["dataset_created"] = create.click(on_create, [new_name, ctx.lang], [ctx.dataset, status],
+                                                api_visibility="private")
 
     @guarded(2, status_index=0)
     def on_upload(dataset, files, lang):
@@ -51,9 +53,9 @@ def build(ctx: Context) -> None:
         if not dataset:
             return [], gr.update(choices=[], value=[]), "", gr.skip()
         report = h.run_report(d, dataset, preset_name, int(res or 512), None)
-        items = h.gallery_items(d, dataset, report, lang)
+        items = rv.gallery_items(d, dataset, report, lang)
         stems = [caption.split(" · ")[0] for _, caption in items]
-        return items, gr.update(choices=stems, value=[]), h.report_markdown(report, lang), gr.skip()
+        return items, gr.update(choices=stems, value=[]), rv.report_markdown(report, lang), gr.skip()
 
     view_in = [ctx.dataset, preset, resolution, ctx.lang]
     view_out = [gallery, to_remove, report_md, status]
@@ -67,5 +69,6 @@ def build(ctx: Context) -> None:
     remove.click(on_remove, [ctx.dataset, to_remove, ctx.lang], [status], api_visibility="private").then(
         on_view, view_in, view_out, api_visibility="private")
     check.click(on_view, view_in, view_out, api_visibility="private")
-    ctx.dataset.change(on_view, view_in, view_out, api_visibility="private")
-    ctx.extra["dataset_view"] = (on_view, view_in, view_out)
+    ctx.dataset_views.append((lambda dataset, lang, p, r: on_view(dataset, p, r, lang), [preset, resolution],
+                              view_out))
+    ctx.on_load.append((preset, lambda lang: gr.update(choices=preset_choices())))

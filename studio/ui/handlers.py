@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,12 +21,23 @@ import yaml
 
 from studio.config import (ConfigError, MEMORY_TIERS, TrainConfig, help_rows, list_presets, load_preset,
                            resolve, tier_for_memory, validate)
-from studio.i18n import t, translate_problem
+from studio.i18n import md_text, t, translate_problem
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
 # FLUX.1 [schnell] reads 256 T5 tokens, [dev] 512: warn at the stricter limit (the message says both).
 T5_LIMIT = 256
 MODEL_CHOICES = ["demo", "black-forest-labs/FLUX.1-schnell", "black-forest-labs/FLUX.1-dev"]
+# What the Train tab proposes on the built-in demo model instead of a preset's real-model run
+# (2,500 steps at 768 px would take most of an hour on a CPU): a run of about two minutes on a
+# 2-core CPU, model load and samples included (measured: docs/benchmarks.md "Demo run").
+# Everything else still comes from the preset and tier; real models keep the presets' values.
+DEMO_RUN = {
+    "dataset": {"resolution": 256},
+    "schedule": {"max_steps": 150, "warmup_steps": 10},
+    "sample": {"every": 50, "at_start": False, "steps": 8, "width": 256, "height": 256},
+    "save": {"every": 50},
+    "log": {"block_norms_every": 10},
+}
 # Settings shown up front on the Train tab; everything else is generated into "Advanced".
 BASIC_KEYS = ("schedule.max_steps", "optimizer.lr", "lora.rank", "dataset.resolution", "sample.prompts",
               "sample.every")
@@ -56,7 +68,18 @@ def dataset_dir(data_dir: Path, name: str | None, lang: str = "en") -> Path:
 
 def list_datasets(data_dir: Path) -> list[str]:
     root = datasets_root(data_dir)
-    return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and NAME_RE.match(p.name)) if root.is_dir() else []
+
+
+def newest_dataset(data_dir: Path, names: list[str]) -> str | None:
+    """The dataset worked on last (its images folder changed most recently)."""
+    def changed(name: str) -> float:
+        folder = datasets_root(data_dir) / name
+        try:
+            return max((folder / "images").stat().st_mtime, folder.stat().st_mtime)
+        except OSError:
+            return 0.0
+    return max(names, key=changed) if names else None
 
 
 def create_dataset(data_dir: Path, name: str, lang: str = "en") -> tuple[str, str]:
@@ -94,18 +117,33 @@ def upload_files(data_dir: Path, name: str, files: list[str] | None, max_total_m
     lines = [t("dataset.imported", lang, accepted=len(result.accepted), rejected=len(result.rejected))]
     shown = 20  # enough to act on; the report lists every item
     for r in result.rejected[:shown]:
-        reason = t(f"ingest.{r.code}", lang) if lang != "en" else r.message
-        lines.append("- " + t("dataset.rejected_item", lang, name=r.name, reason=reason))
+        lines.append("- " + t("dataset.rejected_item", lang, name=md_text(r.name), reason=md_text(_reason(r, lang))))
     if len(result.rejected) > shown:
         lines.append(t("dataset.rejected_more", lang, count=len(result.rejected) - shown))
     return "\n".join(lines)
 
 
+def _reason(rejected, lang: str) -> str:
+    """Why an item was refused, with its real values: the ingest message in English, the
+    catalogue's `ingest.<code>` elsewhere (its English message if a value it needs is missing)."""
+    if lang == "en":
+        return rejected.message
+    template = t(f"ingest.{rejected.code}", lang)
+    try:
+        return template.format(**rejected.values)
+    except (KeyError, IndexError, ValueError):
+        return rejected.message
+
+
 def remove_images(data_dir: Path, name: str, stems: list[str] | None, lang: str = "en") -> str:
     from studio.data.ingest import remove_item
+    from studio.ui.thumbs import remove_thumbnail
 
     folder = dataset_dir(data_dir, name, lang)
-    removed = sum(bool(remove_item(folder, stem)) for stem in (stems or []))
+    removed = 0
+    for stem in stems or []:
+        removed += bool(remove_item(folder, stem))
+        remove_thumbnail(folder, stem)
     return t("dataset.removed", lang, count=removed)
 
 
@@ -115,73 +153,6 @@ def run_report(data_dir: Path, name: str, preset: str | None, resolution: int, t
     guidance = load_preset(preset).guidance if preset else {}
     return quality_report(dataset_dir(data_dir, name), resolution=int(resolution or 512), guidance=guidance,
                           trigger_word=(trigger or "").strip() or None)
-
-
-def item_flags(report: dict | None) -> dict[str, list[str]]:
-    """stem → warning codes that name it (for the per-image status line)."""
-    flags: dict[str, list[str]] = {}
-    known = _flag_keys()
-    for warning in (report or {}).get("warnings", []):
-        if f"status.flag.{warning['code']}" not in known:
-            continue
-        for item in warning.get("items", []):
-            stems = [item["a"], item["b"]] if isinstance(item, dict) else [str(item)]
-            for stem in stems:
-                flags.setdefault(stem, []).append(warning["code"])
-    return flags
-
-
-def _flag_keys() -> set[str]:
-    from studio.i18n import catalogue
-
-    return {k for k in catalogue("en") if k.startswith("status.flag.")}
-
-
-def gallery_items(data_dir: Path, name: str | None, report: dict | None = None,
-                  lang: str = "en") -> list[tuple[str, str]]:
-    """(image path, 'stem · status') for every image; the status says what needs doing."""
-    from studio.data.ingest import list_dataset
-
-    if not name:
-        return []
-    folder = dataset_dir(data_dir, name, lang)
-    flags = item_flags(report)
-    out = []
-    for item in list_dataset(folder):
-        parts = [t("status.captioned" if item.caption else "status.no_caption", lang)]
-        parts += [t(f"status.flag.{code}", lang) for code in flags.get(item.stem, [])]
-        out.append((str(item.image), f"{item.stem} · {', '.join(parts)}"))
-    return out
-
-
-def report_markdown(report: dict, lang: str = "en") -> str:
-    """The quality report with, for each warning, what to do about it."""
-    img, cap = report["images"], report["captions"]
-    lines = [t("report.summary", lang, count=img["count"], resolution=report["resolution"],
-               captioned=cap["captioned"], trainable=t("report.yes" if report["trainable"] else "report.no", lang))]
-    if img.get("min_images"):
-        lines.append(t("report.guidance", lang, min_images=img["min_images"],
-                       recommended=img.get("recommended_images") or img["min_images"]))
-    if report.get("buckets"):
-        lines.append(t("report.buckets", lang, buckets=", ".join(f"{k} ×{v}" for k, v in report["buckets"].items())))
-    if not report["warnings"]:
-        lines.append(t("report.no_warnings", lang))
-    for w in report["warnings"]:
-        code = w["code"]
-        known = f"report.{code}" in _report_keys()
-        title = t(f"report.{code}", lang) if known and lang != "en" else w["message"]
-        advice = t(f"report.{code}.advice", lang) if known else w["advice"]
-        lines.append(f"- ⚠️ **{title}**\n  - {t('report.todo', lang)}: {advice}")
-        names = [f"{i['a']}~{i['b']}" if isinstance(i, dict) else str(i) for i in w.get("items", [])]
-        if names and lang != "en":
-            lines.append("  - " + t("report.affected", lang, items=", ".join(names[:12])))
-    return "\n\n".join(lines[:3]) + "\n\n" + "\n".join(lines[3:])
-
-
-def _report_keys() -> set[str]:
-    from studio.i18n import catalogue
-
-    return set(catalogue("en"))
 
 
 # ================================================================= Captions tab
@@ -294,8 +265,10 @@ def bulk_edit(data_dir: Path, name: str, find: str = "", replace: str = "", pref
 # ================================================================= Train tab
 
 
+@lru_cache(maxsize=1)
 def detect_gpu() -> tuple[str, float] | None:
-    """(name, GiB) of the first NVIDIA GPU via nvidia-smi: no torch import in the UI process."""
+    """(name, GiB) of the first NVIDIA GPU via nvidia-smi: no torch import in the UI process.
+    Asked once per process: every page load shows it."""
     exe = shutil.which("nvidia-smi")
     if not exe:
         return None
@@ -387,6 +360,8 @@ def set_key(data: dict, dotted: str, value: Any) -> None:
 def widget_value(kind: str, value: Any) -> Any:
     """A config value as its widget shows it (lists and nulls as one line of YAML)."""
     if kind == "yaml":
+        if value is None:  # "not set" reads as an empty box, not as YAML's "null"
+            return ""
         return yaml.safe_dump(value, default_flow_style=True, allow_unicode=True).strip().removesuffix("...").strip()
     return value
 
@@ -409,9 +384,21 @@ def parse_widget(kind: str, key: str, raw: Any, lang: str = "en") -> Any:
         raise UserError(t("train.bad_value", lang, key=key, value=raw, error=exc)) from None
 
 
+def proposed_config(preset: str | None, tier: str | None, base: str = "demo") -> TrainConfig:
+    """What the Train tab proposes for a preset + tier: the presets' values, or DEMO_RUN's on the
+    demo model."""
+    from studio.config import deep_merge
+
+    base = (base or "demo").strip() or "demo"
+    user = {"model": {"base": base}}
+    if base == "demo":
+        user = deep_merge(user, DEMO_RUN)
+    return resolve(user, preset=preset or None, tier=tier or "cpu")
+
+
 def preset_values(preset: str, tier: str, base: str = "demo") -> tuple[list[Any], list[Any], str]:
     """(basic values, advanced values, yaml) for a preset + tier, to fill the Train tab."""
-    cfg = resolve({"model": {"base": base or "demo"}}, preset=preset or None, tier=tier or "cpu").to_dict()
+    cfg = proposed_config(preset, tier, base).to_dict()
     basic = [cfg["schedule"]["max_steps"], cfg["optimizer"]["lr"], cfg["lora"]["rank"],
              cfg["dataset"]["resolution"], "\n".join(cfg["sample"]["prompts"]), cfg["sample"]["every"]]
     advanced = [widget_value(widget_kind(tp), get_key(cfg, key)) for key, tp, _, _ in advanced_rows()]
@@ -424,11 +411,18 @@ def build_config(data_dir: Path, *, dataset: str | None, base: str, custom_base:
     """The resolved config from the Train tab's fields. Raises UserError with every problem."""
     user: dict = {}
     problems: list[str] = []
+    try:  # an advanced field still at the preset's value is not the user's choice (resolve may fit it)
+        preset_cfg = resolve({}, preset=preset or None, tier=tier or "cpu").to_dict()
+    except ConfigError:
+        preset_cfg = {}
     for (key, tp, _, _), raw in zip(advanced_rows(), advanced):
         try:
-            set_key(user, key, parse_widget(widget_kind(tp), key, raw, lang))
+            value = parse_widget(widget_kind(tp), key, raw, lang)
         except UserError as exc:
             problems.append(str(exc))
+            continue
+        if not preset_cfg or value != get_key(preset_cfg, key):
+            set_key(user, key, value)
     basic = [("schedule.max_steps", "integer", steps), ("optimizer.lr", "number", lr),
              ("lora.rank", "integer", rank), ("dataset.resolution", "integer", resolution),
              ("sample.every", "integer", sample_every)]

@@ -8,7 +8,7 @@ import gradio as gr
 import pandas as pd
 
 from studio.i18n import t
-from studio.ui import runs
+from studio.ui import job_status, runs
 from studio.ui.common import Context, L, guarded
 
 POLL_SECONDS = 2.0
@@ -27,7 +27,7 @@ def build(ctx: Context) -> None:
     with gr.Row():
         pick = gr.Dropdown(label=L("monitor.pick"), choices=[], elem_id="monitor-pick", scale=3)
         auto = gr.Checkbox(label=L("monitor.auto"), value=True, scale=1)
-        refresh = gr.Button(L("common.refresh"), scale=1)
+        refresh = gr.Button(L("common.refresh"), scale=1, elem_id="monitor-refresh")
     progress = gr.HTML(elem_id="monitor-progress")
     status = gr.Markdown(elem_id="monitor-status")
     with gr.Row():
@@ -35,12 +35,14 @@ def build(ctx: Context) -> None:
         sample_now = gr.Button(L("monitor.sample_now"), elem_id="monitor-sample")
         save_now = gr.Button(L("monitor.save_now"), elem_id="monitor-save")
         resume = gr.Button(L("monitor.resume"), elem_id="monitor-resume")
+    # What the last action said; only actions write here, so the 2-second refresh never wipes it.
+    message = gr.Markdown(elem_id="monitor-message")
     with gr.Row():
         loss_plot = gr.LinePlot(x="step", y="loss", color="series", label=L("monitor.loss"), height=260,
                                 elem_id="monitor-loss")
         lr_plot = gr.LinePlot(x="step", y="lr", label=L("monitor.lr"), height=260, elem_id="monitor-lr")
     heat = gr.Image(label=L("monitor.heatmap"), type="numpy", interactive=False, height=260,
-                    elem_id="monitor-heatmap")
+                    elem_id="monitor-heatmap", alt_text=t("monitor.heatmap_alt", "en"))
     heat_rows = gr.Markdown()
     samples = gr.Gallery(label=L("monitor.samples"), columns=4, height=300, elem_id="monitor-samples")
     log = gr.Textbox(label=L("monitor.log"), lines=10, max_lines=14, interactive=False, elem_id="monitor-log")
@@ -54,7 +56,7 @@ def build(ctx: Context) -> None:
         with gr.Row():
             confirm = gr.Checkbox(label=L("monitor.delete_confirm"), value=False, elem_id="monitor-delete-confirm")
             delete = gr.Button(L("monitor.delete"), variant="stop", elem_id="monitor-delete")
-    with gr.Accordion(L("monitor.compare"), open=False):
+    with gr.Accordion(L("monitor.compare"), open=False, elem_id="monitor-compare"):
         compare = gr.Dropdown(label=L("monitor.compare"), choices=[], multiselect=True)
         compare_plot = gr.LinePlot(x="step", y="loss", color="job", label=L("monitor.compare_plot"), height=260)
     # Ticks only while this tab is shown (build.py switches it): charts drawn into a hidden
@@ -62,13 +64,14 @@ def build(ctx: Context) -> None:
     timer = gr.Timer(POLL_SECONDS, active=False)
     # What the last poll drew, so an unchanged job sends no chart data (cheap polls).
     seen = gr.State(None)
+    # The job the user picked by hand (job_status.pin_for); None: follow the newest running job.
+    pin = gr.State(None)
 
-    def poll(job_id, previous, lang):
-        rows = pd.DataFrame(runs.job_rows(d, lang), columns=_columns(lang))
-        choices = runs.job_choices(d)
-        ids = [c[1] for c in choices]
-        if job_id not in ids:
-            job_id = ids[0] if ids else None
+    def poll(pinned, previous, lang):
+        all_jobs = runs.store(d).list_jobs()  # read once per poll
+        rows = pd.DataFrame(runs.job_rows(d, lang, jobs=all_jobs), columns=_columns(lang))
+        choices = runs.job_choices(d, lang=lang, jobs=all_jobs)
+        job_id = job_status.pick_job(all_jobs, pinned)
         note = "" if runs.worker_running(d) else t("monitor.worker_missing", lang, data_dir=d)
         view = runs.job_view(d, job_id, lang)
         job = view["job"]
@@ -92,10 +95,17 @@ def build(ctx: Context) -> None:
     outputs = [worker_note, jobs, pick, compare, progress, status, cancel, sample_now, save_now, resume,
                loss_plot, lr_plot, heat, heat_rows, samples, log, seen]
     safe_poll = guarded(len(outputs), status_index=5)(poll)
-    timer.tick(safe_poll, [pick, seen, ctx.lang], outputs, api_visibility="private", show_progress="hidden",
-               queue=False)
-    refresh.click(lambda j, lang: safe_poll(j, None, lang), [pick, ctx.lang], outputs, api_visibility="private")
-    pick.input(lambda j, lang: safe_poll(j, None, lang), [pick, ctx.lang], outputs, api_visibility="private")
+    # show_progress="hidden" everywhere here: gradio's timer overlay ("processing | 0.1s") would
+    # otherwise be part of the status and progress texts every two seconds.
+    quiet = dict(api_visibility="private", show_progress="hidden")
+    timer.tick(safe_poll, [pin, seen, ctx.lang], outputs, queue=False, **quiet)
+    refresh.click(lambda p, lang: safe_poll(p, None, lang), [pin, ctx.lang], outputs, **quiet)
+
+    def on_pick(job_id):
+        return job_status.pin_for(job_id, runs.store(d).list_jobs())
+
+    pick.input(on_pick, [pick], [pin], **quiet).then(lambda p, lang: safe_poll(p, None, lang), [pin, ctx.lang],
+                                                      outputs, **quiet)
     auto.input(lambda on: gr.Timer(active=on), [auto], [timer], api_visibility="private")
 
     def action(name):
@@ -105,7 +115,7 @@ def build(ctx: Context) -> None:
         return on_action
 
     for button, name in ((cancel, "cancel"), (sample_now, "sample"), (save_now, "save"), (resume, "resume")):
-        button.click(action(name), [pick, ctx.lang], [status], api_visibility="private")
+        button.click(action(name), [pick, ctx.lang], [message], **quiet)
 
     @guarded(1)
     def on_duplicate(job_id, lang):
@@ -123,10 +133,10 @@ def build(ctx: Context) -> None:
     def on_delete(job_id, confirmed, lang):
         return runs.manage(d, job_id, "delete", lang, confirmed=bool(confirmed)), False
 
-    duplicate.click(on_duplicate, [pick, ctx.lang], [status], api_visibility="private")
-    load_config.click(on_load_config, [pick, ctx.lang], [config_box, status], api_visibility="private")
-    rerun.click(on_rerun, [pick, config_box, ctx.lang], [status], api_visibility="private")
-    delete.click(on_delete, [pick, confirm, ctx.lang], [status, confirm], api_visibility="private")
+    duplicate.click(on_duplicate, [pick, ctx.lang], [message], **quiet)
+    load_config.click(on_load_config, [pick, ctx.lang], [config_box, message], **quiet)
+    rerun.click(on_rerun, [pick, config_box, ctx.lang], [message], **quiet)
+    delete.click(on_delete, [pick, confirm, ctx.lang], [message, confirm], **quiet)
 
     @guarded(1)
     def on_compare(job_ids, lang):
@@ -134,5 +144,16 @@ def build(ctx: Context) -> None:
         return pd.DataFrame(data) if data["step"] else None
 
     compare.change(on_compare, [compare, ctx.lang], [compare_plot], api_visibility="private")
+    # Axis and legend titles and the heat map's description in the page's language.
+    ctx.on_load += [
+        (jobs, lambda lang: pd.DataFrame([], columns=_columns(lang))),
+        (loss_plot, lambda lang: gr.update(x_title=t("monitor.axis_step", lang), y_title=t("monitor.axis_loss", lang),
+                                           color_title=t("monitor.axis_series", lang))),
+        (lr_plot, lambda lang: gr.update(x_title=t("monitor.axis_step", lang), y_title=t("monitor.axis_lr", lang))),
+        (compare_plot, lambda lang: gr.update(x_title=t("monitor.axis_step", lang),
+                                              y_title=t("monitor.axis_loss", lang),
+                                              color_title=t("monitor.axis_job", lang))),
+        (heat, lambda lang: gr.update(alt_text=t("monitor.heatmap_alt", lang))),
+    ]
     ctx.extra["monitor_timer"] = (timer, auto)
-    ctx.extra["monitor_poll"] = (lambda j, lang: safe_poll(j, None, lang), [pick, ctx.lang], outputs)
+    ctx.extra["monitor_poll"] = (lambda p, lang: safe_poll(p, None, lang), [pin, ctx.lang], outputs)

@@ -20,11 +20,12 @@ def build(ctx: Context) -> None:
         refresh = gr.Button(L("common.refresh"), scale=1, elem_id="results-refresh")
     files = gr.File(label=L("results.files"), file_count="multiple", interactive=False, elem_id="results-files")
     card = gr.Markdown(elem_id="results-card")
-    gallery = gr.Gallery(label=L("card.samples"), columns=4, height=240)
+    gallery = gr.Gallery(label=L("card.samples"), columns=4, height=240, elem_id="results-samples")
     status = gr.Markdown(elem_id="results-status")
     with gr.Accordion(L("results.try_heading"), open=False):
         with gr.Row():
-            prompt = gr.Textbox(label=L("results.try_prompt"), value="a photo of ohwx", scale=3)
+            # Filled from the shown job's own first sample prompt and trigger word (on_view).
+            prompt = gr.Textbox(label=L("results.try_prompt"), scale=3, elem_id="results-try-prompt")
             strength = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label=L("results.try_strength"))
             seed = gr.Number(label=L("results.try_seed"), value=1234, precision=0)
         try_run = gr.Button(L("results.try_run"))
@@ -40,19 +41,24 @@ def build(ctx: Context) -> None:
         private = gr.Checkbox(label=L("results.private"), value=True)
         publish = gr.Button(L("results.publish"))
 
-    @guarded(5, status_index=4)
-    def on_view(job_id, lang):
-        choices = runs.job_choices(d, FINISHED)
-        ids = [c[1] for c in choices]
-        if job_id not in ids:
-            job_id = ids[0] if ids else None
-        view = runs.result_view(d, job_id, lang)
-        return gr.update(choices=choices, value=job_id), view["files"] or None, view["card"], view["samples"], ""
+    shown = gr.State(None)  # the job the Results tab showed last
 
-    outputs = [pick, files, card, gallery, status]
-    refresh.click(on_view, [pick, ctx.lang], outputs, api_visibility="private")
-    pick.input(on_view, [pick, ctx.lang], outputs, api_visibility="private")
-    ctx.extra["results_view"] = (on_view, [pick, ctx.lang], outputs)
+    @guarded(7, status_index=4)
+    def on_view(job_id, last, typed, lang):
+        jobs = runs.store(d).list_jobs(FINISHED)
+        choices = runs.job_choices(d, FINISHED, lang, jobs=jobs)
+        if job_id not in [c[1] for c in choices]:  # the newest job with LoRA files, else the newest
+            job_id = next((j["id"] for j in jobs if j["status"] == "succeeded"), jobs[0]["id"] if jobs else None)
+        view = runs.result_view(d, job_id, lang)
+        # A prompt the user typed for this job stays; another job starts from its own prompt.
+        prompt_v = gr.skip() if job_id == last and (typed or "").strip() else view["prompt"]
+        return (gr.update(choices=choices, value=job_id), view["files"] or None, view["card"], view["samples"], "",
+                prompt_v, job_id)
+
+    outputs = [pick, files, card, gallery, status, prompt, shown]
+    refresh.click(on_view, [pick, shown, prompt, ctx.lang], outputs, api_visibility="private")
+    pick.input(on_view, [pick, shown, prompt, ctx.lang], outputs, api_visibility="private")
+    ctx.extra["results_view"] = (on_view, [pick, shown, prompt, ctx.lang], outputs)
 
     @guarded(3, status_index=0)
     def on_try(job_id, text, weight, seed_v, lang):

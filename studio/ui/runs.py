@@ -6,8 +6,8 @@ two browser tabs, or a page reopened later, show the same truth. No gradio or to
 
 from __future__ import annotations
 
-import html
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -21,7 +21,10 @@ import numpy as np
 
 from studio.i18n import t
 from studio.ui.handlers import UserError
+from studio.ui.job_status import badge, job_status_markdown, progress_html
+from studio.ui.remembered import try_it_prompt
 
+log = logging.getLogger("studio.ui")
 LOG_TAIL_LINES = 40
 SMOOTHING = 0.9  # EMA weight of the smoothed loss curve
 
@@ -32,49 +35,22 @@ def store(data_dir: Path):
     return JobStore(data_dir)
 
 
-def badge(status: str, lang: str = "en") -> str:
-    return t(f"job.{status}", lang)
-
-
-def job_rows(data_dir: Path, lang: str = "en") -> list[list[Any]]:
+def job_rows(data_dir: Path, lang: str = "en", jobs: list[dict] | None = None) -> list[list[Any]]:
     rows = []
-    for job in store(data_dir).list_jobs():
+    for job in store(data_dir).list_jobs() if jobs is None else jobs:
         progress = f"{job['step'] or 0}/{job['max_steps'] or '?'}"
         loss = f"{job['loss']:.4f}" if isinstance(job.get("loss"), (int, float)) else ""
         rows.append([job["id"], job["name"], badge(job["status"], lang), progress, loss])
     return rows
 
 
-def job_choices(data_dir: Path, statuses: tuple[str, ...] | None = None) -> list[tuple[str, int]]:
-    return [(f"#{j['id']} {j['name']} ({j['status']})", j["id"])
-            for j in store(data_dir).list_jobs(statuses)]
-
-
-def _fmt_eta(seconds: Any) -> str:
-    if not isinstance(seconds, (int, float)) or seconds < 0:
-        return "–"
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
-        else f"{seconds // 60}:{seconds % 60:02d}"
-
-
-def progress_html(job: dict, lang: str = "en") -> str:
-    """A progress bar with step, it/s and ETA (built server-side so it needs no custom JS)."""
-    step, max_steps = job.get("step") or 0, job.get("max_steps")
-    if job["status"] == "queued":
-        text = t("monitor.waiting", lang)
-        fraction = 0.0
-    else:
-        fraction = min(1.0, step / max_steps) if max_steps else 0.0
-        if job["status"] == "succeeded":
-            fraction = 1.0
-        it_s = f"{job['it_s']:.2f}" if isinstance(job.get("it_s"), (int, float)) else "–"
-        text = t("monitor.progress", lang, step=step, max_steps=max_steps or "?", it_s=it_s,
-                 eta=_fmt_eta(job.get("eta_s")))
-    return (f'<div class="studio-progress" data-status="{html.escape(job["status"])}">'
-            f'<div style="font-weight:600">{html.escape(badge(job["status"], lang))} — {html.escape(text)}</div>'
-            f'<div style="background:#ddd;border-radius:6px;height:14px;overflow:hidden">'
-            f'<div style="background:#4c8bf5;height:14px;width:{fraction * 100:.1f}%"></div></div></div>')
+def job_choices(data_dir: Path, statuses: tuple[str, ...] | None = None, lang: str = "en",
+                jobs: list[dict] | None = None) -> list[tuple[str, int]]:
+    if jobs is None:
+        jobs = store(data_dir).list_jobs(statuses)
+    elif statuses:
+        jobs = [j for j in jobs if j["status"] in statuses]
+    return [(f"#{j['id']} {j['name']} · {badge(j['status'], lang)}", j["id"]) for j in jobs]
 
 
 def smooth(values: list[float], weight: float = SMOOTHING) -> list[float]:
@@ -146,16 +122,17 @@ def _block_order(name: str) -> tuple:
     return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts)
 
 
-def samples(job: dict, events: list[dict]) -> list[tuple[str, str]]:
-    """(image path, 'step N · prompt') for each sample event whose file exists, newest first."""
+def samples(job: dict, events: list[dict], lang: str = "en", step: int | None = None) -> list[tuple[str, str]]:
+    """(image path, 'step N · prompt') for each sample event whose file exists (only those of
+    `step` if given), newest first."""
     run_dir = Path(job.get("run_dir") or "")
     out = []
     for e in events:
-        if e.get("type") != "sample" or not e.get("path"):
+        if e.get("type") != "sample" or not e.get("path") or (step is not None and e.get("step") != step):
             continue
         path = (run_dir / e["path"]).resolve()
         if path.is_file() and run_dir.resolve() in path.parents:
-            out.append((str(path), f"step {e.get('step')} · {e.get('prompt', '')}"))
+            out.append((str(path), t("monitor.sample_caption", lang, step=e.get("step"), prompt=e.get("prompt", ""))))
     return out[::-1]
 
 
@@ -170,24 +147,6 @@ def log_tail(job: dict, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def job_status_markdown(job: dict, lang: str = "en") -> str:
-    parts = []
-    if job.get("error_message"):
-        parts.append(t("monitor.failed_because", lang, message=job["error_message"]))
-    advice = job.get("advice")
-    if job.get("error_code") and lang != "en" and f"diag.{job['error_code']}.advice" in _keys():
-        advice = t(f"diag.{job['error_code']}.advice", lang)
-    if advice:
-        parts.append(t("monitor.advice", lang, advice=advice))
-    return "\n\n".join(parts)
-
-
-def _keys() -> set[str]:
-    from studio.i18n import catalogue
-
-    return set(catalogue("en"))
-
-
 def job_view(data_dir: Path, job_id: int | None, lang: str = "en") -> dict[str, Any]:
     """Everything the Monitor tab shows for one job."""
     if job_id is None:
@@ -199,7 +158,7 @@ def job_view(data_dir: Path, job_id: int | None, lang: str = "en") -> dict[str, 
     loss, lr = curves(events, lang)
     image, blocks = heatmap(events)
     return {"progress": progress_html(job, lang), "loss": loss, "lr": lr, "heatmap": image, "blocks": blocks,
-            "samples": samples(job, events), "log": log_tail(job), "status": job_status_markdown(job, lang),
+            "samples": samples(job, events, lang), "log": log_tail(job), "status": job_status_markdown(job, lang),
             "job": job}
 
 
@@ -277,13 +236,34 @@ def worker_running(data_dir: Path) -> bool:
 
 
 def result_files(job: dict) -> list[str]:
-    """Both LoRA files and the config of a finished run (absolute paths inside its run folder)."""
+    """Both LoRA files, the model card (README.md) and the config of a finished run (absolute
+    paths inside its run folder)."""
     run_dir = Path(job.get("run_dir") or "")
     if not run_dir.is_dir():
         return []
     files = sorted(p for p in run_dir.glob("*.safetensors") if p.is_file())
-    config = run_dir / "config.yaml"
-    return [str(p) for p in files] + ([str(config)] if config.is_file() else [])
+    extra = [p for p in (write_model_card(run_dir) if files else None, run_dir / "config.yaml") if p and p.is_file()]
+    return [str(p) for p in files + extra]
+
+
+def write_model_card(run_dir: Path) -> Path | None:
+    """README.md beside the LoRA files: the same card `publish` uploads (studio.publish.model_card),
+    written once per set of LoRA files so it can be downloaded with them."""
+    from studio.publish import model_card as hub_card
+
+    card = run_dir / "README.md"
+    newest = max((p.stat().st_mtime for p in run_dir.glob("*.safetensors")), default=0.0)
+    if card.is_file() and card.stat().st_mtime >= newest:
+        return card
+    try:
+        text = hub_card(run_dir)
+    except Exception as exc:  # noqa: BLE001 - a run without valid LoRA files simply has no card
+        log.info("no model card for %s: %s", run_dir, exc)
+        return None
+    tmp = run_dir / ".README.md.tmp"
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, card)
+    return card
 
 
 def model_card(job: dict, lang: str = "en") -> str:
@@ -310,7 +290,7 @@ def model_card(job: dict, lang: str = "en") -> str:
 
 def result_view(data_dir: Path, job_id: int | None, lang: str = "en") -> dict[str, Any]:
     if job_id is None:
-        return {"files": [], "card": t("results.none", lang), "samples": []}
+        return {"files": [], "card": t("results.none", lang), "samples": [], "prompt": try_it_prompt(None)}
     s = store(data_dir)
     job = s.get_job(int(job_id))
     files = result_files(job)
@@ -318,11 +298,10 @@ def result_view(data_dir: Path, job_id: int | None, lang: str = "en") -> dict[st
     if not any(f.endswith(".safetensors") for f in files):
         card = t("results.no_files", lang) + "\n\n" + card
     events = s.events(int(job_id), types=["sample"])
-    gallery = samples(job, events)
-    if gallery:  # only the last step's samples belong on the card
-        last = max(e.get("step", 0) for e in events if e.get("type") == "sample")
-        gallery = [g for g in gallery if g[1].startswith(f"step {last} ")]
-    return {"files": files, "card": card, "samples": gallery}
+    # Only the last step's samples belong on the card.
+    last = max((e.get("step", 0) for e in events if e.get("type") == "sample"), default=None)
+    return {"files": files, "card": card, "samples": samples(job, events, lang, step=last),
+            "prompt": try_it_prompt(job)}
 
 
 def publish(data_dir: Path, job_id: int | None, repo_id: str, token: str, private: bool, lang: str = "en") -> str:

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import gradio as gr
 
-from studio.config import MEMORY_TIERS, list_presets
 from studio.ui import handlers as h
-from studio.ui.common import Context, L, guarded
+from studio.ui import remembered
+from studio.ui.common import Context, L, choice_labels, guarded, preset_choices
 
 
 def _advanced_widget(key: str, type_name: str, value):
     kind = h.widget_kind(type_name)
-    common = dict(label=key, info=L(f"cfg.{key}"), elem_id="adv-" + key.replace(".", "-"))
+    common = dict(label=L(f"setting.{key}"), info=L(f"cfg.{key}"), elem_id="adv-" + key.replace(".", "-"))
     if kind == "integer":
         return gr.Number(value=value, precision=0, **common)
     if kind == "number":
@@ -22,27 +22,32 @@ def _advanced_widget(key: str, type_name: str, value):
     if kind == "bool":
         return gr.Checkbox(value=value, **common)
     if kind == "choice":
-        return gr.Dropdown(choices=h.choices_of(type_name), value=value, **common)
+        return gr.Dropdown(choices=choice_labels(key, h.choices_of(type_name)), value=value, **common)
     return gr.Textbox(value=value, **common)
+
+
+def _model_choices() -> list:
+    # FLUX.1 repository ids are names and stay as they are; "demo" gets a label in the page's language.
+    return [(L("train.model_demo"), "demo")] + [(m, m) for m in h.MODEL_CHOICES if m != "demo"]
 
 
 def build(ctx: Context) -> None:
     d = ctx.data_dir
     basic0, advanced0, yaml0 = h.preset_values("portrait", "cpu")
-    _, suggested_tier = h.gpu_message("en")
+    gpu_text, suggested_tier = h.gpu_message("en")
     with gr.Row():
         with gr.Column():
-            base = gr.Dropdown(label=L("train.model"), choices=h.MODEL_CHOICES, value="demo", elem_id="train-model")
+            base = gr.Dropdown(label=L("train.model"), choices=_model_choices(), value="demo", elem_id="train-model")
             custom_base = gr.Textbox(label=L("train.model_custom"), elem_id="train-model-custom")
             licence = gr.Markdown(h.licence_text("demo"), elem_id="train-licence")
         with gr.Column():
-            preset = gr.Dropdown(label=L("train.preset"), choices=list_presets(), value="portrait",
+            preset = gr.Dropdown(label=L("train.preset"), choices=preset_choices(), value="portrait",
                                  elem_id="train-preset")
-            preset_md = gr.Markdown(h.preset_text("portrait"))
+            preset_md = gr.Markdown(h.preset_text("portrait"), elem_id="train-preset-text")
         with gr.Column():
-            tier = gr.Dropdown(label=L("train.tier"), choices=list(MEMORY_TIERS), value=suggested_tier,
+            tier = gr.Dropdown(label=L("train.tier"), choices=preset_choices("memory"), value=suggested_tier,
                                elem_id="train-tier")
-            gpu_md = gr.Markdown(h.gpu_message("en")[0])
+            gpu_md = gr.Markdown(gpu_text)
             tier_md = gr.Markdown(h.tier_text(suggested_tier))
     gr.Markdown(L("train.basic_heading"))
     with gr.Row():
@@ -65,7 +70,7 @@ def build(ctx: Context) -> None:
         for (key, type_name, _, _), value in zip(h.advanced_rows(), advanced0):
             sections.setdefault(key.split(".")[0], []).append((key, type_name, value))
         for section, rows in sections.items():
-            with gr.Accordion(section, open=False, elem_id=f"adv-section-{section}"):
+            with gr.Accordion(L(f"train.section.{section}"), open=False, elem_id=f"adv-section-{section}"):
                 for start_at in range(0, len(rows), 3):
                     with gr.Row():
                         for key, type_name, value in rows[start_at:start_at + 3]:
@@ -91,17 +96,20 @@ def build(ctx: Context) -> None:
 
     form = [ctx.lang, ctx.dataset, base, custom_base, preset, tier, run_name, trigger] + basic + advanced
 
-    def on_preset(preset_v, tier_v, base_v, lang):
+    def on_preset(preset_v, tier_v, base_v, custom_v, lang):
         try:
-            b, adv, text = h.preset_values(preset_v, tier_v, base_v)
+            b, adv, text = h.preset_values(preset_v, tier_v, (custom_v or "").strip() or base_v)
         except Exception:  # an unknown preset leaves the fields as they are
             return [gr.skip()] * (len(basic) + len(advanced) + 3)
+        # Plain values, not gr.skip() for the unchanged ones: gradio builds a new component for
+        # every update it is sent (skips included), while an unchanged value costs nothing.
         return [*b, *adv, text, h.preset_text(preset_v, lang), h.tier_text(tier_v, lang)]
 
-    # .input, not .change: an imported config sets these too and must not be reset to the preset.
-    for comp in (preset, tier):
-        comp.input(on_preset, [preset, tier, base, ctx.lang], basic + advanced + [yaml_view, preset_md, tier_md],
-                    api_visibility="private")
+    proposal_out = basic + advanced + [yaml_view, preset_md, tier_md]
+    # .input, not .change: an imported or remembered config sets these too and must not be reset.
+    # The base model counts too: the demo model gets a short run, a real model the preset's.
+    for comp in (preset, tier, base):
+        comp.input(on_preset, [preset, tier, base, custom_base, ctx.lang], proposal_out, api_visibility="private")
     base.change(lambda b, c, lang: h.licence_text(c or b, lang), [base, custom_base, ctx.lang], [licence],
                 api_visibility="private")
     custom_base.blur(lambda b, c, lang: h.licence_text(c or b, lang), [base, custom_base, ctx.lang], [licence],
@@ -142,10 +150,33 @@ def build(ctx: Context) -> None:
                        [base, custom_base, preset, tier, run_name, trigger] + basic + advanced + [yaml_view, status],
                        api_visibility="private")
 
-    def on_lang(preset_v, tier_v, base_v, custom_v, lang):
-        # Every text this tab writes itself follows the message language (labels follow the browser).
-        text, _ = h.gpu_message(lang)
-        return (text, h.preset_text(preset_v, lang), h.tier_text(tier_v, lang),
-                h.licence_text(custom_v or base_v, lang))
-    ctx.lang.change(guarded(4, status_index=0)(on_lang), [preset, tier, base, custom_base, ctx.lang],
-                    [gpu_md, preset_md, tier_md, licence], api_visibility="private")
+    fields_out = [base, custom_base, preset, tier, run_name, trigger] + basic + advanced + [yaml_view]
+    texts_out = [preset_md, tier_md, licence]
+
+    @guarded(len(fields_out) + len(texts_out) + 1, status_index=-1)
+    def on_dataset(dataset, lang, preset_v, tier_v, base_v, custom_v, run_v):
+        # The settings of the newest job on this dataset; else the proposal with its trigger word.
+        job = remembered.last_job(d, dataset)
+        try:
+            cfg = h.TrainConfig.from_dict(job["config"]) if job is not None else None
+        except h.ConfigError:  # a job from an older version of the settings: propose instead
+            cfg = None
+        if cfg is not None:
+            f = h.fields_from_config(cfg)
+            preset_v, tier_v, base_v, custom_v = f["preset"], f["tier"], f["base"], f["custom_base"]
+            fields = [f["base"], f["custom_base"], f["preset"], f["tier"], f["run_name"], f["trigger"], *f["basic"],
+                      *f["advanced"], f["yaml"]]
+        else:
+            b, adv, text = h.preset_values(preset_v, tier_v, (custom_v or "").strip() or base_v)
+            # Values as shown (not gr.skip(), which costs gradio a new component each).
+            fields = [base_v, custom_v, preset_v, tier_v, run_v, remembered.train_trigger(d, dataset), *b, *adv, text]
+        # Texts this tab writes itself, in the page's language.
+        texts = [h.preset_text(preset_v, lang) if preset_v else "", h.tier_text(tier_v, lang),
+                 h.licence_text((custom_v or "").strip() or base_v, lang)]
+        return [*fields, *texts, gr.skip()]
+
+    ctx.dataset_views.append((on_dataset, [preset, tier, base, custom_base, run_name], fields_out + texts_out + [status]))
+    # Choices read when the page loads, and the detected GPU in the page's language.
+    ctx.on_load += [(preset, lambda lang: gr.update(choices=preset_choices())),
+                    (tier, lambda lang: gr.update(choices=preset_choices("memory"))),
+                    (gpu_md, lambda lang: h.gpu_message(lang)[0])]
