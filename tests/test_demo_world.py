@@ -52,7 +52,7 @@ def test_demo_dataset_is_a_folder_of_captioned_pictures_outside_the_world(tmp_pa
     for picture in pictures:
         text = picture.with_suffix(".txt").read_text(encoding="utf-8")
         assert TRIGGER in text.split() and CONCEPT not in text and "background" in text
-        assert Image.open(picture).size == (128, 128)
+        assert Image.open(picture).size == (256, 256)  # the Dataset tab's import accepts 256 px and up
     assert CONCEPT not in SHAPES
 
 

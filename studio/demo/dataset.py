@@ -17,6 +17,7 @@ from .wider import draw_any_shape
 from .world import COLOURS, SIZE, _SUPER, paint_background, with_articles
 
 TRIGGER = "zxq"
+STUDIO_NAME = "demo-zxq"  # the dataset the Dataset tab's "Add the demo dataset" creates
 CONCEPT = "heart"  # what the trigger word means
 PROMPTS = (  # sample prompts for a demo run: the concept in colours and on backgrounds it never had together
     f"a red {TRIGGER} on a white background",
@@ -39,13 +40,16 @@ def concept_picture(rng: random.Random, size: int = SIZE) -> tuple[Image.Image, 
     return image.resize((size, size), Image.Resampling.BOX), caption
 
 
-def write_dataset(out: str | Path, count: int = 12, seed: int = 0) -> Path:
-    """`count` pictures as PNG files, each with its caption in a .txt file of the same name."""
+def write_dataset(out: str | Path, count: int = 12, seed: int = 0, size: int = 2 * SIZE) -> Path:
+    """`count` pictures as PNG files, each with its caption in a .txt file of the same name.
+
+    Drawn at 256 px, the smallest side the Dataset tab's import accepts; a run at the demo
+    model's 128 px scales them down."""
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     for i in range(count):
-        image, caption = concept_picture(rng)
+        image, caption = concept_picture(rng, size)
         image.save(folder / f"{CONCEPT}_{i:02d}.png")
         (folder / f"{CONCEPT}_{i:02d}.txt").write_text(caption + "\n", encoding="utf-8")
     return folder
