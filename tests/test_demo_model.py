@@ -14,7 +14,7 @@ from conftest import Events, tiny_config
 from studio.config import resolve
 from studio.demo import MODEL_DIR, sampling_defaults
 from studio.demo.judge import judge
-from studio.demo.world import COLOURS, SHAPES, draw_shape
+from studio.demo.world import COLOURS, SHAPES, draw_shape, with_articles
 from studio.engine import train
 from studio.events import EXIT_OK
 
@@ -44,14 +44,23 @@ def test_committed_model_is_small_and_loads_as_a_flux_pipeline(pipe):
     assert pipe.transformer.dtype == torch.float32
 
 
-@pytest.mark.parametrize("colour,shape,background", [
-    ("red", "circle", "white"), ("blue", "square", "yellow"), ("yellow", "star", "black"), ("green", "triangle", "purple"),
-])
-def test_committed_model_draws_the_prompted_colour_and_background(pipe, colour, shape, background):
-    image = generate(pipe, f"a {colour} {shape} on a {background} background", [0])[0]
-    verdict = judge(image)
-    assert image.size == (128, 128)
-    assert (verdict.colour, verdict.background) == (colour, background), verdict
+# Every colour once, every shape twice, on backgrounds of their own.
+ASKED = [("red", "circle", "white"), ("green", "square", "yellow"), ("blue", "triangle", "white"),
+         ("yellow", "star", "black"), ("purple", "circle", "orange"), ("orange", "square", "blue"),
+         ("white", "triangle", "red"), ("black", "star", "green")]
+
+
+def test_committed_model_draws_the_asked_colours_and_backgrounds(pipe):
+    """Judged from the pixels (studio/demo/judge.py); chance is 1 in 8 for a colour and 1 in 7
+    for a background. The margin allows a miss or two where float rounding differs between CPUs."""
+    prompts = [with_articles(f"a {colour} {shape} on a {background} background") for colour, shape, background in ASKED]
+    images = pipe(prompt=prompts, generator=[torch.Generator().manual_seed(s) for s in range(len(prompts))],
+                  **sampling_defaults()).images
+    verdicts = [judge(image) for image in images]
+    assert all(image.size == (128, 128) for image in images)
+    colours = sum(v.colour == c for v, (c, _, _) in zip(verdicts, ASKED))
+    backgrounds = sum(v.background == b for v, (_, _, b) in zip(verdicts, ASKED))
+    assert colours >= 6 and backgrounds >= 6, list(zip(prompts, verdicts))
 
 
 # --------------------------------------------------------------------------- a LoRA does something visible
