@@ -12,7 +12,10 @@ colour as the commonest other palette colour, the shape by template IoU):
   all three            colour, shape and background all right
 
 The judge itself is first run on the world's own pictures for the same prompts (it should
-name every one right), so a low figure is the model's, not the judge's.
+name every one right), so a low figure is the model's, not the judge's. The baseline, measured
+in the same run at the same seeds: the same pipeline with a random-weight transformer (what the
+demo model was before it was trained: same VAE and text encoders, `FluxTransformer2DModel`'s
+own initialisation from the model's config).
 
     .venv/bin/python bench/demo_quality.py                       # the committed demo model
     .venv/bin/python bench/demo_quality.py --model DIR --seeds 2 --sheet /tmp/sheet.png --json out.json
@@ -78,6 +81,7 @@ def main() -> int:
     parser.add_argument("--shift", type=float, default=None, help="override the scheduler's shift (default: the model's)")
     parser.add_argument("--max-sequence-length", type=int, default=256, help="T5 length (schnell: 256; diffusers' default: 512)")
     parser.add_argument("--sheet", help="write every generated picture into one PNG")
+    parser.add_argument("--baseline-seeds", type=int, default=1, help="seeds per prompt for the random-weight baseline")
     parser.add_argument("--json", help="write all figures to this file")
     args = parser.parse_args()
 
@@ -103,27 +107,40 @@ def main() -> int:
     if args.shift is not None:
         pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, shift=args.shift)
     shift = pipe.scheduler.config.shift
-    images, all_cells, start = [], [], time.perf_counter()
-    for seed in range(args.seeds):
-        generators = [torch.Generator().manual_seed(1000 * seed + k) for k in range(len(prompts))]
-        out = pipe(prompt=prompts, num_inference_steps=steps, generator=generators,
-                   max_sequence_length=args.max_sequence_length, height=128, width=128).images
-        images += out
-        all_cells += cells
+
+    def generate(seeds: int) -> tuple[list, list]:
+        images, all_cells = [], []
+        for seed in range(seeds):
+            generators = [torch.Generator().manual_seed(1000 * seed + k) for k in range(len(prompts))]
+            images += pipe(prompt=prompts, num_inference_steps=steps, generator=generators,
+                           max_sequence_length=args.max_sequence_length, height=128, width=128).images
+            all_cells += cells
+        return images, all_cells
+
+    start = time.perf_counter()
+    images, all_cells = generate(args.seeds)
     seconds = time.perf_counter() - start
     verdicts = [judge(im) for im in images]
     result = score(verdicts, all_cells)
+
+    trained = pipe.transformer
+    torch.manual_seed(0)
+    pipe.transformer = type(trained).from_config(trained.config)  # random weights, same shape
+    baseline_images, baseline_cells = generate(args.baseline_seeds)
+    baseline = score([judge(im) for im in baseline_images], baseline_cells)
+    pipe.transformer = trained
     by_colour = breakdown(verdicts, all_cells, 0, "colour")
     by_shape = breakdown(verdicts, all_cells, 1, "shape")
 
     print(f"model {args.model}: {len(images)} pictures ({len(cells)} prompts x {args.seeds} seeds), "
           f"{steps} steps, shift {shift}, max_sequence_length {args.max_sequence_length}, {seconds:.0f} s "
           f"({seconds / len(images):.2f} s per picture)")
-    print("| measure | demo model | judge on drawn pictures | chance |")
-    print("|---|---:|---:|---:|")
+    print(f"| measure | demo model | random-weight transformer ({len(baseline_images)} pictures) "
+          "| judge on drawn pictures | chance |")
+    print("|---|---:|---:|---:|---:|")
     for name, chance in (("colour", 1 / 8), ("shape", 1 / 4), ("background", 1 / 7), ("all", 1 / 224)):
-        print(f"| {name} accuracy | {result[name]:.1%} | {judged_world[name]:.1%} | {chance:.1%} |")
-    print(f"| mean template IoU | {result['fit']:.2f} | {judged_world['fit']:.2f} | |")
+        print(f"| {name} accuracy | {result[name]:.1%} | {baseline[name]:.1%} | {judged_world[name]:.1%} | {chance:.1%} |")
+    print(f"| mean template IoU | {result['fit']:.2f} | {baseline['fit']:.2f} | {judged_world['fit']:.2f} | |")
     print("colour accuracy by colour: " + ", ".join(f"{k} {v:.0%}" for k, v in by_colour.items()))
     print("shape accuracy by shape:   " + ", ".join(f"{k} {v:.0%}" for k, v in by_shape.items()))
 
@@ -139,7 +156,7 @@ def main() -> int:
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "machine": platform.platform(), "threads": torch.get_num_threads(), "model": args.model,
             "steps": steps, "shift": shift, "max_sequence_length": args.max_sequence_length, "seeds": args.seeds,
-            "seconds": seconds, "result": result, "judge_on_world": judged_world,
+            "seconds": seconds, "result": result, "baseline_random_transformer": baseline, "judge_on_world": judged_world,
             "by_colour": by_colour, "by_shape": by_shape,
             "verdicts": [{"prompt": prompt(*cell), "colour": v.colour, "shape": v.shape,
                           "background": v.background, "fit": v.fit} for v, cell in zip(verdicts, all_cells)],

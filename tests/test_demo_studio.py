@@ -53,3 +53,14 @@ def test_demo_dataset_is_one_click_away(tmp_path):
 
     again, message = add_demo_dataset(tmp_path, "zh-CN")  # a second click selects it, adds nothing
     assert again == name and len(sorted(images.glob("*.png"))) == 12 and "演示" in message
+
+
+def test_a_missing_demo_model_says_how_to_get_it_back(tmp_path, monkeypatch):
+    import pytest
+
+    import studio.demo
+    from studio.models import ModelError, resolve_base
+
+    monkeypatch.setattr(studio.demo, "MODEL_DIR", tmp_path / "model")
+    with pytest.raises(ModelError, match=r"missing from .*git checkout -- studio/demo/model.*build-demo"):
+        resolve_base("demo")
