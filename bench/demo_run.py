@@ -52,7 +52,7 @@ def sample_sheet(samples: Path, out: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", default="concept")
+    parser.add_argument("--preset", default="portrait", help="subject preset (the Train tab starts on portrait)")
     parser.add_argument("--steps", type=int, help="override the proposal's max_steps")
     parser.add_argument("--sheet", help="save the run's samples as one PNG")
     parser.add_argument("--keep", help="keep the run here instead of a temporary folder")

@@ -104,7 +104,11 @@ def test_build_demo_command_writes_a_pipeline_that_loads_and_generates(tmp_path)
     from studio.__main__ import main
 
     out = tmp_path / "demo-model"
-    assert main(["build-demo", str(out), "--seed", "3", "--scale", "0.003", "--threads", "1"]) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert main(["build-demo", str(out), "--seed", "3", "--scale", "0.003", "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)  # process-wide: the rest of the suite keeps its threads
     record = json.loads((out / "build.json").read_text())
     assert record["seed"] == 3 and set(record["seconds"]) == {"text", "vae", "encode", "transformer"}
     assert "build-demo" in (out / "README.md").read_text() and not (tmp_path / "demo-model.partial").exists()
