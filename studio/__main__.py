@@ -5,6 +5,7 @@
   plan DATASET [--gpu NAME]
   report-card RUN_DIR [--promote STEP]
   verify RUN_DIR
+  build-demo DIR [--seed N], demo-dataset DIR   (see studio/demo/cli.py)
   config-reference
   presets
   dataset import|check ..., caption ...   (see studio/data/cli.py)
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from .config import ConfigError, config_reference, list_presets, load_preset, parse_yaml, read_text, resolve
 from .data.cli import add_dataset_commands
+from .demo.cli import add_demo_commands
 from .events import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from .worker import add_worker_command
 
@@ -198,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         args.url, args.timeout))
 
     add_dataset_commands(sub)
+    add_demo_commands(sub)
     add_worker_command(sub)
     return parser
 

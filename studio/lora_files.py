@@ -338,7 +338,7 @@ def _file_metadata(name, metadata, rank, alpha, has_text_encoder) -> dict[str, s
     if variant not in ("dev", "schnell", "demo"):
         variant = "schnell" if "schnell" in str(metadata.get("base_model", "")).lower() else "dev"
     out = {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str) for k, v in metadata.items()}
-    if variant == "demo":  # the studio's own random-weight model, not FLUX.1: say so to every reader
+    if variant == "demo":  # the studio's own demo model, not FLUX.1: say so to every reader
         version, architecture, implementation = DEMO_NAME, f"{DEMO_NAME}/lora", "https://github.com/huggingface/diffusers"
     else:
         version, architecture = ("flux1" if variant == "dev" else "flux1-schnell"), f"flux-1-{variant}/lora"

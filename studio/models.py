@@ -78,19 +78,17 @@ class ModelInfo:
         return self.transformer["num_attention_heads"] * self.transformer["attention_head_dim"]
 
 
-def demo_model_dir(data_dir: str | Path | None = None) -> Path:
-    base = Path(data_dir or os.environ.get("STUDIO_DATA", "studio_data"))
-    return base / "models" / "demo"
-
-
 def resolve_base(base: str, data_dir: str | Path | None = None) -> str:
-    """'demo' → the built-in demo model folder (built on first use); anything else unchanged."""
+    """'demo' → the demo model committed in studio/demo/model (trained on a synthetic world of
+    coloured shapes, see studio/demo); anything else unchanged."""
     if base != DEMO:
         return base
-    folder = demo_model_dir(data_dir)
-    if not (folder / "model_index.json").is_file():
-        build_demo_model(folder, size="tiny", dev=False)
-    return str(folder)
+    from .demo import MODEL_DIR
+
+    if not (MODEL_DIR / "model_index.json").is_file():
+        raise ModelError(f"The demo model is missing from {MODEL_DIR}. Restore it from the repository "
+                         f"(git checkout -- studio/demo/model) or rebuild it: python -m studio build-demo studio/demo/model")
+    return str(MODEL_DIR)
 
 
 def _read_json(base: str, name: str, revision: str = "") -> dict:

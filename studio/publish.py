@@ -176,10 +176,11 @@ def model_card(run_dir, repo_id: str | None = None) -> str:
     images = metadata.get("dataset_size", "?")
     if family == "demo":
         what = (f"A LoRA for Flux LoRA Studio's built-in demo model ({DEMO_NAME}), trained on {images} images. "
-                "The demo model has random weights in the FLUX.1 architecture and is not FLUX.1: it exists to try "
-                "the studio, makes noise rather than pictures, and this LoRA does nothing useful on FLUX.1.")
-        load = ["# the demo model: python -m studio tiny-model demo-model",
-                'pipe = FluxPipeline.from_pretrained("demo-model")']
+                "The demo model is a tiny model in the FLUX.1 architecture, trained by the studio on a synthetic "
+                "world of coloured shapes, and is not FLUX.1: it exists to try the studio, and this LoRA does "
+                "nothing useful on FLUX.1.")
+        load = ["# the demo model ships with Flux LoRA Studio, in studio/demo/model",
+                'pipe = FluxPipeline.from_pretrained("studio/demo/model")']
         base_name = "the demo model"
     else:
         what = f"A FLUX.1 [{family}] LoRA trained with Flux LoRA Studio on {images} images."

@@ -3,8 +3,8 @@
 LoRA files and their cards travel: to the Hub, to Civitai, to a friend. They name the base
 model and the dataset, never the local paths they were read from (a path like
 /home/alice/photos/... gives away a user name and a folder layout). And they name the model
-that was really trained: the built-in demo model is the studio's own (random weights in the
-FLUX.1 architecture, under the studio's Apache-2.0 licence), not FLUX.1 [schnell].
+that was really trained: the built-in demo model is the studio's own (a tiny model in the
+FLUX.1 architecture trained on synthetic shapes, under the studio's Apache-2.0 licence), not FLUX.1 [schnell].
 
 Standard library and PyYAML only: the publish code and the UI import this without torch.
 """
@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 DEMO = "demo"                       # what model.base says for the built-in demo model
 DEMO_NAME = "flux-lora-studio-demo"  # how files and cards name it
-DEMO_README_HEADING = "# Flux LoRA Studio demo model"  # first line of the README build_demo_model writes
+DEMO_README_HEADING = "# Flux LoRA Studio demo model"  # first line of the demo models' README (build-demo, tiny-model)
 HUB_ID = re.compile(r"[\w\-.]{1,96}/[\w\-.]{1,96}")
 
 LICENCE_IDS = {"dev": "flux-1-dev-non-commercial-license", "schnell": "apache-2.0", "demo": "apache-2.0"}
@@ -26,8 +26,9 @@ LICENCE_TEXTS = {
     "dev": "FLUX.1 [dev] Non-Commercial License: outputs and LoRAs of this base are for non-commercial "
            "use unless you hold a commercial licence from Black Forest Labs.",
     "schnell": "Apache-2.0: LoRAs trained on FLUX.1 [schnell] may be used commercially.",
-    "demo": "Apache-2.0: trained on Flux LoRA Studio's own demo model (random weights in the FLUX.1 "
-            "architecture, not FLUX.1), which is part of the studio and under the studio's licence.",
+    "demo": "Apache-2.0: trained on Flux LoRA Studio's own demo model (a tiny model in the FLUX.1 "
+            "architecture that draws coloured shapes, not FLUX.1), which is part of the studio and under the "
+            "studio's licence.",
 }
 
 

@@ -258,7 +258,8 @@ def test_a_creators_first_hour(studio, browser, tmp_path):
     expect(page.locator("#results-card")).to_contain_text("zqx")
     # 3 · Try-it starts from the job's own first sample prompt and trigger word.
     page.locator("button.label-wrap", has_text="Try it").click()
-    expect(_field(page, "results-try-prompt")).to_have_value("a photo of zqx smiling, outdoors in soft daylight")
+    expect(_field(page, "results-try-prompt")).to_have_value(
+        h.DEMO_RUN["sample"]["prompts"][0].replace("[trigger]", "zqx"))
     _shot(page, "5-results")
 
     # The job store and checkpoints are never served, even by absolute path.

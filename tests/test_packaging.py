@@ -3,6 +3,7 @@ check against a local server, the Space front matter and the Space settings."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shutil
@@ -189,6 +190,15 @@ def test_dockerignore_keeps_secrets_and_state_out():
     for entry in (".git", ".venv/", "studio_data/", ".env", "*.safetensors"):
         assert entry in ignored
     assert "requirements.txt" not in ignored and "app.py" not in ignored
+
+
+def test_docker_image_keeps_the_demo_model_weights():
+    """*.safetensors stays out of the build context (a user's LoRAs), except the demo model's."""
+    lines = (REPO / ".dockerignore").read_text().split()
+    assert lines.index("!studio/demo/model/*/*.safetensors") > lines.index("*.safetensors")  # later lines win
+    weights = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "studio/demo/model").glob("*/*.safetensors"))
+    assert [p for p in weights if not fnmatch.fnmatch(p, "studio/demo/model/*/*.safetensors")] == []
+    assert len(weights) == 4  # transformer, vae, text_encoder, text_encoder_2
 
 
 def test_compose_has_gpu_and_data_volume():

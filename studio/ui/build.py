@@ -77,8 +77,8 @@ def build_ui(data_dir: str | Path, max_upload_mb: int | None = None) -> gr.Block
             return out
 
         ctx.dataset.input(show_dataset, [ctx.dataset, ctx.lang, *view_inputs], view_outputs, api_visibility="private")
-        ctx.extra["dataset_created"].then(show_dataset, [ctx.dataset, ctx.lang, *view_inputs], view_outputs,
-                                          api_visibility="private")
+        for made in (ctx.extra["dataset_created"], ctx.extra["demo_dataset_added"]):
+            made.then(show_dataset, [ctx.dataset, ctx.lang, *view_inputs], view_outputs, api_visibility="private")
 
         # The page load answers everything at once: language, dataset list and choice, the lists
         # and texts each tab reads now, and every tab's view of the chosen dataset.

@@ -1,11 +1,17 @@
-"""Dataset tab: create/pick a dataset, upload photos or zips, see and prune the images, and
-read the quality report with what to do about each warning."""
+"""Dataset tab: create/pick a dataset (or add the demo dataset), upload photos or zips, see and
+prune the images, and read the quality report with what to do about each warning."""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import gradio as gr
 
+from studio.demo import dataset as demo_dataset
+from studio.i18n import t
 from studio.ui import handlers as h
+from studio.ui import remembered
 from studio.ui import report_view as rv
 from studio.ui.common import Context, L, guarded, preset_choices
 
@@ -15,6 +21,7 @@ def build(ctx: Context) -> None:
     with gr.Row():
         new_name = gr.Textbox(label=L("dataset.new_name"), scale=3, elem_id="dataset-new-name")
         create = gr.Button(L("dataset.create"), scale=1, elem_id="dataset-create")
+        add_demo = gr.Button(L("dataset.demo"), scale=1, elem_id="dataset-demo")
     upload = gr.File(label=L("dataset.upload"), file_count="multiple", file_types=["image", ".zip", ".txt"],
                      elem_id="dataset-upload")
     add = gr.Button(L("dataset.import"), variant="primary", elem_id="dataset-import")
@@ -44,6 +51,14 @@ def build(ctx: Context) -> None:
     ctx.extra["dataset_created"] = create.click(on_create, [new_name, ctx.lang], [ctx.dataset, status],
                                                 api_visibility="private")
 
+    @guarded(2, status_index=1)
+    def on_demo(lang):
+        name, message = add_demo_dataset(d, lang)
+        return refresh_choices(name), message
+
+    ctx.extra["demo_dataset_added"] = add_demo.click(on_demo, [ctx.lang], [ctx.dataset, status],
+                                                     api_visibility="private")
+
     @guarded(2, status_index=0)
     def on_upload(dataset, files, lang):
         return h.upload_files(d, dataset, files, ctx.max_upload_mb, lang), None
@@ -72,3 +87,17 @@ def build(ctx: Context) -> None:
     ctx.dataset_views.append((lambda dataset, lang, p, r: on_view(dataset, p, r, lang), [preset, resolution],
                               view_out))
     ctx.on_load.append((preset, lambda lang: gr.update(choices=preset_choices())))
+
+
+def add_demo_dataset(data_dir: Path, lang: str = "en") -> tuple[str, str]:
+    """The demo dataset as a studio dataset, through the import like any upload, with its trigger
+    word remembered for the Train tab. Returns (dataset name, message)."""
+    name, message = h.create_dataset(data_dir, demo_dataset.STUDIO_NAME, lang)
+    images = h.dataset_dir(data_dir, name, lang) / "images"
+    if not any(images.iterdir()):  # added before: it is only selected again
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = demo_dataset.write_dataset(tmp)
+            message = h.upload_files(data_dir, name, sorted(str(p) for p in Path(folder).iterdir()), None, lang)
+    remembered.save_caption_settings(data_dir, name, trigger=demo_dataset.TRIGGER, captioner="basic")
+    count = sum(1 for p in images.iterdir() if p.suffix != ".txt")
+    return name, message + "\n\n" + t("dataset.demo_added", lang, name=name, count=count, trigger=demo_dataset.TRIGGER)

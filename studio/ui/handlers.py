@@ -21,6 +21,7 @@ import yaml
 
 from studio.config import (ConfigError, MEMORY_TIERS, TrainConfig, help_rows, list_presets, load_preset,
                            resolve, tier_for_memory, validate)
+from studio.demo import studio_run
 from studio.i18n import md_text, t, translate_problem
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
@@ -28,16 +29,10 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
 T5_LIMIT = 256
 MODEL_CHOICES = ["demo", "black-forest-labs/FLUX.1-schnell", "black-forest-labs/FLUX.1-dev"]
 # What the Train tab proposes on the built-in demo model instead of a preset's real-model run
-# (2,500 steps at 768 px would take most of an hour on a CPU): a run of about two minutes on a
-# 2-core CPU, model load and samples included (measured: docs/benchmarks.md "Demo run").
+# (2,500 steps at 768 px would take most of an hour on a CPU): a first LoRA in about two minutes
+# on a 2-core CPU, at the demo model's own resolution and sampling steps (studio/demo).
 # Everything else still comes from the preset and tier; real models keep the presets' values.
-DEMO_RUN = {
-    "dataset": {"resolution": 256},
-    "schedule": {"max_steps": 150, "warmup_steps": 10},
-    "sample": {"every": 50, "at_start": False, "steps": 8, "width": 256, "height": 256},
-    "save": {"every": 50},
-    "log": {"block_norms_every": 10},
-}
+DEMO_RUN = studio_run()
 # Settings shown up front on the Train tab; everything else is generated into "Advanced".
 BASIC_KEYS = ("schedule.max_steps", "optimizer.lr", "lora.rank", "dataset.resolution", "sample.prompts",
               "sample.every")
