@@ -216,7 +216,7 @@ def test_a_warmup_the_user_set_is_theirs_to_fix():
                             ({}, ["schedule.max_steps=50", "schedule.warmup_steps=50"])):
         cfg = resolve(user, preset="style", tier="cpu", overrides=overrides)
         assert cfg.schedule.warmup_steps == 50 and not cfg.notes
-        assert validate(cfg) == ["schedule.warmup_steps (50) must be below schedule.max_steps (50)."]
+        assert validate(cfg) == ["schedule.warmup_steps: 50 must be below schedule.max_steps (50)."]
     # Without a preset, the default warm-up (20) is fitted the same way.
     cfg = resolve({"schedule": {"max_steps": 15}}, tier="cpu")
     assert cfg.schedule.warmup_steps == 1 and "the default 20 would not fit" in cfg.notes["schedule.warmup_steps"]
