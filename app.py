@@ -142,6 +142,20 @@ def _log_to_stderr() -> None:
         studio_log.setLevel(logging.INFO)
 
 
+def merged_launch_kwargs(*parts: dict) -> dict:
+    """launch() keyword arguments from several sources; their middleware lists add up (the login's
+    client address and the page's language both need one)."""
+    out: dict = {}
+    for part in parts:
+        for key, value in part.items():
+            if key == "app_kwargs" and key in out:
+                middleware = out[key].get("middleware", []) + value.get("middleware", [])
+                out[key] = {**out[key], **value, "middleware": middleware}
+            else:
+                out[key] = value
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     # No usage analytics calls home from a studio that people run on their own photos.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -176,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         demo.queue(default_concurrency_limit=4).launch(
             server_name=args.host, server_port=args.port, share=bool(args.share),
             max_file_size=f"{args.max_upload_mb}mb", show_error=False,
-            **launch_settings(accounts), **launch_kwargs(data_dir))
+            **merged_launch_kwargs(launch_settings(accounts), launch_kwargs(data_dir)))
     finally:
         stop.set()
     return 0

@@ -46,14 +46,23 @@ def filled(data, tmp_path):
     return data
 
 
-def _train_fields(**over):
-    basic, advanced, _ = h.preset_values("portrait", "cpu")
-    advanced[[r[0] for r in h.advanced_rows()].index("schedule.warmup_steps")] = 2  # the preset's 20 > 20 steps
-    fields = dict(dataset="cat", base="demo", custom_base="", preset="portrait", tier="cpu", run_name="cat-lora",
-                  trigger="ohwx", steps=20, lr=1e-4, rank=4, resolution=64, prompts="a photo of [trigger]\n\n",
-                  sample_every=10, advanced=advanced, lang="en")
-    fields.update(over)
-    return fields
+# The basic fields by the names these tests use for them.
+BASIC_NAMES = {"steps": "schedule.max_steps", "lr": "optimizer.lr", "rank": "lora.rank",
+               "resolution": "dataset.resolution", "prompts": "sample.prompts", "sample_every": "sample.every"}
+
+
+def _train_fields(dataset="cat", lang="en", advanced=None, **over):
+    """build_config's arguments: the Train tab's form by field name, as the tab submits it."""
+    values, _ = h.preset_values(over.get("preset", "portrait"), "cpu")
+    values["schedule.warmup_steps"] = 2  # the preset's 20 > 20 steps
+    form = dict(base="demo", custom_base="", preset="portrait", tier="cpu", run_name="cat-lora", trigger="ohwx",
+                **values)
+    form.update({"schedule.max_steps": 20, "optimizer.lr": 1e-4, "lora.rank": 4, "dataset.resolution": 64,
+                 "sample.prompts": "a photo of [trigger]\n\n", "sample.every": 10})
+    form.update(advanced or {})
+    form.update({BASIC_NAMES.get(name, name): value for name, value in over.items()})
+    assert set(form) == set(h.form_names())  # the tab registers exactly these names
+    return dict(dataset=dataset, form=form, lang=lang)
 
 
 # ------------------------------------------------------------------ dataset
@@ -171,26 +180,28 @@ def test_build_config_from_fields(filled):
 def test_a_short_run_from_a_preset_fits_the_warmup_the_user_left_alone(filled, preset):
     """50 steps with the advanced settings untouched: the preset's warm-up (20 or 50) is fitted to
     the run and the resolved config says so; a warm-up the user typed is still checked as given."""
-    basic, advanced, _ = h.preset_values(preset, "cpu")
+    # The preset's own proposal (a real model's; the demo model proposes a run of its own, DEMO_RUN).
+    advanced, _ = h.preset_values(preset, "cpu", "black-forest-labs/FLUX.1-dev")
     cfg = h.build_config(filled, **_train_fields(preset=preset, steps=50, advanced=advanced))
     h.check_config(filled, cfg, "en")
     assert cfg.schedule.warmup_steps == (5 if preset == "style" else 20)
     assert ("fitted to 50 steps" in h.fields_from_config(cfg)["yaml"]) == (preset == "style")
-    advanced[[r[0] for r in h.advanced_rows()].index("schedule.warmup_steps")] = 60
+    advanced["schedule.warmup_steps"] = 60
     with pytest.raises(h.UserError, match="warmup_steps"):
         h.check_config(filled, h.build_config(filled, **_train_fields(preset=preset, steps=50, advanced=advanced)))
 
 
 def test_advanced_fields_cover_every_other_setting_and_round_trip(filled):
-    keys = [row[0] for row in h.advanced_rows()]
+    keys = [s.key for s in h.advanced_settings()]
     assert "optimizer.betas" in keys and "memory.mixed_precision" in keys and "schedule.max_steps" not in keys
-    _, advanced, _ = h.preset_values("style", "cpu")
-    advanced[keys.index("optimizer.betas")] = "[0.8, 0.95]"
-    advanced[keys.index("lora.double_blocks")] = "[0, 1]"
+    advanced, _ = h.preset_values("style", "cpu")
+    assert set(advanced) == set(h.BASIC_KEYS) | set(keys)
+    advanced["optimizer.betas"] = "[0.8, 0.95]"
+    advanced["lora.double_blocks"] = "[0, 1]"
     cfg = h.build_config(filled, **_train_fields(advanced=advanced, preset="style"))
     assert cfg.optimizer.betas == [0.8, 0.95] and cfg.lora.double_blocks == [0, 1]
     fields = h.fields_from_config(cfg)
-    assert fields["preset"] == "style" and fields["advanced"][keys.index("optimizer.betas")] == "[0.8, 0.95]"
+    assert fields["preset"] == "style" and fields["optimizer.betas"] == "[0.8, 0.95]"
     assert h.import_config(h.export_config(cfg)).to_dict() == cfg.to_dict()
 
 
@@ -204,10 +215,8 @@ def test_validation_problems_are_readable_in_both_languages(filled):
     assert "请先修正以下设置" in str(zh.value) and "必须是 16 的倍数" in str(zh.value) and "至少为 1" in str(zh.value)
     with pytest.raises(h.UserError, match="whole number"):
         h.build_config(filled, **_train_fields(steps=2.5))
-    advanced = h.preset_values("portrait", "cpu")[1]
-    advanced[[r[0] for r in h.advanced_rows()].index("optimizer.betas")] = "[0.9"
     with pytest.raises(h.UserError, match="optimizer.betas"):
-        h.build_config(filled, **_train_fields(advanced=advanced))
+        h.build_config(filled, **_train_fields(advanced={"optimizer.betas": "[0.9"}))
 
 
 def test_start_training_queues_a_job_only_when_valid(filled):
@@ -419,7 +428,7 @@ def test_each_dataset_remembers_its_words_and_settings(filled):
     job = remembered.last_job(filled, "cat")
     assert job["id"] == job_id and remembered.last_job(filled, "dog") is None
     fields = h.fields_from_config(h.TrainConfig.from_dict(job["config"]))
-    assert fields["trigger"] == "zqx" and fields["basic"][0] == 33
+    assert fields["trigger"] == "zqx" and fields["schedule.max_steps"] == 33
     assert remembered.try_it_prompt(job) == "zqx asleep on a red sofa"
     assert remembered.try_it_prompt({"config": {"dataset": {"trigger_word": "k9"}, "sample": {"prompts": []}}}) \
         == "a photo of k9"
@@ -488,8 +497,8 @@ def test_monitor_events_hide_gradio_timers(tmp_path):
 def test_the_demo_model_proposes_a_short_run_and_real_models_keep_the_presets():
     from studio.config import resolve
 
-    demo, _, demo_yaml = h.preset_values("portrait", "cpu", "demo")
-    steps, _, _, resolution, _, sample_every = demo
+    demo, demo_yaml = h.preset_values("portrait", "cpu", "demo")
+    steps, resolution, sample_every = demo["schedule.max_steps"], demo["dataset.resolution"], demo["sample.every"]
     assert steps <= 300 and resolution <= 512 and 0 < sample_every <= steps
     cfg = h.proposed_config("portrait", "cpu", "demo")
     assert cfg.sample.width <= 512 and cfg.sample.height <= 512 and cfg.schedule.warmup_steps < steps

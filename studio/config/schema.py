@@ -59,7 +59,7 @@ class DatasetConfig:
                                        "(multi-resolution training, each a multiple of 16).")
     buckets: bool = opt(True, "Aspect-ratio buckets: keep each image's shape instead of "
                         "cropping to a square.")
-    repeats: int = opt(1, "How many times each image appears per epoch.")
+    repeats: int = opt(1, "How many times each image appears per epoch.", bounds=(1, None))
     caption_dropout: float = opt(0.0, "Probability of training a step with an empty caption "
                                  "(helps the LoRA work without its trigger word).")
     cache_latents: bool = opt(True, "Encode each image once and cache its latents on disk.")
@@ -74,7 +74,7 @@ TargetSet = Literal["attention", "diffusers_default", "all_linear"]
 
 @dataclass
 class LoraConfig:
-    rank: int = opt(16, "LoRA rank: capacity of the adapter (4–64 typical).")
+    rank: int = opt(16, "LoRA rank: capacity of the adapter (4–64 typical).", bounds=(1, None))
     alpha: float = opt(16.0, "LoRA alpha: the adapter's output is scaled by alpha/rank.")
     dropout: float = opt(0.0, "Dropout on the LoRA path during training.")
     targets: TargetSet = opt("diffusers_default", "Which layers get LoRA: attention, "
@@ -114,7 +114,7 @@ Scheduler = Literal["constant", "constant_with_warmup", "cosine", "cosine_with_r
 
 @dataclass
 class ScheduleConfig:
-    max_steps: int = opt(1000, "Optimiser steps to train.")
+    max_steps: int = opt(1000, "Optimiser steps to train.", bounds=(1, None))
     scheduler: Scheduler = opt("constant_with_warmup", "Learning-rate schedule.")
     warmup_steps: int = opt(20, "Linear warm-up steps at the start.")
     min_lr: float = opt(0.0, "Cosine: the learning rate at the end.")
@@ -131,8 +131,8 @@ Timesteps = Literal["uniform", "sigmoid", "logit_normal", "shift", "resolution_s
 
 @dataclass
 class TrainingConfig:
-    batch_size: int = opt(1, "Images per step on each device.")
-    gradient_accumulation: int = opt(1, "Steps whose gradients add up before one update.")
+    batch_size: int = opt(1, "Images per step on each device.", bounds=(1, None))
+    gradient_accumulation: int = opt(1, "Steps whose gradients add up before one update.", bounds=(1, None))
     seed: int = opt(42, "Seed for data order, noise and timesteps (runs are reproducible).")
     timestep_sampling: Timesteps = opt("shift", "How training picks noise levels.")
     shift: float = opt(3.1582, "Shift value for `shift` sampling.")
@@ -157,7 +157,7 @@ class MemoryConfig:
     block_offload: bool = opt(False, "Keep transformer blocks on the CPU and stream them "
                               "to the GPU (8 GB tier).")
     compile: bool = opt(False, "torch.compile the transformer blocks (GPU).")
-    num_gpus: int = opt(1, "GPUs to train on (data parallel through accelerate).")
+    num_gpus: int = opt(1, "GPUs to train on (data parallel through accelerate).", bounds=(1, None))
     auto_retry_lower_tier: bool = opt(False, "After out-of-memory, retry at the next lower "
                                       "tier from the last checkpoint.")
 
@@ -169,7 +169,7 @@ class SampleConfig:
     seed: int = opt(1234, "Seed of the first sample prompt (the next prompts use seed+1, …).")
     every: int = opt(250, "Make samples every N steps (0 = only at the end).")
     at_start: bool = opt(True, "Make samples before training (the base model's look).")
-    steps: int = opt(20, "Denoising steps per sample.")
+    steps: int = opt(20, "Denoising steps per sample.", bounds=(1, None))
     guidance: float = opt(3.5, "Guidance for samples (dev models).")
     width: int = opt(512, "Sample width (multiple of 16).")
     height: int = opt(512, "Sample height (multiple of 16).")
@@ -180,14 +180,14 @@ class SaveConfig:
     output_dir: str = opt("output", "Folder that holds run folders.")
     run_name: str = opt("my-lora", "Name of the run and of the LoRA files.")
     every: int = opt(250, "Save a resumable checkpoint every N steps (0 = only at the end).")
-    keep_last: int = opt(2, "How many checkpoints to keep.")
+    keep_last: int = opt(2, "How many checkpoints to keep.", bounds=(1, None))
     comfyui: bool = opt(True, "Also write <name>-comfyui.safetensors (kohya layout for "
                         "ComfyUI and Forge).")
 
 
 @dataclass
 class LogConfig:
-    every: int = opt(1, "Record the loss every N steps (fewer GPU syncs when larger).")
+    every: int = opt(1, "Record the loss every N steps (fewer GPU syncs when larger).", bounds=(1, None))
     block_norms_every: int = opt(10, "Record per-block gradient norms every N steps (0 = off).")
 
 

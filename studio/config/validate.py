@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from .docs import settings
 from .problems import ConfigError, Problem
 from .schema import TrainConfig
 
@@ -27,14 +28,17 @@ def _sizes(cfg: TrainConfig) -> list[Problem]:
     return p
 
 
+def _value(cfg: TrainConfig, dotted: str):
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
 def _counts(cfg: TrainConfig) -> list[Problem]:
-    d, lo, s, t, m, sa, sv = (cfg.dataset, cfg.lora, cfg.schedule, cfg.training, cfg.memory, cfg.sample,
-                              cfg.save)
-    positive = {"lora.rank": lo.rank, "schedule.max_steps": s.max_steps, "training.batch_size": t.batch_size,
-                "training.gradient_accumulation": t.gradient_accumulation, "dataset.repeats": d.repeats,
-                "sample.steps": sa.steps, "memory.num_gpus": m.num_gpus, "save.keep_last": sv.keep_last,
-                "log.every": cfg.log.every}
-    p = [Problem(key, "at_least_1", {"value": value}) for key, value in positive.items() if value < 1]
+    lo, s, sa, sv = cfg.lora, cfg.schedule, cfg.sample, cfg.save
+    # The schema's lower bounds of 1 (rank, steps, batch size, ...).
+    at_least_1 = [(item.key, _value(cfg, item.key)) for item in settings() if item.bounds[0] == 1]
+    p = [Problem(key, "at_least_1", {"value": value}) for key, value in at_least_1 if value < 1]
     if lo.rank > 1024:
         p.append(Problem("lora.rank", "rank_too_large", {"value": lo.rank}))
     if s.max_steps > 1_000_000:

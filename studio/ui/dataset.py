@@ -41,8 +41,8 @@ def build(ctx: Context) -> None:
         created, message = h.create_dataset(d, name, lang)
         return refresh_choices(created), message
 
-    ctx.extra["dataset_created"] = create.click(on_create, [new_name, ctx.lang], [ctx.dataset, status],
-                                                api_visibility="private")
+    ctx.dataset_created = create.click(on_create, [new_name, ctx.lang], [ctx.dataset, status],
+                                      api_visibility="private")
 
     @guarded(2, status_index=0)
     def on_upload(dataset, files, lang):
