@@ -232,6 +232,8 @@ def test_duplicate_rerun_with_edits_and_confirmed_delete(filled):
         runs.manage(filled, job_id, "rerun", config_yaml=text.replace("max_steps:", "max_stepz:"))
     with pytest.raises(h.UserError, match="multiple of 16"):
         runs.manage(filled, job_id, "rerun", config_yaml=text.replace("resolution: 64", "resolution: 70"))
+    with pytest.raises(h.UserError, match="`schedule.max_stepz`：未知的设置项。您是不是想写 'max_steps'"):
+        runs.manage(filled, job_id, "rerun", "zh-CN", config_yaml=text.replace("max_steps:", "max_stepz:"))
 
     with pytest.raises(h.UserError, match="Tick the box"):
         runs.manage(filled, job_id, "delete")
