@@ -138,9 +138,7 @@ def launch_options(accounts: list[tuple[str, str]], data_dir: Path, mcp: bool = 
     from studio.login import launch_settings
     from studio.ui.build import launch_kwargs
 
-    login, page = launch_settings(accounts, mcp=mcp), launch_kwargs(data_dir)
-    middleware = login.get("app_kwargs", {}).get("middleware", []) + page.get("app_kwargs", {}).get("middleware", [])
-    return {**login, **page, "app_kwargs": {**page.get("app_kwargs", {}), "middleware": middleware}}
+    return merged_launch_kwargs(launch_settings(accounts, mcp=mcp), launch_kwargs(data_dir))
 
 
 def _log_to_stderr() -> None:
@@ -153,6 +151,20 @@ def _log_to_stderr() -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
         studio_log.addHandler(handler)
         studio_log.setLevel(logging.INFO)
+
+
+def merged_launch_kwargs(*parts: dict) -> dict:
+    """launch() keyword arguments from several sources; their middleware lists add up (the login's
+    client address and the page's language both need one)."""
+    out: dict = {}
+    for part in parts:
+        for key, value in part.items():
+            if key == "app_kwargs" and key in out:
+                middleware = out[key].get("middleware", []) + value.get("middleware", [])
+                out[key] = {**out[key], **value, "middleware": middleware}
+            else:
+                out[key] = value
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,12 +18,10 @@ a fresh, empty cache folder, so caching is part of its measured wall time.
 
     python bench/train_speed.py                  # 60 steps, 512 px, 2 rounds
     python bench/train_speed.py --steps 20 --repeats 1 --json /tmp/speed.json
+    python bench/train_speed.py --photos ~/my-photos   # your own photos instead of generated ones
 
-The bare loop is written here from the formulas (FLUX_NOTES "The training step"), not from the
-engine: FluxPipeline, the same peft LoRA via transformer.add_adapter(LoraConfig(...)), AdamW,
-and per step: load + resize the image, vae.encode → latent_dist.sample → shift/scale, encode
-the caption, noise, sigmoid-shift timesteps, _pack_latents, ids, forward, MSE against
-noise − latents, backward, clip, step. No caching, no extras.
+The bare loop (bench/bare_loop.py) is written from the formulas, not from the engine.
+The images are generated here unless --photos names a folder of your own.
 """
 
 from __future__ import annotations
@@ -42,16 +40,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PHOTOS = REPO.parent / "shared" / "datasets" / "photos"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
-TRIGGER = "sks"
-WARMUP = 5
-# diffusers' train_dreambooth_lora_flux default target list (peft matches by suffix).
-LORA_TARGETS = ["attn.to_k", "attn.to_q", "attn.to_v", "attn.to_out.0", "attn.add_k_proj",
-                "attn.add_q_proj", "attn.add_v_proj", "attn.to_add_out", "ff.net.0.proj", "ff.net.2",
-                "ff_context.net.0.proj", "ff_context.net.2"]
-SHIFT = 3.1582          # the studio's default "shift" timestep sampling (FluxGym's value)
-LR, WEIGHT_DECAY, MAX_GRAD_NORM, SEED = 1e-4, 1e-4, 1.0, 42
+sys.path.insert(0, str(REPO))  # run as a script from anywhere: the studio and bench/ import from the repository
+
+from bench.bare_loop import (IMAGE_SUFFIXES, LR, MAX_GRAD_NORM, SEED, SHIFT, TRIGGER, WARMUP,  # noqa: E402
+                              WEIGHT_DECAY, BareLoop, steady)
+
 VARIANTS = ("studio", "bare", "studio_nocache")
 CHILDREN = VARIANTS + ("paired",)
 
@@ -71,11 +64,6 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def steady(intervals: list[float], warmup: int = WARMUP) -> float:
-    rest = intervals[warmup:] if len(intervals) > warmup else intervals
-    return statistics.median(rest)
-
-
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -86,10 +74,15 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def dataset_folder(work: Path) -> tuple[Path, str]:
-    """The real photos when present (benchmarks may use ../shared), else generated images."""
-    if PHOTOS.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in PHOTOS.iterdir()):
-        return PHOTOS, str(PHOTOS)
+def dataset_folder(work: Path, photos: str | None = None) -> tuple[Path, str]:
+    """The images to train on: `--photos FOLDER` when given, else 8 images drawn here (shapes over
+    gradients, two aspect ratios), so the benchmark runs from the repository alone."""
+    if photos:
+        folder = Path(photos).expanduser()
+        if not folder.is_dir() or not any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir()):
+            raise SystemExit(f"--photos {photos}: not a folder of images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+                             "leave --photos out to use generated images.")
+        return folder, str(folder)
     import numpy as np
     from PIL import Image, ImageDraw
 
@@ -105,7 +98,7 @@ def dataset_folder(work: Path) -> tuple[Path, str]:
             cx, cy, r = int(rng.integers(0, w)), int(rng.integers(0, h)), int(rng.integers(20, 120))
             draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
         im.save(folder / f"generated_{i}.png")
-    return folder, "8 generated images (../shared/datasets/photos not found)"
+    return folder, "8 generated images"
 
 
 def ensure_model(model_dir: Path) -> Path:
@@ -172,89 +165,6 @@ def child_studio(args, cache: bool, on_step=None) -> dict:
     return {"wall_s": t1 - t0, "setup_s": start - t0, "loop_s": step_times[-1] - start,
             "finish_s": t1 - step_times[-1], "step_s": steady(intervals), "intervals": intervals,
             "peak_rss_mb": peak_rss_mb()}
-
-
-class BareLoop:
-    """The reference loop, written from the formulas: no caches, no extras."""
-
-    def __init__(self, args):
-        import diffusers
-        import numpy as np
-        import torch
-        import transformers
-        from diffusers import FluxPipeline
-        from peft import LoraConfig
-        from PIL import Image
-
-        diffusers.utils.logging.disable_progress_bar()
-        transformers.utils.logging.disable_progress_bar()
-        self.np, self.torch, self.Image, self.FluxPipeline = np, torch, Image, FluxPipeline
-        folder = Path(args.images)
-        self.files = sorted(p for p in folder.iterdir()
-                            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
-        self.res = args.resolution
-        self.gen = torch.Generator().manual_seed(SEED)
-        torch.manual_seed(SEED)
-        pipe = FluxPipeline.from_pretrained(args.model_dir, dtype=torch.float32)
-        pipe.set_progress_bar_config(disable=True)
-        for module in (pipe.transformer, pipe.vae, pipe.text_encoder, pipe.text_encoder_2):
-            module.requires_grad_(False)
-        pipe.transformer.add_adapter(LoraConfig(r=16, lora_alpha=16, lora_dropout=0.0, init_lora_weights="gaussian",
-                                                target_modules=LORA_TARGETS))
-        self.pipe, self.transformer, self.vae = pipe, pipe.transformer, pipe.vae
-        self.params = [p for p in self.transformer.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=LR, betas=(0.9, 0.999), eps=1e-8,
-                                           weight_decay=WEIGHT_DECAY)
-        self.transformer.train()
-
-    def load(self, path: Path):
-        Image, res = self.Image, self.res
-        with Image.open(path) as im:
-            image = im.convert("RGB")
-        scale = max(res / image.width, res / image.height)
-        w, h = max(res, round(image.width * scale)), max(res, round(image.height * scale))
-        left, top = (w - res) // 2, (h - res) // 2
-        image = image.resize((w, h), Image.Resampling.LANCZOS).crop((left, top, left + res, top + res))
-        x = self.torch.from_numpy(self.np.asarray(image, dtype=self.np.float32) / 127.5 - 1.0).permute(2, 0, 1)[None]
-        txt = path.with_suffix(".txt")
-        caption = txt.read_text(encoding="utf-8").strip() if txt.is_file() else ""
-        return x, (caption or TRIGGER)
-
-    def step(self, step: int) -> dict:
-        torch, FluxPipeline, vae, gen = self.torch, self.FluxPipeline, self.vae, self.gen
-        a = time.perf_counter()
-        pixels, caption = self.load(self.files[step % len(self.files)])
-        b = time.perf_counter()
-        with torch.no_grad():
-            latents = vae.encode(pixels).latent_dist.sample(generator=gen)
-        latents = (latents - vae.config.shift_factor) * vae.config.scaling_factor
-        c_ = time.perf_counter()
-        with torch.no_grad():
-            embeds, pooled, _ = self.pipe.encode_prompt(caption, None, device="cpu", max_sequence_length=256)
-        d = time.perf_counter()
-
-        bsz, ch, h, w = latents.shape
-        noise = torch.randn(latents.shape, generator=gen)
-        t = torch.sigmoid(torch.randn((bsz,), generator=gen))
-        t = SHIFT * t / (1 + (SHIFT - 1) * t)
-        t_ = t.view(-1, 1, 1, 1)
-        noisy = (1 - t_) * latents + t_ * noise
-        packed = FluxPipeline._pack_latents(noisy, bsz, ch, h, w)
-        target = FluxPipeline._pack_latents(noise - latents, bsz, ch, h, w)
-        img_ids = FluxPipeline._prepare_latent_image_ids(bsz, h // 2, w // 2, "cpu", torch.float32)
-        txt_ids = torch.zeros(embeds.shape[1], 3)
-        pred = self.transformer(hidden_states=packed, timestep=t, guidance=None, pooled_projections=pooled,
-                                encoder_hidden_states=embeds, txt_ids=txt_ids, img_ids=img_ids,
-                                return_dict=False)[0]
-        loss = torch.nn.functional.mse_loss(pred, target)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.params, MAX_GRAD_NORM)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
-            raise SystemExit(f"bare loop: loss {loss.item()} at step {step + 1}")
-        e = time.perf_counter()
-        return {"total": e - a, "load": b - a, "vae": c_ - b, "text": d - c_, "compute": e - d}
 
 
 def child_bare(args) -> dict:
@@ -325,6 +235,7 @@ def main() -> None:
     p.add_argument("--model-dir", default=str(Path(tempfile.gettempdir()) / "flux-lora-studio-bench" / "small"),
                    help="where the 'small' demo model is cached (built once)")
     p.add_argument("--json", help="also write the figures to this JSON file")
+    p.add_argument("--photos", help="a folder of photos to train on (default: 8 images generated here)")
     p.add_argument("--_child", choices=CHILDREN, help=argparse.SUPPRESS)
     p.add_argument("--_out", help=argparse.SUPPRESS)
     p.add_argument("--_work", help=argparse.SUPPRESS)
@@ -349,7 +260,7 @@ def main() -> None:
     model_dir = ensure_model(Path(args.model_dir))
     args.model_dir = str(model_dir)
     work = Path(tempfile.mkdtemp(prefix="train_speed_"))
-    folder, data_desc = dataset_folder(work)
+    folder, data_desc = dataset_folder(work, args.photos)
     args.images = str(folder)
     n_images = sum(1 for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
     machine = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),

@@ -131,14 +131,11 @@ def test_tier_for_memory(gib, tier):
 def test_bf16_flux_does_not_fit_a_24_gb_card():
     """Why a 24 GB card gets the 16 GB tier: the real FLUX.1 transformer (built on the meta device,
     no weights) holds more bf16 weights than such a card leaves for training; int8 and NF4 fit."""
-    import sys
-
     import torch
     from accelerate import init_empty_weights
     from diffusers import FluxTransformer2DModel
 
-    sys.path.insert(0, str(REPO_ROOT / "bench"))
-    from gpu_flux import FULL
+    from bench.gpu_flux import FULL
     from studio.config import TIER_MIN_GIB
 
     with init_empty_weights():
@@ -216,7 +213,7 @@ def test_a_warmup_the_user_set_is_theirs_to_fix():
                             ({}, ["schedule.max_steps=50", "schedule.warmup_steps=50"])):
         cfg = resolve(user, preset="style", tier="cpu", overrides=overrides)
         assert cfg.schedule.warmup_steps == 50 and not cfg.notes
-        assert validate(cfg) == ["schedule.warmup_steps (50) must be below schedule.max_steps (50)."]
+        assert validate(cfg) == ["schedule.warmup_steps: 50 must be below schedule.max_steps (50)."]
     # Without a preset, the default warm-up (20) is fitted the same way.
     cfg = resolve({"schedule": {"max_steps": 15}}, tier="cpu")
     assert cfg.schedule.warmup_steps == 1 and "the default 20 would not fit" in cfg.notes["schedule.warmup_steps"]

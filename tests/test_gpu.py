@@ -112,8 +112,7 @@ def test_gpu_tier_without_cuda_fails_fast(tiny_model, tmp_path, studio_data):
 
 
 def _bench():
-    sys.path.insert(0, str(REPO / "bench"))
-    import gpu_flux
+    from bench import gpu_flux
     return gpu_flux
 
 

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from studio import diagnostics
-from studio.config import help_rows, list_presets
-from studio.i18n import (LANGS, catalogue, lang_from_accept_language, normalise_lang, t,
-                         translate_problem)
+from studio.config import MESSAGES, ConfigError, Problem, TrainConfig, help_rows, list_presets, problems, resolve
+from studio.i18n import LANGS, catalogue, lang_from_accept_language, md_text, normalise_lang, render_problem, t
 
 UI_DIR = Path(__file__).resolve().parent.parent / "studio" / "ui"
 # Keyword arguments and positional first arguments that put text on the page.
@@ -100,19 +99,43 @@ def test_language_choice():
         t("no.such.key")
 
 
-@pytest.mark.parametrize("message, expected", [
-    ("dataset.resolution: 100 must be a multiple of 16 and at least 64 (try 96).", "必须是 16 的倍数"),
-    ("schedule.max_steps: must be at least 1 (got 0).", "至少为 1（当前为 0）"),
-    ("schedule.warmup_steps (20) must be below schedule.max_steps (10).", "预热步数（20）必须少于训练步数（10）"),
-    ("optimizer.lr: 50.0 is not a usable learning rate (use 1e-4 for AdamW, 1.0 for Prodigy).", "不是可用的学习率"),
-    ("memory.base_precision: nf4 needs a CUDA GPU; use fp32 on CPU.", "需要 CUDA 显卡"),
-    ("lora.rnk: unknown setting. Did you mean 'rank'?", "未知的设置项"),
-    ("lora.rank: expected a whole number, got 'x'", "应为 a whole number"),
+@pytest.mark.parametrize("user, key, expected", [
+    ({"dataset": {"resolution": 100}}, "dataset.resolution", "必须是 16 的倍数"),
+    ({"schedule": {"max_steps": 0}}, "schedule.max_steps", "至少为 1（当前为 0）"),
+    ({"schedule": {"warmup_steps": 20, "max_steps": 10}}, "schedule.warmup_steps", "预热步数（20）必须少于训练步数（10）"),
+    ({"optimizer": {"lr": 50.0}}, "optimizer.lr", "不是可用的学习率"),
+    ({"memory": {"base_precision": "nf4"}}, "memory.base_precision", "需要 CUDA 显卡"),
 ])
-def test_validation_messages_in_chinese(message, expected):
-    zh = translate_problem(message, "zh-CN")
-    assert expected in zh and zh.startswith("`")
-    assert translate_problem(message, "en").endswith(message.split(" ", 1)[1].strip()) or "`" in translate_problem(message, "en")
+def test_validation_problems_in_chinese(user, key, expected):
+    found = [p for p in problems(resolve(user, tier="cpu")) if p.key == key]
+    assert found, key
+    zh = render_problem(found[0], "zh-CN")
+    assert expected in zh and zh.startswith(f"`{key}`")
+    assert render_problem(found[0], "en") == f"`{key}`: {md_text(found[0].detail())}"
+
+
+@pytest.mark.parametrize("data, key, expected", [
+    ({"lora": {"rnk": 8}}, "lora.rnk", "未知的设置项。您是不是想写 'rank'？"),
+    ({"lora": {"rank": "x"}}, "lora.rank", "应为 a whole number"),
+    ({"schedule": {"scheduler": "cosin"}}, "schedule.scheduler", "您是不是想写 'cosine'"),
+])
+def test_reading_problems_in_chinese(data, key, expected):
+    with pytest.raises(ConfigError) as err:
+        TrainConfig.from_dict(data)
+    (problem,) = err.value.items
+    assert problem.key == key and expected in render_problem(problem, "zh-CN")
+
+
+def test_problems_are_rendered_from_their_code_never_parsed_from_english(monkeypatch):
+    """Every problem code has its own wording in each language; the Chinese text does not depend
+    on how the English one is worded."""
+    zh = catalogue("zh-CN")
+    assert all(f"problem.{code}" in zh for code in MESSAGES)
+    problem = Problem("schedule.max_steps", "at_least_1", {"value": 0})
+    monkeypatch.setitem(MESSAGES, "at_least_1", "reworded: {value} is too small")
+    assert problem.english() == "schedule.max_steps: reworded: 0 is too small"
+    assert render_problem(problem, "zh-CN") == "`schedule.max_steps`：至少为 1（当前为 0）。"
+    assert "translate_problem" not in dir(__import__("studio.i18n", fromlist=["x"]))
 
 
 def _gradio_namespaces() -> set[str]:

@@ -371,12 +371,13 @@ GARBAGE_BEHIND_BOM = b"\xff\xfe\x00bad \xc3 \x00utf8"
     (b"ohwx \xc3 cat", None),  # not UTF-8
 ])
 def test_captions_are_decoded_strictly(data, expected):
-    from studio.data.decode import _Reject, decode_caption
+    from studio.data.decode import decode_caption
+    from studio.data.limits import Reject
 
     if expected is not None:
         assert decode_caption(data, "x.txt", 2000)[0] == expected
     else:
-        with pytest.raises(_Reject) as why:
+        with pytest.raises(Reject) as why:
             decode_caption(data, "x.txt", 2000)
         assert why.value.code == "caption_encoding" and "x.txt" in why.value.message
 
@@ -428,3 +429,4 @@ def test_a_refused_duplicate_gives_its_caption_to_the_kept_copy(tmp_path):
     assert {i.stem: i.caption for i in list_dataset(tmp_path / "ds2")} == {"a": "ohwx first caption"}
     assert result.codes()["third/b.txt"] == "orphan_caption"
     assert "has its own caption" in next(r.message for r in result.rejected if r.name == "third/b.txt")
+

@@ -413,12 +413,14 @@ def test_event_endpoints_are_private(apps):
 def _form(data_dir: Path, **overrides) -> dict:
     from studio.ui import handlers as h
 
-    basic, advanced, _ = h.preset_values("portrait", "cpu")
-    form = dict(dataset="ok", base="demo", custom_base="", preset="portrait", tier="cpu", run_name="my-lora",
-                trigger="ohwx", steps=basic[0], lr=basic[1], rank=basic[2], resolution=basic[3], prompts=basic[4],
-                sample_every=basic[5], advanced=advanced)
-    form.update(overrides)
-    return form
+    values, _ = h.preset_values("portrait", "cpu")
+    form = dict(base="demo", custom_base="", preset="portrait", tier="cpu", run_name="my-lora", trigger="ohwx",
+                **values)
+    named = {"steps": "schedule.max_steps", "lr": "optimizer.lr", "rank": "lora.rank",
+             "resolution": "dataset.resolution", "prompts": "sample.prompts", "sample_every": "sample.every"}
+    dataset = overrides.pop("dataset", "ok")
+    form.update({named.get(key, key): value for key, value in overrides.items()})
+    return {"dataset": dataset, "form": form}  # build_config's arguments, the form by field name
 
 
 def _start(data_dir: Path, form: dict) -> str:

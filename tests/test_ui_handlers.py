@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
+
+from ui_forms import _png, _train_fields, data, filled  # noqa: F401  (fixtures)
 
 from studio.config import resolve
 from studio.jobs import JobStore
@@ -25,36 +26,6 @@ from studio.ui import job_status, runs
 from studio.ui import report_view as rv
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _png(path: Path, seed: int, size=(320, 288)) -> Path:
-    rng = np.random.default_rng(seed)
-    Image.fromarray(rng.integers(0, 255, (18, 20, 3), dtype=np.uint8)).resize(size, Image.NEAREST).save(path)
-    return path
-
-
-@pytest.fixture
-def data(tmp_path):
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def filled(data, tmp_path):
-    """A data folder with dataset 'cat' holding three images."""
-    h.create_dataset(data, "cat")
-    files = [str(_png(tmp_path / f"cat_{i}.png", i)) for i in range(3)]
-    h.upload_files(data, "cat", files)
-    return data
-
-
-def _train_fields(**over):
-    basic, advanced, _ = h.preset_values("portrait", "cpu")
-    advanced[[r[0] for r in h.advanced_rows()].index("schedule.warmup_steps")] = 2  # the preset's 20 > 20 steps
-    fields = dict(dataset="cat", base="demo", custom_base="", preset="portrait", tier="cpu", run_name="cat-lora",
-                  trigger="ohwx", steps=20, lr=1e-4, rank=4, resolution=64, prompts="a photo of [trigger]\n\n",
-                  sample_every=10, advanced=advanced, lang="en")
-    fields.update(over)
-    return fields
 
 
 # ------------------------------------------------------------------ dataset
@@ -152,111 +123,6 @@ def test_unavailable_captioner_is_a_readable_message(filled, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(filled / "no-hf-home"))
     with pytest.raises(h.UserError, match="basic captioner"):
         h.caption_images(filled, "cat", "florence2", "ohwx", "", "start", "", "", False)
-
-
-# ------------------------------------------------------------------ train
-
-
-def test_build_config_from_fields(filled):
-    cfg = h.build_config(filled, **_train_fields())
-    d = cfg.to_dict()
-    assert d["preset"] == "portrait" and d["memory"]["tier"] == "cpu" and d["model"]["base"] == "demo"
-    assert d["schedule"]["max_steps"] == 20 and d["lora"]["rank"] == 4 and d["dataset"]["resolution"] == 64
-    assert d["sample"]["prompts"] == ["a photo of [trigger]"] and d["save"]["run_name"] == "cat-lora"
-    assert d["dataset"]["path"] == str(filled / "datasets" / "cat" / "images")
-    # Advanced fields carry the preset's values, so the preset shows through.
-    assert d["lora"]["targets"] == "all_linear" and d["dataset"]["caption_dropout"] == 0.05
-
-
-@pytest.mark.parametrize("preset", ["portrait", "style"])
-def test_a_short_run_from_a_preset_fits_the_warmup_the_user_left_alone(filled, preset):
-    """50 steps with the advanced settings untouched: the preset's warm-up (20 or 50) is fitted to
-    the run and the resolved config says so; a warm-up the user typed is still checked as given."""
-    real = "black-forest-labs/FLUX.1-dev"  # the presets' own values (the demo model gets a short demo run)
-    basic, advanced, _ = h.preset_values(preset, "cpu", base=real)
-    cfg = h.build_config(filled, **_train_fields(preset=preset, steps=50, advanced=advanced, base=real))
-    h.check_config(filled, cfg, "en")
-    assert cfg.schedule.warmup_steps == (5 if preset == "style" else 20)
-    assert ("fitted to 50 steps" in h.fields_from_config(cfg)["yaml"]) == (preset == "style")
-    advanced[[r[0] for r in h.advanced_rows()].index("schedule.warmup_steps")] = 60
-    with pytest.raises(h.UserError, match="warmup_steps"):
-        h.check_config(filled, h.build_config(filled, **_train_fields(preset=preset, steps=50, advanced=advanced,
-                                                                      base=real)))
-
-
-def test_advanced_fields_cover_every_other_setting_and_round_trip(filled):
-    keys = [row[0] for row in h.advanced_rows()]
-    assert "optimizer.betas" in keys and "memory.mixed_precision" in keys and "schedule.max_steps" not in keys
-    _, advanced, _ = h.preset_values("style", "cpu")
-    advanced[keys.index("optimizer.betas")] = "[0.8, 0.95]"
-    advanced[keys.index("lora.double_blocks")] = "[0, 1]"
-    cfg = h.build_config(filled, **_train_fields(advanced=advanced, preset="style"))
-    assert cfg.optimizer.betas == [0.8, 0.95] and cfg.lora.double_blocks == [0, 1]
-    fields = h.fields_from_config(cfg)
-    assert fields["preset"] == "style" and fields["advanced"][keys.index("optimizer.betas")] == "[0.8, 0.95]"
-    assert h.import_config(h.export_config(cfg)).to_dict() == cfg.to_dict()
-
-
-def test_validation_problems_are_readable_in_both_languages(filled):
-    bad = _train_fields(steps=0, resolution=100)
-    with pytest.raises(h.UserError) as en:
-        h.check_config(filled, h.build_config(filled, **bad), "en")
-    assert "Please fix these settings first" in str(en.value) and "`dataset.resolution`" in str(en.value)
-    with pytest.raises(h.UserError) as zh:
-        h.check_config(filled, h.build_config(filled, **{**bad, "lang": "zh-CN"}), "zh-CN")
-    assert "请先修正以下设置" in str(zh.value) and "必须是 16 的倍数" in str(zh.value) and "至少为 1" in str(zh.value)
-    with pytest.raises(h.UserError, match="whole number"):
-        h.build_config(filled, **_train_fields(steps=2.5))
-    advanced = h.preset_values("portrait", "cpu")[1]
-    advanced[[r[0] for r in h.advanced_rows()].index("optimizer.betas")] = "[0.9"
-    with pytest.raises(h.UserError, match="optimizer.betas"):
-        h.build_config(filled, **_train_fields(advanced=advanced))
-
-
-def test_start_training_queues_a_job_only_when_valid(filled):
-    with pytest.raises(h.UserError, match="Pick a dataset"):
-        h.start_training(filled, h.build_config(filled, **_train_fields(dataset=None)))
-    h.create_dataset(filled, "empty")
-    with pytest.raises(h.UserError, match="no images"):
-        h.start_training(filled, h.build_config(filled, **_train_fields(dataset="empty")))
-    assert JobStore(filled).list_jobs() == []
-    job_id, message = h.start_training(filled, h.build_config(filled, **_train_fields()))
-    assert f"#{job_id}" in message
-    job = JobStore(filled).get_job(job_id)
-    assert job["status"] == "queued" and job["name"] == "cat-lora"
-    assert job["config"]["schedule"]["max_steps"] == 20
-
-
-def test_a_public_space_without_login_refuses_training(filled, monkeypatch):
-    import argparse
-
-    import app
-
-    monkeypatch.setenv("SPACE_ID", "someone/flux-lora-studio")
-    monkeypatch.delenv("STUDIO_AUTH", raising=False)
-    # apply_space_settings writes os.environ itself: setenv first so teardown removes it again.
-    monkeypatch.setenv("STUDIO_TRAINING_REFUSED", "")
-    monkeypatch.delenv("STUDIO_TRAINING_REFUSED")
-    monkeypatch.delenv("STUDIO_DATA", raising=False)
-    args = argparse.Namespace(data_dir="./studio_data")
-    assert app.apply_space_settings(args, None) is None
-    assert args.data_dir == "/tmp/studio_data"  # local disk, not a network mount
-    with pytest.raises(h.UserError, match="STUDIO_AUTH"):
-        h.start_training(filled, h.build_config(filled, **_train_fields()))
-    assert JobStore(filled).list_jobs() == []
-
-    monkeypatch.delenv("STUDIO_TRAINING_REFUSED")
-    monkeypatch.setenv("STUDIO_AUTH", "me:secret-pass")
-    assert app.apply_space_settings(argparse.Namespace(data_dir="./studio_data"), None) == [("me", "secret-pass")]
-    assert "STUDIO_TRAINING_REFUSED" not in __import__("os").environ
-
-
-def test_licence_and_tier_texts():
-    assert "Non-Commercial" in h.licence_text("black-forest-labs/FLUX.1-dev")
-    assert "Apache-2.0" in h.licence_text("black-forest-labs/FLUX.1-schnell")
-    assert "演示模型" in h.licence_text("demo", "zh-CN")
-    assert "人像" in h.preset_text("portrait", "zh-CN") and "CPU" in h.tier_text("cpu")
-
 
 # ------------------------------------------------------------------ monitor and results
 
@@ -375,6 +241,8 @@ def test_duplicate_rerun_with_edits_and_confirmed_delete(filled):
         runs.manage(filled, job_id, "rerun", config_yaml=text.replace("max_steps:", "max_stepz:"))
     with pytest.raises(h.UserError, match="multiple of 16"):
         runs.manage(filled, job_id, "rerun", config_yaml=text.replace("resolution: 64", "resolution: 70"))
+    with pytest.raises(h.UserError, match="`schedule.max_stepz`：未知的设置项。您是不是想写 'max_steps'"):
+        runs.manage(filled, job_id, "rerun", "zh-CN", config_yaml=text.replace("max_steps:", "max_stepz:"))
 
     with pytest.raises(h.UserError, match="Tick the box"):
         runs.manage(filled, job_id, "delete")
@@ -430,7 +298,7 @@ def test_each_dataset_remembers_its_words_and_settings(filled):
     job = remembered.last_job(filled, "cat")
     assert job["id"] == job_id and remembered.last_job(filled, "dog") is None
     fields = h.fields_from_config(h.TrainConfig.from_dict(job["config"]))
-    assert fields["trigger"] == "zqx" and fields["basic"][0] == 33
+    assert fields["trigger"] == "zqx" and fields["schedule.max_steps"] == 33
     assert remembered.try_it_prompt(job) == "zqx asleep on a red sofa"
     assert remembered.try_it_prompt({"config": {"dataset": {"trigger_word": "k9"}, "sample": {"prompts": []}}}) \
         == "a photo of k9"
@@ -494,22 +362,6 @@ def test_monitor_events_hide_gradio_timers(tmp_path):
     deps = [d for d in config["dependencies"] if watched & set(d["outputs"])]
     assert len(deps) >= 5  # poll, refresh, pick, tab select, actions
     assert all(d["show_progress"] == "hidden" for d in deps), [d["show_progress"] for d in deps]
-
-
-def test_the_demo_model_proposes_a_short_run_and_real_models_keep_the_presets():
-    from studio.config import resolve
-
-    demo, _, demo_yaml = h.preset_values("portrait", "cpu", "demo")
-    steps, _, _, resolution, _, sample_every = demo
-    assert steps <= 300 and resolution <= 512 and 0 < sample_every <= steps
-    cfg = h.proposed_config("portrait", "cpu", "demo")
-    assert cfg.sample.width <= 512 and cfg.sample.height <= 512 and cfg.schedule.warmup_steps < steps
-    assert h.DEMO_RUN["schedule"]["max_steps"] == steps  # one place to retune
-    for base in ("black-forest-labs/FLUX.1-dev", "black-forest-labs/FLUX.1-schnell"):
-        real = h.proposed_config("style", "24gb", base).to_dict()
-        preset = resolve({"model": {"base": base}}, preset="style", tier="24gb").to_dict()
-        assert real == preset and real["schedule"]["max_steps"] >= 1000
-
 
 def test_the_model_card_downloads_as_readme_beside_the_lora_files(data):
     from safetensors.numpy import save_file

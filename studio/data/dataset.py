@@ -93,21 +93,22 @@ def load_samples(cfg: TrainConfig, warn=lambda code, message: None, t5_max_token
 def import_limits(resolution: int):
     """The import's limits. Its 256 px floor on the short side is half of FLUX's smallest usual
     training resolution (512); training below 512 px (the demo model, tests) halves its own."""
-    from .ingest import IngestLimits
+    from .limits import IngestLimits
 
     return IngestLimits(min_side=min(IngestLimits.min_side, resolution // 2))
 
 
 def refused_by_import(path: Path, limits) -> str | None:
     """Why `dataset import` would refuse this image file, or None."""
-    from .decode import _Reject, decode_image
+    from .decode import decode_image
+    from .limits import Reject
 
     try:
         data = path.read_bytes()
         if not data:
             return "The file is empty (0 bytes)."
         decode_image(data, path.name, limits)
-    except _Reject as reject:
+    except Reject as reject:
         return str(reject)
     except OSError as exc:
         return f"It cannot be read ({exc.strerror or exc})."
@@ -121,7 +122,7 @@ _NOT_REPEATED = {"unreadable", "no_images", "caption_truncated"}
 def quality_warnings(images: list[Path], cfg: TrainConfig, t5_max_tokens: int) -> list[tuple[str, str]]:
     """`dataset check`'s warnings for these images at the run's settings, as (code, message)."""
     from ..config import ConfigError, load_preset
-    from .ingest import DatasetItem
+    from .files import DatasetItem
     from .report import quality_report
 
     guidance = {}

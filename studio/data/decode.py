@@ -9,22 +9,11 @@ import io
 import re
 import unicodedata
 import warnings
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, features
 
-if TYPE_CHECKING:
-    from .ingest import IngestLimits
-
-class _Reject(Exception):
-    """Why an item was refused: `code` (a key of ingest.CODES), `message` (English, what/which file/
-    what to do) and `values` (the real numbers, for the UI's translation of the reason)."""
-
-    def __init__(self, code: str, message: str, values: dict | None = None):
-        super().__init__(message)
-        self.code, self.message, self.values = code, message, dict(values or {})
-
+from .limits import IngestLimits, Reject
 
 # ---------------------------------------------------------------- formats and sniffing
 
@@ -136,19 +125,19 @@ def decode_image(data: bytes, name: str, limits: IngestLimits, background=(255, 
     kind = sniff(data)
     allowed = supported_formats()
     if kind == "HEIF" and "HEIF" not in allowed:
-        raise _Reject("unsupported_format", f"{name} is a HEIC/HEIF photo, which this installation cannot read. "
+        raise Reject("unsupported_format", f"{name} is a HEIC/HEIF photo, which this installation cannot read. "
                       "Install the pillow-heif package, or convert the photo to JPEG (on an iPhone: "
                       "Settings > Camera > Formats > Most Compatible) and upload it again.")
     if kind == "AVIF" and "AVIF" not in allowed:
-        raise _Reject("unsupported_format", f"{name} is AVIF, which this Pillow build cannot decode. "
+        raise Reject("unsupported_format", f"{name} is AVIF, which this Pillow build cannot decode. "
                       "Convert it to JPEG or PNG, or install a Pillow with AVIF support (>= 11.3).")
     if kind == "zip":
-        raise _Reject("nested_zip", f"{name} is a zip archive inside the upload; archives inside archives "
+        raise Reject("nested_zip", f"{name} is a zip archive inside the upload; archives inside archives "
                       "are not opened. Unzip it and upload its images (or the inner zip) directly.")
     if kind not in allowed:
         what = {"pdf": "a PDF document", "eps": "a PostScript/EPS file", "fits": "a FITS astronomy file",
                 "video": "a video or other ISO media file"}.get(kind, "not an image this studio reads")
-        raise _Reject("not_an_image", f"{name} is {what}, whatever its extension says. Export it as "
+        raise Reject("not_an_image", f"{name} is {what}, whatever its extension says. Export it as "
                       f"JPEG or PNG and upload that (readable formats: {', '.join(allowed)}).")
     with warnings.catch_warnings():
         # DecompressionBombWarning and palette warnings are handled explicitly below.
@@ -156,16 +145,16 @@ def decode_image(data: bytes, name: str, limits: IngestLimits, background=(255, 
         try:
             im = Image.open(io.BytesIO(data), formats=[kind])
         except Image.DecompressionBombError:
-            raise _Reject("too_many_pixels", f"{name} declares more pixels than Pillow's safety limit "
+            raise Reject("too_many_pixels", f"{name} declares more pixels than Pillow's safety limit "
                           "(a decompression bomb or a huge scan). Downscale it below "
                           f"{limits.max_pixels:,} pixels and upload it again.",
                           {"limit": f"{limits.max_pixels:,}"}) from None
         except (OSError, SyntaxError, ValueError) as exc:
-            raise _Reject("corrupt", f"{name} looks like {kind} but cannot be opened ({exc}). "
+            raise Reject("corrupt", f"{name} looks like {kind} but cannot be opened ({exc}). "
                           "Re-export or re-download the file.") from None
         width, height = im.size
         if width * height > limits.max_pixels:
-            raise _Reject("too_many_pixels", f"{name} is {width}x{height} = {width * height:,} pixels, over "
+            raise Reject("too_many_pixels", f"{name} is {width}x{height} = {width * height:,} pixels, over "
                           f"the limit of {limits.max_pixels:,} pixels. Downscale it (training uses about 1 "
                           "megapixel) and upload it again.", {"limit": f"{limits.max_pixels:,}"})
         try:
@@ -174,13 +163,13 @@ def decode_image(data: bytes, name: str, limits: IngestLimits, background=(255, 
             im.load()  # decode every byte now: truncated files must fail here, not mid-training
             rgb = normalise(im, background)
         except Image.DecompressionBombError:
-            raise _Reject("too_many_pixels", f"{name} exceeds the limit of {limits.max_pixels:,} pixels while "
+            raise Reject("too_many_pixels", f"{name} exceeds the limit of {limits.max_pixels:,} pixels while "
                           "decoding. Downscale it and upload it again.", {"limit": f"{limits.max_pixels:,}"}) from None
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise _Reject("corrupt", f"{name} is damaged or truncated ({exc}). Re-export or re-download "
+            raise Reject("corrupt", f"{name} is damaged or truncated ({exc}). Re-export or re-download "
                           "it; a partial copy would crash training later.") from None
     if min(rgb.size) < limits.min_side:
-        raise _Reject("too_small", f"{name} is only {rgb.width}x{rgb.height} px; its short side is below the "
+        raise Reject("too_small", f"{name} is only {rgb.width}x{rgb.height} px; its short side is below the "
                       f"minimum of {limits.min_side} px. Use a larger original (at least the training "
                       "resolution is best).", {"width": rgb.width, "height": rgb.height, "min_side": limits.min_side})
     return rgb, kind
@@ -253,7 +242,7 @@ def decode_caption(data: bytes, name: str, max_chars: int) -> tuple[str, list[st
     except UnicodeDecodeError as exc:
         problem = f"byte {exc.start} is not valid {encoding}"
     if problem:
-        raise _Reject("caption_encoding", f"{name} is not readable {encoding} text ({problem}), so the caption "
+        raise Reject("caption_encoding", f"{name} is not readable {encoding} text ({problem}), so the caption "
                       "was not used and its image was imported without one. Re-save the caption as UTF-8 text "
                       "and upload it again, or write the caption on the Captions tab.", {"reason": problem})
     text = " ".join(text.replace("\r\n", "\n").split())  # one line: trainers read the whole file

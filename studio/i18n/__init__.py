@@ -4,11 +4,12 @@ Static text (labels, tab names, buttons, choice labels) goes to the browser thro
 `gr.I18n`, under the `studio.` namespace so no key can shadow one of Gradio's own (`common.*`,
 `status.*` …). The browser shows it in the page's language, which studio/ui/locale.py fixes
 before Gradio starts. Text a handler builds at run time (status messages, the quality report,
-validation problems, table headers) is looked up here with `t(key, lang)`, the language coming
+config problems, table headers) is looked up here with `t(key, lang)`, the language coming
 from the same choice.
 
 Some English strings already live in one place elsewhere, so they are generated instead of
-copied (one source of truth): config help texts (`cfg.<key>` from studio/config.py), preset
+copied (one source of truth): config help texts (`cfg.<key>` from studio/config/schema.py), the
+wording of config problems (`problem.<code>` from studio/config/problems.py), preset
 titles and descriptions (`preset.<name>.*`, `tier.<name>.*` from presets/), and the
 diagnostics catalogue (`diag.<CODE>.*` from studio/diagnostics.py); the Advanced settings'
 labels (`setting.<key>`) and choice labels (`choice.<key>.<value>`) are the config's own names in
@@ -44,15 +45,13 @@ _HERE = Path(__file__).resolve().parent
 
 def _generated_english() -> dict[str, str]:
     from studio import diagnostics
-    from studio.config import help_rows, list_presets, load_preset
+    from studio.config import MESSAGES, help_rows, list_presets, load_preset, settings
 
     out = {f"cfg.{key}": text for key, _, _, text in help_rows()}
-    for key, type_name, _, _ in help_rows():
-        if type_name != "section":
-            out[f"setting.{key}"] = key
-        if type_name.startswith("one of "):
-            for value in choice_values(type_name):
-                out[f"choice.{key}.{value}"] = value
+    for item in settings():
+        out[f"setting.{item.key}"] = item.key
+        out.update({f"choice.{item.key}.{value}": value for value in item.choices})
+    out.update({f"problem.{code}": text for code, text in MESSAGES.items()})
     for kind, prefix in (("subject", "preset"), ("memory", "tier")):
         for name in list_presets(kind):
             preset = load_preset(name, kind)
@@ -62,11 +61,6 @@ def _generated_english() -> dict[str, str]:
         out[f"diag.{code}.title"] = diagnosis.title
         out[f"diag.{code}.advice"] = diagnosis.advice
     return out
-
-
-def choice_values(type_name: str) -> list[str]:
-    """The values of a config type shown as "one of 'a', 'b'"."""
-    return [c.strip().strip("'") for c in type_name.removeprefix("one of ").split(",")]
 
 
 @lru_cache(maxsize=None)
@@ -137,37 +131,12 @@ def md_text(value) -> str:
 
 # ---------------------------------------------------------------- validation problems
 
-# validate() and ConfigError speak English ("key: what to change"). The common ones are
-# matched here and rewritten from the catalogue; anything else keeps its English detail but
-# still gets a translated frame, so a Chinese reader sees which setting is wrong.
-_PROBLEMS = [
-    (re.compile(r"(?P<value>-?\d+) must be a multiple of 16 and at least 64 \(try (?P<suggest>\d+)\)"),
-     "problem.multiple_of_16"),
-    (re.compile(r"must be at least 1 \(got (?P<value>[^)]*)\)"), "problem.at_least_1"),
-    (re.compile(r"must be 0 or more \(got (?P<value>[^)]*)\)"), "problem.zero_or_more"),
-    (re.compile(r"(?P<value>\S+) is not a usable learning rate"), "problem.bad_lr"),
-    (re.compile(r"\((?P<warmup>\d+)\) must be below schedule\.max_steps \((?P<steps>\d+)\)"),
-     "problem.warmup"),
-    (re.compile(r"needs a (CUDA )?GPU"), "problem.needs_gpu"),
-    (re.compile(r"(?P<value>-?\d+) must be a multiple of 16 between 64 and 4096"), "problem.sample_size"),
-    (re.compile(r"expected (?P<type>.+?), got (?P<value>.+)$"), "problem.expected"),
-    (re.compile(r"unknown setting\."), "problem.unknown_setting"),
-    (re.compile(r"(?P<value>'.*') must be a plain name"), "problem.run_name"),
-]
-_KEY = re.compile(r"^(?P<key>[a-z_]+(?:\.[a-z_]+)*(?:\[\d+\])?)\s*:?\s+(?P<rest>.*)$", re.S)
 
-
-def translate_problem(message: str, lang: str = DEFAULT_LANG) -> str:
-    """One validation message in the user's language: '**setting** — what to change'."""
-    match = _KEY.match(message.strip())
-    if not match:
-        return md_text(message)
-    key, rest = match["key"], match["rest"].strip()
-    if lang == DEFAULT_LANG:
-        return t("problem.prefix", lang, key=f"`{key}`", detail=md_text(rest))
-    for pattern, text_key in _PROBLEMS:
-        found = pattern.search(rest)
-        if found:
-            values = {k: md_text(v) for k, v in found.groupdict().items()}
-            return t("problem.prefix", lang, key=f"`{key}`", detail=t(text_key, lang, **values))
-    return t("problem.prefix", lang, key=f"`{key}`", detail=md_text(rest))
+def render_problem(problem, lang: str = DEFAULT_LANG) -> str:
+    """One studio.config.Problem as Markdown in the user's language: '`setting`: what to change'.
+    The wording is the catalogue's `problem.<code>`, filled with the problem's values; what a user
+    typed shows as itself (escaped)."""
+    detail = md_text(t(f"problem.{problem.code}", lang, **problem.params))
+    if not problem.key:
+        return detail
+    return t("problem.prefix", lang, key=f"`{problem.key}`", detail=detail)

@@ -53,16 +53,17 @@ def build_ui(data_dir: str | Path, max_upload_mb: int | None = None) -> gr.Block
 
         # One trigger word for captioning and training while the user types it (.input: the
         # values each tab remembers per dataset are set by the server and must not overwrite).
-        ctx.extra["trigger"].input(lambda v: v, [ctx.extra["trigger"]], [ctx.extra["train_trigger"]],
-                                   api_visibility="private")
-        fn, inputs, outputs = ctx.extra["monitor_poll"]
-        monitor_tab.select(fn, inputs, outputs, api_visibility="private", show_progress="hidden")
-        timer, auto = ctx.extra["monitor_timer"]
+        c = ctx.components
+        c["captions.trigger"].input(lambda v: v, [c["captions.trigger"]], [c["train.trigger"]],
+                                    api_visibility="private")
+        poll = ctx.monitor_poll
+        monitor_tab.select(poll.fn, poll.inputs, poll.outputs, api_visibility="private", show_progress="hidden")
+        timer, auto = c["monitor.timer"], c["monitor.auto"]
         monitor_tab.select(lambda on: gr.Timer(active=bool(on)), [auto], [timer], api_visibility="private")
         for tab in (dataset_tab, captions_tab, train_tab, results_tab):
             tab.select(lambda: gr.Timer(active=False), None, [timer], api_visibility="private")
-        fn, inputs, outputs = ctx.extra["results_view"]
-        results_tab.select(fn, inputs, outputs, api_visibility="private")
+        view = ctx.results_view
+        results_tab.select(view.fn, view.inputs, view.outputs, api_visibility="private")
 
         d = ctx.data_dir
         view_inputs = [c for _, inputs, _ in ctx.dataset_views for c in inputs]
@@ -77,7 +78,7 @@ def build_ui(data_dir: str | Path, max_upload_mb: int | None = None) -> gr.Block
             return out
 
         ctx.dataset.input(show_dataset, [ctx.dataset, ctx.lang, *view_inputs], view_outputs, api_visibility="private")
-        for made in (ctx.extra["dataset_created"], ctx.extra["demo_dataset_added"]):
+        for made in (ctx.dataset_created, ctx.demo_dataset_added):
             made.then(show_dataset, [ctx.dataset, ctx.lang, *view_inputs], view_outputs, api_visibility="private")
 
         # The page load answers everything at once: language, dataset list and choice, the lists

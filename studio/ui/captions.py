@@ -118,4 +118,4 @@ def build(ctx: Context) -> None:
                 saved["placement"]]
 
     ctx.dataset_views.append((on_dataset, [], view_out + [trigger, class_word, captioner, placement]))
-    ctx.extra["trigger"] = trigger
+    ctx.components.add("captions.trigger", trigger)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from studio.i18n import t
+from studio.ui.components import Components, View
 from studio.ui.handlers import UserError
 
 log = logging.getLogger("studio.ui")
@@ -45,7 +46,13 @@ class Context:
     # Components several tabs read; filled in by build.py.
     lang: Any = None
     dataset: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    # Every component another tab or the page addresses, by name ("train.trigger").
+    components: Components = field(default_factory=Components)
+    # Run by the page when their tab is selected, or after a dataset is created.
+    monitor_poll: View | None = None
+    results_view: View | None = None
+    dataset_created: Any = None  # the Create button's event, to chain the dataset views on
+    demo_dataset_added: Any = None  # the "Add the demo dataset" button's event, likewise
     # (component, fn(lang) -> update) applied when the page loads: choice lists and texts that
     # must be current (new presets, new datasets) or follow the page's language.
     on_load: list[tuple[Any, Callable[[str], Any]]] = field(default_factory=list)

@@ -48,15 +48,15 @@ def build(ctx: Context) -> None:
         created, message = h.create_dataset(d, name, lang)
         return refresh_choices(created), message
 
-    ctx.extra["dataset_created"] = create.click(on_create, [new_name, ctx.lang], [ctx.dataset, status],
-                                                api_visibility="private")
+    ctx.dataset_created = create.click(on_create, [new_name, ctx.lang], [ctx.dataset, status],
+                                      api_visibility="private")
 
     @guarded(2, status_index=1)
     def on_demo(lang):
         name, message = add_demo_dataset(d, lang)
         return refresh_choices(name), message
 
-    ctx.extra["demo_dataset_added"] = add_demo.click(on_demo, [ctx.lang], [ctx.dataset, status],
+    ctx.demo_dataset_added = add_demo.click(on_demo, [ctx.lang], [ctx.dataset, status],
                                                      api_visibility="private")
 
     @guarded(2, status_index=0)

@@ -10,6 +10,7 @@ import pandas as pd
 from studio.i18n import t
 from studio.ui import job_status, runs
 from studio.ui.common import Context, L, guarded
+from studio.ui.components import View
 
 POLL_SECONDS = 2.0
 COLUMNS = ("monitor.col_id", "monitor.col_name", "monitor.col_status", "monitor.col_progress", "monitor.col_loss")
@@ -155,5 +156,6 @@ def build(ctx: Context) -> None:
                                               color_title=t("monitor.axis_job", lang))),
         (heat, lambda lang: gr.update(alt_text=t("monitor.heatmap_alt", lang))),
     ]
-    ctx.extra["monitor_timer"] = (timer, auto)
-    ctx.extra["monitor_poll"] = (lambda p, lang: safe_poll(p, None, lang), [pin, ctx.lang], outputs)
+    ctx.components.add("monitor.timer", timer)
+    ctx.components.add("monitor.auto", auto)
+    ctx.monitor_poll = View(lambda p, lang: safe_poll(p, None, lang), [pin, ctx.lang], outputs)

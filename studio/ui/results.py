@@ -9,6 +9,7 @@ import gradio as gr
 from studio.i18n import t
 from studio.ui import runs
 from studio.ui.common import Context, L, guarded
+from studio.ui.components import View
 
 FINISHED = ("succeeded", "cancelled", "interrupted", "failed")
 
@@ -58,7 +59,7 @@ def build(ctx: Context) -> None:
     outputs = [pick, files, card, gallery, status, prompt, shown]
     refresh.click(on_view, [pick, shown, prompt, ctx.lang], outputs, api_visibility="private")
     pick.input(on_view, [pick, shown, prompt, ctx.lang], outputs, api_visibility="private")
-    ctx.extra["results_view"] = (on_view, [pick, shown, prompt, ctx.lang], outputs)
+    ctx.results_view = View(on_view, [pick, shown, prompt, ctx.lang], outputs)
 
     @guarded(3, status_index=0)
     def on_try(job_id, text, weight, seed_v, lang):

@@ -197,7 +197,7 @@ def manage(data_dir: Path, job_id: int | None, action: str, lang: str = "en", co
     """duplicate / rerun (with edited settings, validated like the Train tab) / delete (confirmed)."""
     from studio.config import ConfigError, TrainConfig
     from studio.jobs import JobNotFound, JobStateError
-    from studio.ui.handlers import check_config
+    from studio.ui.handlers import check_config, problems_markdown
 
     if job_id is None:
         raise UserError(t("monitor.no_job", lang))
@@ -209,7 +209,7 @@ def manage(data_dir: Path, job_id: int | None, action: str, lang: str = "en", co
             try:
                 cfg = TrainConfig.from_yaml(config_yaml, "settings")
             except ConfigError as exc:
-                raise UserError("\n".join(f"- {p}" for p in exc.problems)) from None
+                raise UserError(problems_markdown(exc.items, lang)) from None
             check_config(data_dir, cfg, lang)
             return t("monitor.rerun_queued", lang, job_id=s.rerun_with(job_id, cfg.to_dict()), source=job_id)
         if action == "delete":

@@ -7,23 +7,38 @@ from __future__ import annotations
 
 import gradio as gr
 
+from studio.config import setting
 from studio.ui import handlers as h
 from studio.ui import remembered
 from studio.ui.common import Context, L, choice_labels, guarded, preset_choices
+from studio.ui.components import Components
+
+TAB = "train"
 
 
-def _advanced_widget(key: str, type_name: str, value):
-    kind = h.widget_kind(type_name)
+def _setting_widget(key: str, value):
+    """The input for one setting of "Advanced", of the kind the schema gives it."""
+    kind = h.kind_of(key)
     common = dict(label=L(f"setting.{key}"), info=L(f"cfg.{key}"), elem_id="adv-" + key.replace(".", "-"))
-    if kind == "integer":
+    if kind == "int":
         return gr.Number(value=value, precision=0, **common)
-    if kind == "number":
+    if kind == "float":
         return gr.Number(value=value, **common)
     if kind == "bool":
         return gr.Checkbox(value=value, **common)
     if kind == "choice":
-        return gr.Dropdown(choices=choice_labels(key, h.choices_of(type_name)), value=value, **common)
+        return gr.Dropdown(choices=choice_labels(key, list(setting(key).choices)), value=value, **common)
     return gr.Textbox(value=value, **common)
+
+
+def _basic_widget(key: str, value):
+    """A setting shown up front, with its own label (`train.<name>`) and element id."""
+    name = h.BASIC[key]
+    common = dict(label=L(f"train.{name}"), value=value, elem_id="train-" + name.replace("_", "-"))
+    kind = h.kind_of(key)
+    if kind == "lines":
+        return gr.Textbox(lines=3, **common)
+    return gr.Number(precision=0 if kind == "int" else None, **common)
 
 
 def _model_choices() -> list:
@@ -32,49 +47,45 @@ def _model_choices() -> list:
 
 
 def build(ctx: Context) -> None:
-    d = ctx.data_dir
-    basic0, advanced0, yaml0 = h.preset_values("portrait", "cpu")
+    d, c = ctx.data_dir, ctx.components
+    values0, yaml0 = h.preset_values("portrait", "cpu")
     gpu_text, suggested_tier = h.gpu_message("en")
     with gr.Row():
         with gr.Column():
-            base = gr.Dropdown(label=L("train.model"), choices=_model_choices(), value="demo", elem_id="train-model")
-            custom_base = gr.Textbox(label=L("train.model_custom"), elem_id="train-model-custom")
+            c.add("train.base", gr.Dropdown(label=L("train.model"), choices=_model_choices(), value="demo",
+                                            elem_id="train-model"))
+            c.add("train.custom_base", gr.Textbox(label=L("train.model_custom"), elem_id="train-model-custom"))
             licence = gr.Markdown(h.licence_text("demo"), elem_id="train-licence")
         with gr.Column():
-            preset = gr.Dropdown(label=L("train.preset"), choices=preset_choices(), value="portrait",
-                                 elem_id="train-preset")
+            c.add("train.preset", gr.Dropdown(label=L("train.preset"), choices=preset_choices(), value="portrait",
+                                              elem_id="train-preset"))
             preset_md = gr.Markdown(h.preset_text("portrait"), elem_id="train-preset-text")
         with gr.Column():
-            tier = gr.Dropdown(label=L("train.tier"), choices=preset_choices("memory"), value=suggested_tier,
-                               elem_id="train-tier")
+            c.add("train.tier", gr.Dropdown(label=L("train.tier"), choices=preset_choices("memory"),
+                                            value=suggested_tier, elem_id="train-tier"))
             gpu_md = gr.Markdown(gpu_text)
             tier_md = gr.Markdown(h.tier_text(suggested_tier))
     gr.Markdown(L("train.basic_heading"))
     with gr.Row():
-        run_name = gr.Textbox(label=L("train.run_name"), value="my-lora", elem_id="train-run-name")
-        trigger = gr.Textbox(label=L("train.trigger"), value="ohwx", elem_id="train-trigger")
+        c.add("train.run_name", gr.Textbox(label=L("train.run_name"), value="my-lora", elem_id="train-run-name"))
+        c.add("train.trigger", gr.Textbox(label=L("train.trigger"), value="ohwx", elem_id="train-trigger"))
     with gr.Row():
-        steps = gr.Number(label=L("train.steps"), value=basic0[0], precision=0, elem_id="train-steps")
-        lr = gr.Number(label=L("train.lr"), value=basic0[1], elem_id="train-lr")
-        rank = gr.Number(label=L("train.rank"), value=basic0[2], precision=0, elem_id="train-rank")
-        resolution = gr.Number(label=L("train.resolution"), value=basic0[3], precision=0,
-                               elem_id="train-resolution")
-        sample_every = gr.Number(label=L("train.sample_every"), value=basic0[5], precision=0,
-                                 elem_id="train-sample-every")
-    prompts = gr.Textbox(label=L("train.prompts"), value=basic0[4], lines=3, elem_id="train-prompts")
-    advanced = []
+        for key in h.BASIC_KEYS:
+            if h.kind_of(key) != "lines":
+                c.add(f"train.{key}", _basic_widget(key, values0[key]))
+    c.add("train.sample.prompts", _basic_widget("sample.prompts", values0["sample.prompts"]))
     with gr.Accordion(L("train.advanced"), open=False, elem_id="train-advanced"):
         gr.Markdown(L("train.advanced_note"))
         # One sub-section per config section, three settings to a row, so 70 settings stay scannable.
-        sections: dict[str, list] = {}
-        for (key, type_name, _, _), value in zip(h.advanced_rows(), advanced0):
-            sections.setdefault(key.split(".")[0], []).append((key, type_name, value))
-        for section, rows in sections.items():
+        sections: dict[str, list[str]] = {}
+        for item in h.advanced_settings():
+            sections.setdefault(item.key.split(".")[0], []).append(item.key)
+        for section, keys in sections.items():
             with gr.Accordion(L(f"train.section.{section}"), open=False, elem_id=f"adv-section-{section}"):
-                for start_at in range(0, len(rows), 3):
+                for start_at in range(0, len(keys), 3):
                     with gr.Row():
-                        for key, type_name, value in rows[start_at:start_at + 3]:
-                            advanced.append(_advanced_widget(key, type_name, value))
+                        for key in keys[start_at:start_at + 3]:
+                            c.add(f"train.{key}", _setting_widget(key, values0[key]))
     with gr.Row():
         check = gr.Button(L("train.preview"), elem_id="train-check")
         start = gr.Button(L("train.start"), variant="primary", elem_id="train-start")
@@ -85,27 +96,25 @@ def build(ctx: Context) -> None:
             import_file = gr.File(label=L("train.import"), file_types=[".yaml", ".yml"], type="filepath")
             export = gr.DownloadButton(L("train.export"))
 
-    basic = [steps, lr, rank, resolution, prompts, sample_every]
-    ctx.extra["train_trigger"] = trigger
+    names, setting_keys = h.form_names(), h.setting_keys()
+    form, settings_out = c.of(TAB, names), c.of(TAB, setting_keys)
+    preset, tier, base, custom_base, run_name = c.of(TAB, ("preset", "tier", "base", "custom_base", "run_name"))
 
-    def collect(lang, dataset, base_v, custom_v, preset_v, tier_v, run_v, trig_v, *values):
-        b, adv = values[:6], list(values[6:])
-        return h.build_config(d, dataset=dataset, base=base_v, custom_base=custom_v, preset=preset_v, tier=tier_v,
-                              run_name=run_v, trigger=trig_v, steps=b[0], lr=b[1], rank=b[2], resolution=b[3],
-                              prompts=b[4], sample_every=b[5], advanced=adv, lang=lang)
+    def collect(lang, dataset, *values):
+        return h.build_config(d, dataset=dataset, form=Components.named(names, values), lang=lang)
 
-    form = [ctx.lang, ctx.dataset, base, custom_base, preset, tier, run_name, trigger] + basic + advanced
+    form_in = [ctx.lang, ctx.dataset] + form
 
     def on_preset(preset_v, tier_v, base_v, custom_v, lang):
         try:
-            b, adv, text = h.preset_values(preset_v, tier_v, (custom_v or "").strip() or base_v)
+            proposed, text = h.preset_values(preset_v, tier_v, (custom_v or "").strip() or base_v)
         except Exception:  # an unknown preset leaves the fields as they are
-            return [gr.skip()] * (len(basic) + len(advanced) + 3)
+            return [gr.skip()] * (len(settings_out) + 3)
         # Plain values, not gr.skip() for the unchanged ones: gradio builds a new component for
         # every update it is sent (skips included), while an unchanged value costs nothing.
-        return [*b, *adv, text, h.preset_text(preset_v, lang), h.tier_text(tier_v, lang)]
+        return [*(proposed[k] for k in setting_keys), text, h.preset_text(preset_v, lang), h.tier_text(tier_v, lang)]
 
-    proposal_out = basic + advanced + [yaml_view, preset_md, tier_md]
+    proposal_out = settings_out + [yaml_view, preset_md, tier_md]
     # .input, not .change: an imported or remembered config sets these too and must not be reset.
     # The base model counts too: the demo model gets a short run, a real model the preset's.
     for comp in (preset, tier, base):
@@ -135,22 +144,19 @@ def build(ctx: Context) -> None:
         _, message = h.start_training(d, cfg, lang)
         return cfg.to_yaml(), message
 
-    check.click(reordered(on_check), form, [yaml_view, status, export], api_visibility="private")
-    start.click(reordered(on_start), form, [yaml_view, status], api_visibility="private")
+    check.click(reordered(on_check), form_in, [yaml_view, status, export], api_visibility="private")
+    start.click(reordered(on_start), form_in, [yaml_view, status], api_visibility="private")
 
-    @guarded(len(basic) + len(advanced) + 8, status_index=-1)
+    @guarded(len(form) + 2, status_index=-1)
     def on_import(path, lang):
         if not path:
-            return [gr.skip()] * (len(basic) + len(advanced) + 8)
+            return [gr.skip()] * (len(form) + 2)
         f = h.fields_from_config(h.import_config(path, lang))
-        return [f["base"], f["custom_base"], f["preset"], f["tier"], f["run_name"], f["trigger"], *f["basic"],
-                *f["advanced"], f["yaml"], h.t("train.imported", lang)]
+        return [*(f[n] for n in names), f["yaml"], h.t("train.imported", lang)]
 
-    import_file.upload(on_import, [import_file, ctx.lang],
-                       [base, custom_base, preset, tier, run_name, trigger] + basic + advanced + [yaml_view, status],
-                       api_visibility="private")
+    import_file.upload(on_import, [import_file, ctx.lang], form + [yaml_view, status], api_visibility="private")
 
-    fields_out = [base, custom_base, preset, tier, run_name, trigger] + basic + advanced + [yaml_view]
+    fields_out = form + [yaml_view]
     texts_out = [preset_md, tier_md, licence]
 
     @guarded(len(fields_out) + len(texts_out) + 1, status_index=-1)
@@ -164,12 +170,12 @@ def build(ctx: Context) -> None:
         if cfg is not None:
             f = h.fields_from_config(cfg)
             preset_v, tier_v, base_v, custom_v = f["preset"], f["tier"], f["base"], f["custom_base"]
-            fields = [f["base"], f["custom_base"], f["preset"], f["tier"], f["run_name"], f["trigger"], *f["basic"],
-                      *f["advanced"], f["yaml"]]
         else:
-            b, adv, text = h.preset_values(preset_v, tier_v, (custom_v or "").strip() or base_v)
+            proposed, text = h.preset_values(preset_v, tier_v, (custom_v or "").strip() or base_v)
             # Values as shown (not gr.skip(), which costs gradio a new component each).
-            fields = [base_v, custom_v, preset_v, tier_v, run_v, remembered.train_trigger(d, dataset), *b, *adv, text]
+            f = {"base": base_v, "custom_base": custom_v, "preset": preset_v, "tier": tier_v, "run_name": run_v,
+                 "trigger": remembered.train_trigger(d, dataset), **proposed, "yaml": text}
+        fields = [*(f[n] for n in names), f["yaml"]]
         # Texts this tab writes itself, in the page's language.
         texts = [h.preset_text(preset_v, lang) if preset_v else "", h.tier_text(tier_v, lang),
                  h.licence_text((custom_v or "").strip() or base_v, lang)]

@@ -1,0 +1,31 @@
+"""Which memory tier a GPU gets. torch is imported only inside detect_tier (the UI asks
+nvidia-smi instead and calls tier_for_memory)."""
+
+from __future__ import annotations
+
+MEMORY_TIERS = ("24gb", "16gb", "12gb", "8gb", "cpu")
+
+# The smallest GPU (total GiB) each tier is chosen for. The FLUX.1 transformer has 11.90 B
+# parameters, nearly all in linear layers: its weights alone take 22.2 GiB in bf16, 11.1 GiB in
+# int8 and 5.7 GiB in NF4 (block scales included). bf16 therefore cannot train on a 24 GB card
+# (23.99 GiB, before the CUDA context, LoRA, optimiser and activations): such a card gets the
+# 16 GB tier. Below 11 GiB only the 8 GB tier's block offload fits.
+TIER_MIN_GIB = (("24gb", 26.0), ("16gb", 15.0), ("12gb", 11.0))
+
+
+def tier_for_memory(gib: float | None) -> str:
+    """The memory tier for a GPU with `gib` GiB in total (None: no GPU, the cpu tier)."""
+    if gib is None:
+        return "cpu"
+    return next((tier for tier, need in TIER_MIN_GIB if gib >= need), "8gb")
+
+
+def detect_tier() -> str:
+    """The memory tier for the first visible GPU, or 'cpu'."""
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    if not torch.cuda.is_available():
+        return "cpu"
+    return tier_for_memory(torch.cuda.get_device_properties(0).total_memory / 2**30)

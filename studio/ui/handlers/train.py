@@ -1,0 +1,174 @@
+"""Train tab: the detected GPU and its tier, licence and preset texts, what a preset proposes,
+the config built from the form's named fields, import/export, and queueing the job."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from studio.config import (MEMORY_TIERS, ConfigError, TrainConfig, deep_merge, list_presets, resolve,
+                           tier_for_memory)
+from studio.demo import studio_run
+from studio.i18n import t
+from studio.ui.handlers.checks import check_config, problems_markdown
+from studio.ui.handlers.common import UserError, dataset_dir
+from studio.ui.handlers.form import BASIC_KEYS, CHOICE_FIELDS, get_key, parse_widget, set_key, setting_values
+
+MODEL_CHOICES = ["demo", "black-forest-labs/FLUX.1-schnell", "black-forest-labs/FLUX.1-dev"]
+# What the Train tab proposes on the built-in demo model instead of a preset's real-model run
+# (2,500 steps at 768 px would take most of an hour on a CPU): a first LoRA in about two minutes
+# on a 2-core CPU, at the demo model's own resolution and sampling steps (studio/demo).
+# Everything else still comes from the preset and tier; real models keep the presets' values.
+DEMO_RUN = studio_run()
+CHOICE_NAMES = set(CHOICE_FIELDS)
+
+
+@lru_cache(maxsize=1)
+def detect_gpu() -> tuple[str, float] | None:
+    """(name, GiB) of the first NVIDIA GPU via nvidia-smi: no torch import in the UI process.
+    Asked once per process: every page load shows it."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return None
+    try:
+        out = subprocess.run([exe, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=5, check=True).stdout
+        gpu_name, mib = out.splitlines()[0].rsplit(",", 1)
+        return gpu_name.strip(), round(float(mib) / 1024, 1)
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def gpu_message(lang: str = "en") -> tuple[str, str]:
+    """(markdown, suggested tier)."""
+    gpu = detect_gpu()
+    if gpu is None:
+        return t("train.gpu_none", lang), "cpu"
+    tier = tier_for_memory(gpu[1])
+    return t("train.gpu_detected", lang, name=gpu[0], gib=gpu[1], tier=tier), tier
+
+
+def licence_text(base: str, lang: str = "en") -> str:
+    """The licence of a base model, read from config files only (never the network)."""
+    base = (base or "").strip()
+    if base == "demo":
+        return t("train.licence_demo", lang)
+    folder = Path(base)
+    if folder.is_dir():
+        try:
+            config = yaml.safe_load((folder / "transformer" / "config.json").read_text("utf-8"))
+            return t("train.licence_dev" if config.get("guidance_embeds") else "train.licence_schnell", lang)
+        except (OSError, yaml.YAMLError, AttributeError):
+            return t("train.licence_unknown", lang)
+    lowered = base.lower()
+    if "schnell" in lowered:
+        return t("train.licence_schnell", lang)
+    if "dev" in lowered:
+        return t("train.licence_dev", lang)
+    return t("train.licence_unknown", lang)
+
+
+def preset_text(preset: str, lang: str = "en") -> str:
+    return f"**{t(f'preset.{preset}.title', lang)}** — {t(f'preset.{preset}.description', lang)}"
+
+
+def tier_text(tier: str, lang: str = "en") -> str:
+    return f"**{t(f'tier.{tier}.title', lang)}** — {t(f'tier.{tier}.description', lang)}"
+
+
+def proposed_config(preset: str | None, tier: str | None, base: str = "demo") -> TrainConfig:
+    """What the Train tab proposes for a preset + tier: the presets' values, or DEMO_RUN's on the
+    demo model."""
+    base = (base or "demo").strip() or "demo"
+    user = {"model": {"base": base}}
+    if base == "demo":
+        user = deep_merge(user, DEMO_RUN)
+    return resolve(user, preset=preset or None, tier=tier or "cpu")
+
+
+def preset_values(preset: str, tier: str, base: str = "demo") -> tuple[dict[str, Any], str]:
+    """({setting key: widget value}, yaml) for a preset + tier, to fill the Train tab."""
+    cfg = proposed_config(preset, tier, base).to_dict()
+    return setting_values(cfg), yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True)
+
+
+def build_config(data_dir: Path, *, dataset: str | None, form: dict[str, Any], lang: str = "en") -> TrainConfig:
+    """The resolved config from the Train tab's fields, named as in form.form_names() (a setting
+    the form leaves out keeps its preset value). Raises UserError with every problem."""
+    preset, tier = form.get("preset"), form.get("tier")
+    user: dict = {}
+    problems: list[str] = []
+    try:  # an advanced field still at the preset's value is not the user's choice (resolve may fit it)
+        preset_cfg = resolve({}, preset=preset or None, tier=tier or "cpu").to_dict()
+    except ConfigError:
+        preset_cfg = {}
+    for key, raw in form.items():
+        if key in CHOICE_NAMES:
+            continue
+        try:
+            value = parse_widget(key, raw, lang)
+        except UserError as exc:
+            problems.append(str(exc))
+            continue
+        if key in BASIC_KEYS or not preset_cfg or value != get_key(preset_cfg, key):
+            set_key(user, key, value)
+    set_key(user, "model.base", (form.get("custom_base") or "").strip() or form.get("base") or "demo")
+    set_key(user, "dataset.trigger_word", (form.get("trigger") or "").strip())
+    set_key(user, "save.run_name", (form.get("run_name") or "").strip() or "my-lora")
+    if dataset:
+        set_key(user, "dataset.path", str(dataset_dir(data_dir, dataset, lang) / "images"))
+    if problems:
+        raise UserError("\n".join(["**" + t("train.problems", lang) + "**"] + [f"- {p}" for p in problems]))
+    try:
+        return resolve(user, preset=preset or None, tier=tier or "cpu")
+    except ConfigError as exc:
+        raise UserError(problems_markdown(exc.items, lang)) from None
+
+
+def start_training(data_dir: Path, cfg: TrainConfig, lang: str = "en") -> tuple[int, str]:
+    """Validate, then queue the job; returns (job id, message)."""
+    from studio.jobs import JobStore
+
+    refused = os.environ.get("STUDIO_TRAINING_REFUSED")  # set by app.py on a Space without a login
+    if refused:
+        raise UserError(refused)
+    check_config(data_dir, cfg, lang)
+    job_id = JobStore(data_dir).create_job(cfg.save.run_name, cfg.to_dict())
+    return job_id, t("train.queued", lang, job_id=job_id)
+
+
+def export_config(cfg: TrainConfig) -> str:
+    """Write the config to a temp file for the download button (gradio serves the temp dir)."""
+    folder = Path(tempfile.mkdtemp(prefix="studio-config-"))
+    path = folder / f"{cfg.save.run_name or 'config'}.yaml"
+    path.write_text(cfg.to_yaml(), encoding="utf-8")
+    return str(path)
+
+
+def import_config(path: str, lang: str = "en") -> TrainConfig:
+    try:
+        return TrainConfig.from_yaml(Path(path).read_text(encoding="utf-8"), Path(path).name)
+    except ConfigError as exc:
+        raise UserError(problems_markdown(exc.items, lang)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(t("common.error", lang, error=exc)) from None
+
+
+def fields_from_config(cfg: TrainConfig) -> dict[str, Any]:
+    """Every field the Train tab shows, by name (form.form_names()), and "yaml", from a config."""
+    d = cfg.to_dict()
+    base = d["model"]["base"]
+    return {
+        "base": base if base in MODEL_CHOICES else "demo", "custom_base": "" if base in MODEL_CHOICES else base,
+        "preset": d["preset"] if d["preset"] in list_presets() else None,
+        "tier": d["memory"]["tier"] if d["memory"]["tier"] in MEMORY_TIERS else "cpu",
+        "run_name": d["save"]["run_name"], "trigger": d["dataset"]["trigger_word"],
+        **setting_values(d), "yaml": cfg.to_yaml(),
+    }
