@@ -25,7 +25,7 @@ from .config_yaml import ConfigError, parse_yaml, read_text  # noqa: F401  (re-e
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PRESETS_DIR = REPO_ROOT / "presets"
-MEMORY_TIERS = ("24gb", "16gb", "12gb", "8gb", "cpu")
+from studio.core.vocab import MEMORY_TIERS  # noqa: E402  (the one tier order)
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 

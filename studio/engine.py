@@ -36,8 +36,7 @@ class Stop(Exception):
         self.status, self.exit_code = status, exit_code
 
 
-def data_dir() -> Path:
-    return Path(os.environ.get("STUDIO_DATA", "studio_data"))
+from .core.paths import data_dir  # noqa: E402  (the one default data folder)
 
 
 class Trainer:

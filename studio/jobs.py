@@ -29,13 +29,12 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import yaml
 
+from studio.core.secrets import REDACTED, redact  # noqa: F401  (re-exported)
+from studio.core.vocab import (  # noqa: F401  (re-exported)
+    ACTIVE_STATUSES, RESUMABLE_STATUSES, STATUSES, next_lower_tier,
+)
 from studio.diagnostics import known_code
 
-STATUSES = ("queued", "running", "stopping", "succeeded", "failed", "cancelled", "interrupted")
-ACTIVE_STATUSES = ("running", "stopping")
-RESUMABLE_STATUSES = ("interrupted", "cancelled", "failed")
-# Memory tiers from most to least GPU memory; an OOM retry moves one step right.
-MEMORY_TIERS = ("24gb", "16gb", "12gb", "8gb")
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -101,53 +100,12 @@ class JobStateError(ValueError):
     """The job exists but is in a status where the requested action makes no sense."""
 
 
-# --------------------------------------------------------------------------- secrets
-
-_SECRET_KEY = re.compile(r"(^|[_\-.])(token|password|passwd|secret|api[_\-]?key)$", re.IGNORECASE)
-_HF_TOKEN = re.compile(r"hf_[A-Za-z0-9]{20,}")
-_BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{16,}")
-REDACTED = "[REDACTED]"
-
-
-def _env_secrets() -> list[str]:
-    # A token that does not look like `hf_...` is still known if the process was given one.
-    names = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_TOKEN")
-    return [v for v in (os.environ.get(n, "") for n in names) if len(v) >= 8]
-
-
-def redact(value: Any) -> Any:
-    """Return a copy of `value` safe to store: token-like keys dropped, token strings masked.
-
-    Keys such as `hf_token`, `token`, `password`, `api_key` are removed from mappings at any
-    depth; any `hf_...` token or bearer credential inside a string is replaced by [REDACTED].
-    """
-    if isinstance(value, Mapping):
-        return {k: redact(v) for k, v in value.items() if not (isinstance(k, str) and _SECRET_KEY.search(k))}
-    if isinstance(value, (list, tuple)):
-        return [redact(v) for v in value]
-    if isinstance(value, str):
-        text = _HF_TOKEN.sub(REDACTED, value)
-        text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
-        for secret in _env_secrets():
-            text = text.replace(secret, REDACTED)
-        return text
-    return value
-
-
 # --------------------------------------------------------------------------- helpers
 
 
 def slugify(name: str, max_len: int = 40) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
     return slug[:max_len].strip("-") or "job"
-
-
-def next_lower_tier(tier: str | None) -> str | None:
-    """The memory tier one step below `tier`, or None ('8gb', 'cpu' and unknown tiers)."""
-    if tier in MEMORY_TIERS:
-        index = MEMORY_TIERS.index(tier)
-        return MEMORY_TIERS[index + 1] if index + 1 < len(MEMORY_TIERS) else None
-    return None
 
 
 def _dump_config(config: Mapping[str, Any]) -> str:

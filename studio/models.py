@@ -78,9 +78,7 @@ class ModelInfo:
         return self.transformer["num_attention_heads"] * self.transformer["attention_head_dim"]
 
 
-def demo_model_dir(data_dir: str | Path | None = None) -> Path:
-    base = Path(data_dir or os.environ.get("STUDIO_DATA", "studio_data"))
-    return base / "models" / "demo"
+from studio.core.paths import demo_model_dir  # noqa: E402,F401  (one place for the demo folder)
 
 
 def resolve_base(base: str, data_dir: str | Path | None = None) -> str:

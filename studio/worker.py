@@ -29,15 +29,16 @@ from typing import Any, Sequence
 import yaml
 
 from studio.diagnostics import CATALOGUE, known_code
-from studio.jobs import JobStore, next_lower_tier, redact
+from studio.core.paths import DATA_DIR_HELP, data_dir
+from studio.core.secrets import redact
+from studio.core.vocab import EXIT_CANCELLED, EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_OOM, next_lower_tier
+from studio.jobs import JobStore
 
 DEFAULT_CANCEL_TIMEOUT = 60.0
 DEFAULT_GRACE_SECONDS = 8.0  # Spaces give ~10 s between SIGTERM and SIGKILL (HARDENING_NOTES §3)
 HEARTBEAT_EVERY = 2.0
 LOG_TAIL_CHARS = 2000
 
-# Exit codes of `python -m studio train` (docs/architecture.md).
-EXIT_OK, EXIT_FAILED, EXIT_BAD_CONFIG, EXIT_CANCELLED, EXIT_INTERRUPTED, EXIT_OOM = range(6)
 
 
 class WorkerAlreadyRunning(RuntimeError):
@@ -447,7 +448,7 @@ class Worker:
                    advice="resume the job to continue from its last checkpoint")
         elif code == EXIT_OOM:
             self._record_oom(job, failure_message("out of GPU memory"))
-        elif code in (EXIT_FAILED, EXIT_BAD_CONFIG):
+        elif code in (EXIT_FAILED, EXIT_CONFIG):
             default = "training failed" if code == EXIT_FAILED else "invalid config or command line"
             # Without an error event: a crash before the engine could report (INTERNAL), or a
             # command line / config refused before training (CONFIG_INVALID).
@@ -511,8 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", default=os.environ.get("STUDIO_DATA", "./studio_data"),
-                        help="data folder (default: $STUDIO_DATA or ./studio_data)")
+    parser.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     parser.add_argument("--poll-interval", type=float, default=0.5, help="seconds between checks")
     parser.add_argument("--gpus", default=None, help="comma-separated GPU indices to use (default: all)")
     parser.add_argument("--cancel-timeout", type=float, default=DEFAULT_CANCEL_TIMEOUT,
@@ -522,7 +522,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_from_args(args: argparse.Namespace) -> int:
     gpus = [int(g) for g in args.gpus.split(",")] if args.gpus else None
     try:
-        worker = Worker(args.data_dir, poll_interval=args.poll_interval, gpus=gpus, cancel_timeout=args.cancel_timeout)
+        worker = Worker(data_dir(args.data_dir), poll_interval=args.poll_interval, gpus=gpus, cancel_timeout=args.cancel_timeout)
         return worker.run_forever()
     except WorkerAlreadyRunning as exc:
         print(f"studio worker: {exc}", file=sys.stderr)

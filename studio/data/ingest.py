@@ -29,13 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from studio.core.paths import IMAGE_SUFFIXES
+
 # supported_formats is re-exported: callers ask the ingestion module what it accepts.
 from .decode import _Reject, decode_caption, decode_image, sniff, supported_formats  # noqa: F401
 
 REPORT_NAME = "report.json"
 CAPTION_EXT = ".txt"
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif", ".heic",
-                   ".heif"}
 JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
 
 # Reason codes a rejected item can carry; the UI and the report key off these.
@@ -313,7 +313,7 @@ def _collect(sources, limits: IngestLimits, budget: _Budget, stack: ExitStack,
         elif _is_junk(label):
             rejected.append(Rejected(label, "junk", f"{label} is operating-system metadata; skipped."))
         elif path.suffix.lower() != CAPTION_EXT and _head(path) == "zip":
-            if path.suffix.lower() in _IMAGE_SUFFIXES:
+            if path.suffix.lower() in IMAGE_SUFFIXES:
                 # The name says image, the bytes say archive: trust neither (HARDENING_NOTES §1).
                 rejected.append(Rejected(label, "not_an_image", f"{label} is named like an image but is a zip "
                                          "archive; it was not opened. Rename it to .zip to import its contents."))
