@@ -20,7 +20,9 @@ import sys
 import threading
 from pathlib import Path
 
-from studio.core.paths import data_dir as default_data_dir
+from studio.core.paths import DATA_ENV, DEFAULT_DATA_DIR
+
+DEFAULT_DATA_ARG = f"./{DEFAULT_DATA_DIR}"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -29,7 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="address to listen on (default $STUDIO_HOST, else 127.0.0.1: this computer only; "
                              "on a Hugging Face Space the address the Space gives, $GRADIO_SERVER_NAME or 0.0.0.0)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("STUDIO_PORT", 7860)), help="port (default 7860)")
-    parser.add_argument("--data-dir", default=str(default_data_dir()),
+    parser.add_argument("--data-dir", default=os.environ.get(DATA_ENV) or DEFAULT_DATA_ARG,
                         help="data folder: datasets, runs, job store (default $STUDIO_DATA or ./studio_data)")
     parser.add_argument("--auth", default=None,
                         help="require a login: user:password, several separated by commas (a password may "
@@ -124,7 +126,7 @@ def apply_space_settings(args: argparse.Namespace, auth):
     args.host = listen_host(args)
     if not settings.on_space:
         return auth
-    if not os.environ.get("STUDIO_DATA") and args.data_dir == str(default_data_dir()):
+    if not os.environ.get("STUDIO_DATA") and args.data_dir == DEFAULT_DATA_ARG:
         args.data_dir = str(settings.data_dir)
     if not settings.training_allowed:
         os.environ[TRAINING_REFUSED] = " ".join(settings.problems)
