@@ -17,7 +17,9 @@ import traceback
 from pathlib import Path
 
 from studio.core.paths import DATA_DIR_HELP, data_dir
-from studio.core.vocab import EVENT_DONE, EVENT_ERROR, EVENT_SAMPLE, EVENT_START, EVENT_STEP, EXIT_FAILED, EXIT_OK, EXIT_OOM
+from studio.core.vocab import (
+    EVENT_DONE, EVENT_ERROR, EVENT_SAMPLE, EVENT_START, EVENT_STEP, EXIT_FAILED, EXIT_OK, EXIT_OOM, FAILED, SUCCEEDED,
+)
 from studio.diagnostics import StudioError
 from studio.events import JsonlReporter
 
@@ -77,7 +79,7 @@ def main(argv: list[str]) -> int:
     try:
         run(request, out, reporter, data_dir(args.data_dir))
         files = [f"{name}.png" for name in DRAWS]
-        reporter.emit(EVENT_DONE, status="succeeded", files=files)
+        reporter.emit(EVENT_DONE, status=SUCCEEDED, files=files)
         status.write_text(json.dumps({"state": "done", "with": str(out / "with.png"),
                                       "without": str(out / "without.png")}))
         return EXIT_OK
@@ -86,7 +88,7 @@ def main(argv: list[str]) -> int:
         code, exit_code = _code_of(exc)
         message = f"{exc.__class__.__name__}: {exc}"
         reporter.emit(EVENT_ERROR, code=code, message=message)
-        reporter.emit(EVENT_DONE, status="failed", files=[])
+        reporter.emit(EVENT_DONE, status=FAILED, files=[])
         status.write_text(json.dumps({"state": "failed", "error": message}))
         return exit_code
     finally:

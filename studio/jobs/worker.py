@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from studio.core.secrets import redact
-from studio.core.vocab import CANCELLED, EVENT_WARNING, INTERRUPTED, KIND_TRYIT
+from studio.core.vocab import CANCELLED, EVENT_WARNING, FAILED, INTERRUPTED, KIND_TRAIN, KIND_TRYIT, SUCCEEDED
 from studio.diagnostics import CATALOGUE
 from studio.jobs import outcomes
 from studio.jobs.kinds import TrainKind, TryItKind
@@ -79,7 +79,8 @@ class Worker:
         to children (CUDA_VISIBLE_DEVICES)."""
         self.data_dir = Path(data_dir).resolve()
         self.store = JobStore(self.data_dir)
-        self.kinds = {"train": TrainKind(self.data_dir, train_command), KIND_TRYIT: TryItKind(self.data_dir, tryit_command)}
+        self.kinds = {KIND_TRAIN: TrainKind(self.data_dir, train_command),
+                      KIND_TRYIT: TryItKind(self.data_dir, tryit_command)}
         self.poll_interval = poll_interval
         self.gpus = list(gpus) if gpus is not None else None
         self.cancel_timeout = cancel_timeout
@@ -161,31 +162,8 @@ class Worker:
     # -- start-up reconciliation
 
     def reconcile(self) -> None:
-        """Jobs marked running/stopping belong to a worker that died (we hold the lock now).
-        Stop any orphaned child still running, copy its last events, and mark the job
-        `interrupted` (or `cancelled` if the user had asked to cancel)."""
-        for job in self.store.active_jobs():
-            run_dir = job.run_dir
-            orphan_alive = bool(job.pid and run_dir and pid_runs_in(job.pid, run_dir))
-            if orphan_alive:
-                signal_group(job.pid, signal.SIGTERM)
-                deadline = time.monotonic() + self.grace_seconds
-                while time.monotonic() < deadline and pid_runs_in(job.pid, run_dir):
-                    time.sleep(0.05)
-                if pid_runs_in(job.pid, run_dir):
-                    signal_group(job.pid, signal.SIGKILL)
-            if run_dir:
-                self._ingest_metrics(job.id, Path(run_dir))
-            job = self.store.job(job.id)
-            log(f"job {job.id} was {job.status} when the previous worker died; reconciled")
-            where = f" (last checkpoint: {job.last_checkpoint})" if job.last_checkpoint else " (no checkpoint yet)"
-            if job.cancel_requested:
-                self.store.finish(job.id, CANCELLED, error_message="cancelled while the worker was down" + where)
-            else:
-                reason = "its process was stopped" if orphan_alive else "its process was gone"
-                self.store.finish(job.id, INTERRUPTED, error_code="WORKER_RESTARTED",
-                                  error_message=f"the worker restarted and {reason}{where}",
-                                  advice=outcomes.RESUME_ADVICE if job.last_checkpoint else None)
+        """Jobs marked running/stopping belong to a worker that died (we hold the lock now)."""
+        reconcile(self.store, self.grace_seconds)
 
     # -- running one job
 
@@ -212,7 +190,7 @@ class Worker:
             stale.unlink()
         kind = self.kinds[job.kind]
         input_path = kind.prepare(job, run_dir)
-        num_gpus = job.config.memory.num_gpus if job.kind == "train" else 1
+        num_gpus = job.config.memory.num_gpus if job.kind == KIND_TRAIN else 1
         if self.gpus is not None and num_gpus > len(self.gpus):
             raise RuntimeError(f"the job asks for {num_gpus} GPUs but this worker has {len(self.gpus)}")
         with open(run_dir / "train.log", "ab") as child_log:
@@ -227,7 +205,7 @@ class Worker:
         try:
             child, run_dir = self._start_child(job)
         except Exception as exc:
-            self.store.finish(job.id, "failed", error_code="SPAWN_FAILED",
+            self.store.finish(job.id, FAILED, error_code="SPAWN_FAILED",
                               error_message=f"could not start {kind.activity}: {exc}",
                               advice=CATALOGUE["SPAWN_FAILED"].advice)
             log(f"job {job.id} failed to start: {exc}")
@@ -243,10 +221,10 @@ class Worker:
             outcomes.record_exit(self.store, self.store.job(job.id), kind, child.returncode, run_dir, forced=forced,
                                  shutting_down=self._child_terminated_at is not None)
             ended = self.store.job(job.id)
-            if job.kind == KIND_TRYIT and ended.status != "succeeded":
+            if job.kind == KIND_TRYIT and ended.status != SUCCEEDED:
                 _tryit_status(run_dir, ended)
             log(f"job {job.id} {ended.status} (exit code {child.returncode})"
-                + (f": {ended.error_message}" if ended.status != "succeeded" and ended.error_message else ""))
+                + (f": {ended.error_message}" if ended.status != SUCCEEDED and ended.error_message else ""))
         finally:
             self._child = None
 
@@ -254,7 +232,7 @@ class Worker:
         """Poll until the child exits; returns True if it had to be SIGKILLed."""
         control = run_dir / "control"
         # Training checkpoints when it sees the cancel flag; a try-it draw has nothing to save.
-        cancel_timeout = self.cancel_timeout if job.kind == "train" else 0.0
+        cancel_timeout = self.cancel_timeout if job.kind == KIND_TRAIN else 0.0
         cancel_at: float | None = None
         cancel_sigterm_at: float | None = None
         forced = False
@@ -286,6 +264,33 @@ class Worker:
 
     def _ingest_metrics(self, job_id: int, run_dir: Path) -> None:
         ingest_metrics(self.store, job_id, run_dir)
+
+
+def reconcile(store: JobStore, grace_seconds: float) -> None:
+    """Stop any orphaned child of a dead worker still running, copy its last events, and mark
+    its job `interrupted` (or `cancelled` if the user had asked to cancel)."""
+    for job in store.active_jobs():
+        run_dir = job.run_dir
+        orphan_alive = bool(job.pid and run_dir and pid_runs_in(job.pid, run_dir))
+        if orphan_alive:
+            signal_group(job.pid, signal.SIGTERM)
+            deadline = time.monotonic() + grace_seconds
+            while time.monotonic() < deadline and pid_runs_in(job.pid, run_dir):
+                time.sleep(0.05)
+            if pid_runs_in(job.pid, run_dir):
+                signal_group(job.pid, signal.SIGKILL)
+        if run_dir:
+            ingest_metrics(store, job.id, Path(run_dir))
+        job = store.job(job.id)
+        log(f"job {job.id} was {job.status} when the previous worker died; reconciled")
+        where = f" (last checkpoint: {job.last_checkpoint})" if job.last_checkpoint else " (no checkpoint yet)"
+        if job.cancel_requested:
+            store.finish(job.id, CANCELLED, error_message="cancelled while the worker was down" + where)
+        else:
+            reason = "its process was stopped" if orphan_alive else "its process was gone"
+            store.finish(job.id, INTERRUPTED, error_code="WORKER_RESTARTED",
+                         error_message=f"the worker restarted and {reason}{where}",
+                         advice=outcomes.RESUME_ADVICE if job.last_checkpoint else None)
 
 
 def _tryit_status(run_dir: Path, job: Job) -> None:
