@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
               "open to anyone who can reach it, with no login.", file=sys.stderr)
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    # The engine finds the demo model and caches through STUDIO_DATA; the worker's children inherit it.
+    # This process finds the demo model through STUDIO_DATA; the worker hands its children --data-dir.
     os.environ["STUDIO_DATA"] = str(data_dir)
     if not args.no_worker:
         from studio.worker import ensure_worker

@@ -10,7 +10,6 @@ files in `run_dir/control/` and by SIGTERM/SIGINT (checkpoint, then exit "interr
 from __future__ import annotations
 
 import math
-import os
 import signal
 import time
 from pathlib import Path
