@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ def main() -> int:
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--data-dir")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(4))  # as studio.jobs.tryit does
     request = json.loads(Path(args.request).read_text())
     out = Path(args.run_dir)
     (out / "seen.json").write_text(json.dumps({**request, "data_dir": args.data_dir}))

@@ -104,7 +104,7 @@ def test_an_old_job_whose_config_no_longer_validates_is_listed_and_failed_not_ru
     assert listed["config_problem"] and "fake" in listed["config_problem"]
     Worker(tmp_path / "data", train_command=[sys.executable, "-c", "raise SystemExit(0)"]).run_once()
     job = store.job(1)
-    assert job.status == "failed" and job.error_code == "SPAWN_FAILED" and "fake" in job.error_message
+    assert job.status == "failed" and job.error_code == "CONFIG_INVALID" and "fake" in job.error_message
 
 
 # --------------------------------------------------------------------------- the outcome table
@@ -186,6 +186,7 @@ def test_a_try_it_job_can_be_cancelled_while_it_draws(tmp_path):
     assert runs.control(tmp_path, tryit.id, "cancel") and store.job(tryit.id).status == "stopping"
     thread.join(20)
     assert not thread.is_alive() and store.job(tryit.id).status == "cancelled"
+    assert store.job(tryit.id).error_message == "cancelled."  # it stopped when asked, nothing forced
     assert runs.try_it_result(str(folder))["state"] == "failed"
 
 

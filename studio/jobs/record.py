@@ -73,10 +73,9 @@ class Job:
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Job":
         data = dict(row)
-        raw = yaml.safe_load(data.pop("config")) or {}
         try:
-            data["config"], data["config_problem"] = validated_config(raw), None
-        except (ConfigError, TypeError) as exc:
+            data["config"], data["config_problem"] = validated_config(yaml.safe_load(data.pop("config")) or {}), None
+        except (ConfigError, TypeError, yaml.YAMLError) as exc:
             problems = getattr(exc, "problems", None) or [str(exc)]
             data["config"], data["config_problem"] = None, "; ".join(problems)
         data["files"] = json.loads(data["files"])

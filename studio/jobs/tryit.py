@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import traceback
 from pathlib import Path
 
 from studio.core.paths import DATA_DIR_HELP, data_dir
 from studio.core.vocab import (
-    EVENT_DONE, EVENT_ERROR, EVENT_SAMPLE, EVENT_START, EVENT_STEP, EXIT_FAILED, EXIT_OK, EXIT_OOM, FAILED, SUCCEEDED,
+    EVENT_DONE, EVENT_ERROR, EVENT_SAMPLE, EVENT_START, EVENT_STEP, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_OOM, FAILED,
+    SUCCEEDED,
 )
 from studio.diagnostics import StudioError
 from studio.events import JsonlReporter
@@ -76,6 +78,8 @@ def main(argv: list[str]) -> int:
     request = json.loads(request_path.read_text(encoding="utf-8"))
     reporter = JsonlReporter(out / "metrics.jsonl")
     status = out / "status.json"
+    # Cancel or shutdown: stop between two drawing steps and say so with the usual exit code.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(EXIT_INTERRUPTED))
     try:
         run(request, out, reporter, data_dir(args.data_dir))
         files = [f"{name}.png" for name in DRAWS]

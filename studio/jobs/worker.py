@@ -182,8 +182,6 @@ class Worker:
         return env
 
     def _start_child(self, job: Job) -> tuple[subprocess.Popen, Path]:
-        if job.config is None:
-            raise ValueError(f"its settings are not valid: {job.config_problem}")
         run_dir = Path(job.run_dir)
         (run_dir / "control").mkdir(parents=True, exist_ok=True)
         for stale in (run_dir / "control").iterdir():  # requests meant for an earlier attempt
@@ -202,6 +200,11 @@ class Worker:
 
     def _run_job(self, job: Job) -> None:
         kind = self.kinds[job.kind]
+        if job.config is None:  # stored by an older studio whose settings this one cannot read
+            self.store.finish(job.id, FAILED, error_code="CONFIG_INVALID",
+                              error_message=f"the job's settings are not valid: {job.config_problem}",
+                              advice=CATALOGUE["CONFIG_INVALID"].advice)
+            return
         try:
             child, run_dir = self._start_child(job)
         except Exception as exc:
