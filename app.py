@@ -20,6 +20,10 @@ import sys
 import threading
 from pathlib import Path
 
+from studio.core.paths import DATA_ENV, DEFAULT_DATA_DIR
+
+DEFAULT_DATA_ARG = f"./{DEFAULT_DATA_DIR}"
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="app.py", description="Flux LoRA Studio: train FLUX.1 LoRAs in the browser.")
@@ -27,7 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="address to listen on (default $STUDIO_HOST, else 127.0.0.1: this computer only; "
                              "on a Hugging Face Space the address the Space gives, $GRADIO_SERVER_NAME or 0.0.0.0)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("STUDIO_PORT", 7860)), help="port (default 7860)")
-    parser.add_argument("--data-dir", default=os.environ.get("STUDIO_DATA", "./studio_data"),
+    parser.add_argument("--data-dir", default=os.environ.get(DATA_ENV) or DEFAULT_DATA_ARG,
                         help="data folder: datasets, runs, job store (default $STUDIO_DATA or ./studio_data)")
     parser.add_argument("--auth", default=None,
                         help="require a login: user:password, several separated by commas (a password may "
@@ -125,7 +129,7 @@ def apply_space_settings(args: argparse.Namespace, auth):
     args.host = listen_host(args)
     if not settings.on_space:
         return auth
-    if not os.environ.get("STUDIO_DATA") and args.data_dir == "./studio_data":
+    if not os.environ.get("STUDIO_DATA") and args.data_dir == DEFAULT_DATA_ARG:
         args.data_dir = str(settings.data_dir)
     if not settings.training_allowed:
         os.environ[TRAINING_REFUSED] = " ".join(settings.problems)
@@ -183,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
               "open to anyone who can reach it, with no login.", file=sys.stderr)
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    # The engine finds the demo model and caches through STUDIO_DATA; the worker's children inherit it.
+    # This process finds the demo model through STUDIO_DATA; the worker hands its children --data-dir.
     os.environ["STUDIO_DATA"] = str(data_dir)
     if not args.no_worker:
         from studio.worker import ensure_worker

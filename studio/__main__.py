@@ -31,6 +31,8 @@ def cmd_train(args, hooks=None) -> int:
     """`hooks`: studio.hooks.TrainHooks for the engine (tests/faulty_trainer.py passes faulty ones)."""
     from .config import check
 
+    if getattr(args, "data_dir", None):  # the engine reads its data folder from the environment
+        os.environ["STUDIO_DATA"] = str(args.data_dir)
     try:
         user = parse_yaml(read_text(args.config), args.config) if args.config else {}
         cfg = check(resolve(user, preset=args.preset, tier=args.tier, overrides=args.set or []))
@@ -159,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. lora.rank=32")
     p.add_argument("--run-dir", help="run folder (default: save.output_dir/save.run_name)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    p.add_argument("--data-dir", help="studio data folder: demo model and caches (default: $STUDIO_DATA or ./studio_data)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("tiny-model", help="write a FLUX-shaped model with random weights (offline)")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from studio.core.vocab import next_lower_tier  # noqa: F401  (re-exported for the engine)
+
 
 @dataclass(frozen=True)
 class Diagnosis:
@@ -116,8 +118,3 @@ def known_code(code: object) -> str:
     """`code` if the catalogue has it, else INTERNAL: a code that reaches the job store or the
     events from outside (a training process's error event) is always one the catalogue explains."""
     return code if isinstance(code, str) and code in CATALOGUE else "INTERNAL"
-
-
-def next_lower_tier(tier: str) -> str | None:
-    order = ["24gb", "16gb", "12gb", "8gb"]
-    return order[order.index(tier) + 1] if tier in order[:-1] else None

@@ -10,7 +10,6 @@ files in `run_dir/control/` and by SIGTERM/SIGINT (checkpoint, then exit "interr
 from __future__ import annotations
 
 import math
-import os
 import signal
 import time
 from pathlib import Path
@@ -36,8 +35,7 @@ class Stop(Exception):
         self.status, self.exit_code = status, exit_code
 
 
-def data_dir() -> Path:
-    return Path(os.environ.get("STUDIO_DATA", "studio_data"))
+from .core.paths import data_dir  # noqa: E402  (the one default data folder)
 
 
 class Trainer:

@@ -13,7 +13,10 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_CANCELLED, EXIT_INTERRUPTED, EXIT_OOM = 0, 1, 2, 3, 4, 5
+# Re-exported: the engine and the CLI take the exit codes from here.
+from studio.core.vocab import (  # noqa: F401
+    EXIT_CANCELLED, EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_OOM,
+)
 
 
 class Reporter(Protocol):

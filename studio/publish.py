@@ -26,6 +26,7 @@ from pathlib import Path
 
 import yaml
 
+from studio.core.secrets import redact
 from studio.sharing import DEMO_NAME, shareable_config
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,6 @@ BFL_BASES = {"dev": "black-forest-labs/FLUX.1-dev", "schnell": "black-forest-lab
 DEV_LICENCE_NAME = "flux-1-dev-non-commercial-license"
 DEV_LICENCE_LINK = "https://huggingface.co/black-forest-labs/FLUX.1-dev/blob/main/LICENSE.md"
 TAGS = ["flux", "lora", "diffusers", "text-to-image", "template:sd-lora"]
-TOKEN_PATTERN = re.compile(r"hf_[A-Za-z0-9]{10,}")
 # What the Hub accepts as <namespace>/<name> (huggingface_hub's own rule, checked again there).
 REPO_ID_PATTERN = re.compile(r"(?:[\w\-.]{1,96}/)?[\w\-.]{1,96}")
 SAMPLE_NAME = re.compile(r"step(\d+)_p(\d+)\.png")
@@ -46,11 +46,6 @@ SAMPLE_NAME = re.compile(r"step(\d+)_p(\d+)\.png")
 
 class PublishError(RuntimeError):
     """Publishing failed; the message says why and contains no token."""
-
-
-def redact(text: str) -> str:
-    """`text` with anything shaped like a Hugging Face token replaced by `hf_***`."""
-    return TOKEN_PATTERN.sub("hf_***", str(text))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,7 +349,7 @@ def _whoami(endpoint: str, token: str, timeout: float) -> str:
         raise PublishError(f"Hub check of the token failed: HTTP {exc.code} from {endpoint}") from None
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise PublishError(f"Cannot reach {endpoint} ({redact(reason) or type(exc).__name__}); "
+        raise PublishError(f"Cannot reach {endpoint} ({redact(str(reason)) or type(exc).__name__}); "
                            "check the internet connection or proxy and try again") from None
     except ValueError:
         raise PublishError(f"{endpoint} did not answer like the Hugging Face Hub (whoami is not JSON)") from None

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from studio.core.paths import DEFAULT_DATA_DIR
 from studio.login import parse_auth  # the one STUDIO_AUTH grammar (app.py reads it the same way)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -144,7 +145,7 @@ def space_settings(environ: dict | None = None, mounts_file: str = "/proc/mounts
     env = os.environ if environ is None else environ
     space_id = env.get("SPACE_ID", "")
     on_space = bool(space_id)
-    default = SPACE_DATA_DIR if on_space else Path("studio_data")
+    default = SPACE_DATA_DIR if on_space else Path(DEFAULT_DATA_DIR)
     data_dir = Path(env.get("STUDIO_DATA") or default)
     problems = []
     warning = check_local_disk(data_dir, mounts_file)

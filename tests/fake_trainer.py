@@ -1,10 +1,12 @@
 """A stand-in for `python -m studio train` that honours docs/architecture.md without torch.
 
-    fake_trainer.py CONFIG.yaml --run-dir RUN_DIR [--resume]
+    fake_trainer.py --behaviours DIR CONFIG.yaml --run-dir RUN_DIR [--data-dir DATA] [--resume]
 
 It writes start/step/sample/checkpoint/error/done events to RUN_DIR/metrics.jsonl, polls
 RUN_DIR/control/{cancel,sample,save}, checkpoints and exits 4 on SIGTERM, and writes two tiny
-safetensors files with `lora` keys. Its behaviour is chosen by the config's `fake:` section:
+safetensors files with `lora` keys. The config is a real studio config (the job store accepts
+nothing else); how the stand-in behaves is not a setting of the studio, so it comes from
+DIR/<save.run_name>.json (`behaviour()` below writes one and names the run after it):
 
     steps: 20            total steps
     step_time: 0.02      seconds per step
@@ -24,6 +26,7 @@ exactly the same files as an uninterrupted one.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import signal
@@ -38,6 +41,20 @@ from safetensors.numpy import save_file
 terminate_requested = False
 
 
+def behaviour(folder: Path, **fake) -> str:
+    """Write `fake` into `folder` and return the run name that selects it (same settings, same name)."""
+    text = json.dumps(fake, sort_keys=True)
+    name = "fake-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(text)
+    return name
+
+
+def command(folder: Path) -> list[str]:
+    """The worker's train command for runs whose behaviour `folder` holds."""
+    return [sys.executable, str(Path(__file__).resolve()), "--behaviours", str(folder)]
+
+
 def on_sigterm(signum, frame):
     global terminate_requested
     terminate_requested = True
@@ -48,10 +65,13 @@ def main() -> int:
     parser.add_argument("config")
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--behaviours", required=True)
+    parser.add_argument("--data-dir")
     args = parser.parse_args()
 
     config = yaml.safe_load(Path(args.config).read_text()) or {}
-    fake = config.get("fake", {})
+    run_name = (config.get("save") or {}).get("run_name", "")
+    fake = json.loads((Path(args.behaviours) / f"{run_name}.json").read_text())
     run_dir = Path(args.run_dir)
     control = run_dir / "control"
     control.mkdir(parents=True, exist_ok=True)

@@ -4,15 +4,19 @@ reading the source, not listed here), and a job the worker records shows its adv
 from __future__ import annotations
 
 import ast
+import atexit
 import re
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+import fake_trainer
 from studio.diagnostics import CATALOGUE, known_code
 from studio.i18n import catalogue
 from studio.jobs import JobStore
@@ -20,7 +24,8 @@ from studio.ui import runs
 from studio.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
-FAKE_TRAINER = str(Path(__file__).resolve().parent / "fake_trainer.py")
+BEHAVIOURS = Path(tempfile.mkdtemp(prefix="studio-fake-trainer-"))
+atexit.register(shutil.rmtree, BEHAVIOURS, True)
 HAN = re.compile(r"[\u4e00-\u9fff]")
 # Where a code is written: keyword arguments code= / error_code=, {"code": ...} and
 # {"error_code": ...} entries, and the
@@ -69,7 +74,7 @@ def test_every_code_written_is_in_the_catalogue():
     assert not unknown, f"codes missing from studio/diagnostics.py: {unknown}"
     # the scan sees both writers (it is not vacuous)
     files = {place.split(":")[0] for places in codes.values() for place in places}
-    assert {"studio/worker.py", "studio/engine.py"} <= files
+    assert {"studio/jobs/worker.py", "studio/jobs/outcomes.py", "studio/engine.py"} <= files
     assert {"OUT_OF_MEMORY", "KILLED", "WORKER_RESTARTED", "NAN_LOSS", "NO_IMAGES"} <= set(codes)
 
 
@@ -90,13 +95,15 @@ def test_known_code():
 
 
 def fake_config(**fake):
-    return {"memory": {"tier": "24gb"}, "fake": {"steps": 6, "step_time": 0.02, **fake}}
+    """A valid config whose run name selects the fake trainer's behaviour `fake`."""
+    name = fake_trainer.behaviour(BEHAVIOURS, **{"steps": 6, "step_time": 0.02, **fake})
+    return {"memory": {"tier": "24gb"}, "save": {"run_name": name}}
 
 
 def run_one(data: Path, config: dict, command: list[str] | None = None, during=None) -> dict:
     store = JobStore(data)
     job_id = store.create_job("job", config)
-    worker = Worker(data, train_command=command or [sys.executable, FAKE_TRAINER], poll_interval=0.02,
+    worker = Worker(data, train_command=command or fake_trainer.command(BEHAVIOURS), poll_interval=0.02,
                     grace_seconds=5.0)
     thread = None
     if during:

@@ -385,16 +385,17 @@ def test_single_file_transformer_replaces_the_folders(tiny_model, tmp_path, stud
 
 @pytest.mark.parametrize("strength", [1.0, 0.0])
 def test_try_it_child_draws_with_and_without_the_lora(trained, tiny_model, tmp_path, strength):
-    """The Results tab's try-it child process: same prompt and seed, with and without the LoRA."""
+    """The try-it job's child process: same prompt and seed, with and without the LoRA."""
     import subprocess
     import sys
 
     out = tmp_path / "tryit"
     out.mkdir()
     request = {"out": str(out), "base": str(tiny_model), "lora": str(trained[0] / "test-lora.safetensors"),
-               "prompt": "a photo of sks", "steps": 2, "width": 64, "height": 64, "seed": 3, "strength": strength}
+               "prompt": "a photo of sks", "steps": 2, "width": 64, "height": 64, "seed": 3, "strength": strength,
+               "guidance": 3.5}
     (out / "request.json").write_text(json.dumps(request))
-    done = subprocess.run([sys.executable, "-m", "studio.ui.tryit", str(out / "request.json")],
+    done = subprocess.run([sys.executable, "-m", "studio.jobs.tryit", str(out / "request.json")],
                           capture_output=True, text=True, cwd=Path(__file__).parent.parent)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads((out / "status.json").read_text())["state"] == "done"

@@ -11,13 +11,19 @@ import time
 
 import pytest
 
+from studio.config import TrainConfig
 from studio.jobs import JobNotFound, JobStateError, JobStore, next_lower_tier, redact
 
 CANARY = "hf_" + "Canary1234567890abcdefXYZ"
 
 
 def make_config(**memory):
-    return {"model": "demo", "max_steps": 10, "memory": {"tier": "24gb", **memory}}
+    return {"model": {"base": "demo"}, "schedule": {"max_steps": 10}, "memory": {"tier": "24gb", **memory}}
+
+
+def stored(config):
+    """What the store keeps of `config`: the whole validated TrainConfig."""
+    return TrainConfig.from_dict(config).to_dict()
 
 
 def test_create_get_list_round_trip(tmp_path):
@@ -26,7 +32,7 @@ def test_create_get_list_round_trip(tmp_path):
     second = store.create_job("dog", make_config(tier="16gb"))
     job = store.get_job(first)
     assert job["status"] == "queued" and job["name"] == "portrait"
-    assert job["config"] == make_config()
+    assert job["config"] == stored(make_config())
     assert job["files"] == [] and job["resume"] is False and job["attempts"] == 0
     assert [j["id"] for j in store.list_jobs()] == [second, first]  # newest first
     assert [j["id"] for j in store.list_jobs(["queued"])] == [second, first]
@@ -41,7 +47,7 @@ def test_create_get_list_round_trip(tmp_path):
 
 def test_schema_is_versioned_and_newer_files_are_refused(tmp_path):
     store = JobStore(tmp_path)
-    assert store.schema_version() == 1
+    assert store.schema_version() == 2
     JobStore(tmp_path)  # reopening does not re-run migrations
     with sqlite3.connect(tmp_path / "studio.db") as conn:
         conn.execute("UPDATE schema_version SET version = 99")
@@ -139,7 +145,7 @@ def test_resume_rerun_duplicate(tmp_path):
     assert store.get_job(rerun)["config"]["memory"]["tier"] == "12gb"
     copy = store.duplicate(job_id)
     assert store.get_job(copy)["name"] == "a (copy)"
-    assert store.get_job(copy)["config"] == make_config()
+    assert store.get_job(copy)["config"] == stored(make_config())
 
 
 def test_delete_refuses_running_and_removes_only_its_run_folder(tmp_path):
@@ -183,7 +189,7 @@ def test_redact_drops_secret_keys_and_masks_tokens():
 
 def test_canary_token_never_reaches_the_database_file(tmp_path):
     store = JobStore(tmp_path)
-    job_id = store.create_job(f"run {CANARY}", {"hf_token": CANARY, "prompt": f"photo {CANARY}"})
+    job_id = store.create_job(f"run {CANARY}", {"hf_token": CANARY, "sample": {"prompts": [f"photo {CANARY}"]}})
     store.claim_next("w")
     store.append_events(job_id, [{"type": "error", "time": 1.0, "code": "auth", "message": f"401 for {CANARY}"}])
     store.finish(job_id, "failed", exit_code=1, error_message=f"token {CANARY} rejected", advice=CANARY)

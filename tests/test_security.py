@@ -128,7 +128,8 @@ def plant_files(app: App) -> dict[str, Path]:
     from studio.jobs import JobStore
 
     d = app.data
-    JobStore(d).create_job("planted", {"note": "a row in the job store"})
+    store = JobStore(d)
+    store.request_cancel(store.create_job("planted", {"save": {"run_name": "planted"}}))  # a row, never run
     files = {
         "db": d / "studio.db",
         "cache": d / "cache" / "text" / "abc.pt",

@@ -7,10 +7,14 @@ that honours the docs/architecture.md contract.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import atexit
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -19,27 +23,33 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+import fake_trainer
 from studio.jobs import JobStore
 from studio.worker import Worker, WorkerAlreadyRunning, add_worker_command, ensure_worker, main, try_lock
 
 REPO = Path(__file__).resolve().parent.parent
-FAKE_TRAINER = str(Path(__file__).resolve().parent / "fake_trainer.py")
 CANARY = "hf_" + "WorkerCanary0123456789abcdef"
+# How the fake trainer behaves in each run (by run name): test-only settings stay out of the config.
+BEHAVIOURS = Path(tempfile.mkdtemp(prefix="studio-fake-trainer-"))
+atexit.register(shutil.rmtree, BEHAVIOURS, True)
+FAKE_COMMAND = fake_trainer.command(BEHAVIOURS)
 # A worker in its own process, so that tests can kill -9 or SIGTERM it.
 WORKER_SCRIPT = (
     "import sys; from studio.worker import Worker; "
-    "sys.exit(Worker(sys.argv[1], train_command=[sys.executable, sys.argv[2]], poll_interval=0.02, "
-    "grace_seconds=float(sys.argv[3])).run_forever())"
+    "sys.exit(Worker(sys.argv[1], train_command=sys.argv[3:], poll_interval=0.02, "
+    "grace_seconds=float(sys.argv[2])).run_forever())"
 )
 
 
 def fake_config(tier="24gb", **fake):
-    return {"memory": {"tier": tier}, "fake": {"steps": 10, "step_time": 0.02, **fake}}
+    """A valid studio config whose run name selects the fake trainer's behaviour `fake`."""
+    name = fake_trainer.behaviour(BEHAVIOURS, **{"steps": 10, "step_time": 0.02, **fake})
+    return {"memory": {"tier": tier}, "save": {"run_name": name}}
 
 
 def make_worker(data_dir, **kwargs):
     kwargs.setdefault("grace_seconds", 5.0)
-    return Worker(data_dir, train_command=[sys.executable, FAKE_TRAINER], poll_interval=0.02, **kwargs)
+    return Worker(data_dir, train_command=FAKE_COMMAND, poll_interval=0.02, **kwargs)
 
 
 def wait_for(predicate, timeout=20.0, what="condition"):
@@ -82,7 +92,7 @@ def final_lora(job):
 
 def start_worker_process(data_dir, grace=5.0):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT, str(data_dir), FAKE_TRAINER, str(grace)],
+    return subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT, str(data_dir), str(grace), *FAKE_COMMAND],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
@@ -389,13 +399,16 @@ def test_commands_carry_no_secrets_and_launch_multi_gpu_through_accelerate(tmp_p
     command = worker.command_for(job, Path("/r/config.yaml"), Path("/r"))
     assert command == [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
                        "--num_processes", "2",
-                       "-m", "studio", "train", "/r/config.yaml", "--run-dir", "/r"]
-    job["config"]["memory"]["num_gpus"] = 1
-    job["resume"] = True
+                       "-m", "studio", "train", "/r/config.yaml", "--run-dir", "/r", "--data-dir", str(tmp_path)]
+    job = dataclasses.replace(job, resume=True, config=dataclasses.replace(
+        job.config, memory=dataclasses.replace(job.config.memory, num_gpus=1)))
     assert worker.command_for(job, Path("/r/config.yaml"), Path("/r")) == \
-        [sys.executable, "-m", "studio", "train", "/r/config.yaml", "--run-dir", "/r", "--resume"]
+        [sys.executable, "-m", "studio", "train", "/r/config.yaml", "--run-dir", "/r", "--data-dir", str(tmp_path),
+         "--resume"]
+    monkeypatch.setenv("STUDIO_DATA", "/somewhere/else")
     env = worker.child_env()
     assert env["HF_TOKEN"] == CANARY and env["CUDA_VISIBLE_DEVICES"] == "0,1"
+    assert "STUDIO_DATA" not in env  # the data folder travels as --data-dir only
     assert CANARY not in repr(job)
     store.finish(job_id, "failed")
 
@@ -405,7 +418,7 @@ def test_canary_token_in_config_and_error_never_reaches_db_or_run_files(tmp_path
     store = JobStore(tmp_path)
     config = fake_config(fail_at_step=2, exit_code=1, error_message=f"401 Unauthorized for token {CANARY}")
     config["hf_token"] = CANARY
-    config["dataset"] = {"caption_prefix": f"made with {CANARY}"}
+    config["dataset"] = {"trigger_word": f"made with {CANARY}"}
     job_id = store.create_job("secret", config)
     make_worker(tmp_path).run_once()
     job = store.get_job(job_id)

@@ -3,7 +3,7 @@ nvidia-smi instead and calls tier_for_memory)."""
 
 from __future__ import annotations
 
-MEMORY_TIERS = ("24gb", "16gb", "12gb", "8gb", "cpu")
+from studio.core.vocab import MEMORY_TIERS  # noqa: F401  (the one tier order)
 
 # The smallest GPU (total GiB) each tier is chosen for. The FLUX.1 transformer has 11.90 B
 # parameters, nearly all in linear layers: its weights alone take 22.2 GiB in bf16, 11.1 GiB in

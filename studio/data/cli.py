@@ -12,12 +12,14 @@ import os
 import sys
 from pathlib import Path
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from studio.core.paths import DATA_DIR_HELP, data_dir
+from studio.core.vocab import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+
 T5_TOKENS = {"dev": 512, "schnell": 256}  # FLUX.1 max_sequence_length per variant
 
 
 def _data_dir(args) -> Path:
-    return Path(args.data_dir or os.environ.get("STUDIO_DATA") or "studio_data")
+    return data_dir(args.data_dir)
 
 
 def _dataset_path(value: str, args) -> Path:
@@ -173,7 +175,7 @@ def add_dataset_commands(subparsers) -> None:
     p = dsub.add_parser("import", help="import photos, captions, zips or folders into a dataset")
     p.add_argument("sources", nargs="+", metavar="DIR_OR_FILES", help="images, .txt captions, zips, folders")
     p.add_argument("--name", help="dataset name (default: the first source's name)")
-    p.add_argument("--data-dir", help="studio data folder (default: $STUDIO_DATA or ./studio_data)")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--background", type=_background, default=(255, 255, 255),
                    help="colour transparent areas are flattened onto (default #ffffff)")
     p.add_argument("--max-files", type=int, help="most images in the dataset")
@@ -186,7 +188,7 @@ def add_dataset_commands(subparsers) -> None:
 
     p = dsub.add_parser("check", help="quality report; exits non-zero only when nothing is trainable")
     p.add_argument("dir", help="dataset folder, or a dataset name in the data folder")
-    p.add_argument("--data-dir", help="studio data folder (default: $STUDIO_DATA or ./studio_data)")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--resolution", type=int, help="training resolution (default: the preset's, else 1024)")
     p.add_argument("--preset", help="subject preset whose guidance to check against (e.g. portrait)")
     p.add_argument("--min-images", type=int, dest="min_images")
@@ -201,7 +203,7 @@ def add_dataset_commands(subparsers) -> None:
 
     p = subparsers.add_parser("caption", help="write .txt captions beside a dataset's images")
     p.add_argument("dataset_dir", help="dataset folder, or a dataset name in the data folder")
-    p.add_argument("--data-dir", help="studio data folder (default: $STUDIO_DATA or ./studio_data)")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--captioner", default="florence2",
                    help="basic, florence2, blip, a hub model id or a model folder (default florence2)")
     p.add_argument("--task", choices=["caption", "detailed", "more_detailed"], default="detailed",

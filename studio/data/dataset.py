@@ -17,7 +17,7 @@ from ..config import TrainConfig
 from ..diagnostics import StudioError
 from .buckets import fit_to_bucket, make_buckets, nearest_bucket
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".avif"}
+from ..core.paths import IMAGE_SUFFIXES  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .decode import sniff
+from studio.core.paths import IMAGE_SUFFIXES
+
 from .files import CAPTION_EXT
 from .limits import IngestLimits, Reject, Rejected, mb
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif", ".heic",
-                  ".heif"}
 JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
 
 

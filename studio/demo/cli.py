@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-EXIT_OK, EXIT_FAILED = 0, 1
+from studio.core.vocab import EXIT_FAILED, EXIT_OK
 
 
 def cmd_build_demo(args) -> int:

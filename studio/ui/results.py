@@ -46,7 +46,7 @@ def build(ctx: Context) -> None:
 
     @guarded(7, status_index=4)
     def on_view(job_id, last, typed, lang):
-        jobs = runs.store(d).list_jobs(FINISHED)
+        jobs = [j for j in runs.store(d).list_jobs(FINISHED) if j["kind"] == "train"]  # try-its have no LoRA
         choices = runs.job_choices(d, FINISHED, lang, jobs=jobs)
         if job_id not in [c[1] for c in choices]:  # the newest job with LoRA files, else the newest
             job_id = next((j["id"] for j in jobs if j["status"] == "succeeded"), jobs[0]["id"] if jobs else None)

@@ -9,9 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import yaml
@@ -222,14 +219,7 @@ def manage(data_dir: Path, job_id: int | None, action: str, lang: str = "en", co
     raise ValueError(f"unknown action {action!r}")
 
 
-def worker_running(data_dir: Path) -> bool:
-    from studio.worker import try_lock
-
-    fd = try_lock(Path(data_dir))
-    if fd is None:
-        return True
-    os.close(fd)  # we only peeked; nobody held it
-    return False
+from studio.jobs.cli import worker_running  # noqa: E402,F401  (heartbeat and pid; never the lock)
 
 
 # ================================================================= Results tab
@@ -370,28 +360,16 @@ def publish(data_dir: Path, job_id: int | None, repo_id: str, token: str, privat
 
 def start_try_it(data_dir: Path, job_id: int | None, prompt: str, strength: float, seed: int,
                  lang: str = "en") -> Path:
-    """Generate with and without the LoRA in a child process (torch never loads in the UI
+    """Queue a try-it job (the worker draws with and without the LoRA; torch never loads in the UI
     process). Returns the folder it writes `with.png`, `without.png` and `status.json` to."""
     if job_id is None:
         raise UserError(t("results.none", lang))
-    job = store(data_dir).get_job(int(job_id))
-    loras = [f for f in result_files(job) if f.endswith(".safetensors") and not f.endswith("-comfyui.safetensors")]
+    s = store(data_dir)
+    loras = [f for f in result_files(s.get_job(int(job_id)))
+             if f.endswith(".safetensors") and not f.endswith("-comfyui.safetensors")]
     if not loras:
         raise UserError(t("results.no_files", lang))
-    out = Path(job["run_dir"]) / "tryit" / time.strftime("%Y%m%d-%H%M%S")
-    out.mkdir(parents=True, exist_ok=True)
-    request = {"base": job["config"].get("model", {}).get("base", "demo"), "lora": loras[0], "prompt": prompt,
-               "strength": float(strength), "seed": int(seed), "out": str(out),
-               "width": job["config"].get("sample", {}).get("width", 512),
-               "height": job["config"].get("sample", {}).get("height", 512),
-               "steps": job["config"].get("sample", {}).get("steps", 20)}
-    (out / "request.json").write_text(json.dumps(request), encoding="utf-8")
-    env = {**os.environ, "STUDIO_DATA": str(data_dir)}
-    with open(out / "tryit.log", "ab") as log:
-        subprocess.Popen([sys.executable, "-m", "studio.ui.tryit", str(out / "request.json")], stdout=log,
-                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
-                         cwd=str(Path(__file__).resolve().parents[2]))
-    return out
+    return Path(s.job(s.create_tryit(int(job_id), loras[0], prompt, strength, seed)).run_dir)
 
 
 def try_it_result(folder: str | None) -> dict[str, Any]:

@@ -1,0 +1,103 @@
+"""A try-it job's child process: `python -m studio.jobs.tryit REQUEST.json --run-dir FOLDER --data-dir DATA`.
+
+The worker runs it for jobs of kind "tryit" (studio/jobs/kinds.py), so drawing waits its turn
+behind training instead of competing with it for GPU memory, shows in the job list and can be
+cancelled. It loads the base model and the LoRA, then draws the same prompt and seed twice:
+without the LoRA and with it at the chosen strength, on the run's sample settings (size, steps,
+guidance). It reports like training does: metrics.jsonl events and the same exit codes
+(studio/core/vocab.py); it also writes status.json, which the Results tab polls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import traceback
+from pathlib import Path
+
+from studio.core.paths import DATA_DIR_HELP, data_dir
+from studio.core.vocab import (
+    EVENT_DONE, EVENT_ERROR, EVENT_SAMPLE, EVENT_START, EVENT_STEP, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_OOM, FAILED,
+    SUCCEEDED,
+)
+from studio.diagnostics import StudioError
+from studio.events import JsonlReporter
+
+DRAWS = ("without", "with")
+
+
+def run(request: dict, out: Path, reporter, data_dir: Path | None = None) -> None:
+    import torch
+
+    from studio.models import inspect_model, load_pipeline
+
+    info = inspect_model(request["base"], request.get("revision", ""), data_dir)
+    pipe = load_pipeline(info)
+    pipe.to("cuda" if torch.cuda.is_available() else "cpu")
+    device = pipe.device
+    reporter.emit(EVENT_START, max_steps=len(DRAWS), start_step=0, num_images=0, model=request["base"],
+                  device=str(device))
+
+    def draw(step: int, name: str) -> None:
+        kwargs = dict(prompt=request["prompt"], num_inference_steps=int(request["steps"]),
+                      width=int(request["width"]), height=int(request["height"]),
+                      generator=torch.Generator(device).manual_seed(int(request["seed"])))
+        if info.guidance_embeds:
+            kwargs["guidance_scale"] = float(request["guidance"])
+        pipe(**kwargs).images[0].save(out / f"{name}.png")
+        reporter.emit(EVENT_SAMPLE, step=step, path=f"{name}.png", prompt=request["prompt"], seed=int(request["seed"]))
+        reporter.emit(EVENT_STEP, step=step, max_steps=len(DRAWS))
+
+    draw(1, "without")
+    pipe.load_lora_weights(request["lora"], adapter_name="trained")
+    pipe.set_adapters(["trained"], adapter_weights=[float(request["strength"])])
+    draw(2, "with")
+
+
+def _code_of(exc: BaseException) -> tuple[str, int]:
+    if isinstance(exc, StudioError):
+        return exc.code, EXIT_FAILED
+    if type(exc).__name__ == "OutOfMemoryError":
+        return "OUT_OF_MEMORY", EXIT_OOM
+    from studio.models import ModelError
+
+    return ("MODEL_MISSING" if isinstance(exc, ModelError) else "INTERNAL"), EXIT_FAILED
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m studio.jobs.tryit")
+    parser.add_argument("request")
+    parser.add_argument("--run-dir", help="where to write the images (default: the request's folder)")
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
+    args = parser.parse_args(argv)
+    request_path = Path(args.request)
+    out = Path(args.run_dir) if args.run_dir else request_path.parent
+    out.mkdir(parents=True, exist_ok=True)
+    request = json.loads(request_path.read_text(encoding="utf-8"))
+    reporter = JsonlReporter(out / "metrics.jsonl")
+    status = out / "status.json"
+    # Cancel or shutdown: stop between two drawing steps and say so with the usual exit code.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(EXIT_INTERRUPTED))
+    try:
+        run(request, out, reporter, data_dir(args.data_dir))
+        files = [f"{name}.png" for name in DRAWS]
+        reporter.emit(EVENT_DONE, status=SUCCEEDED, files=files)
+        status.write_text(json.dumps({"state": "done", "with": str(out / "with.png"),
+                                      "without": str(out / "without.png")}))
+        return EXIT_OK
+    except Exception as exc:  # the UI shows this line; the traceback stays in the log
+        traceback.print_exc()
+        code, exit_code = _code_of(exc)
+        message = f"{exc.__class__.__name__}: {exc}"
+        reporter.emit(EVENT_ERROR, code=code, message=message)
+        reporter.emit(EVENT_DONE, status=FAILED, files=[])
+        status.write_text(json.dumps({"state": "failed", "error": message}))
+        return exit_code
+    finally:
+        reporter.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

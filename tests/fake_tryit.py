@@ -1,0 +1,54 @@
+"""A stand-in for `python -m studio.jobs.tryit` without torch, for the worker's try-it tests.
+
+    fake_tryit.py REQUEST.json --run-dir RUN_DIR [--data-dir DATA]
+
+It copies the request to RUN_DIR/seen.json (so a test can check what the worker asked for),
+then behaves as the request's prompt says: "slow" sleeps until killed, "fail" exits 1 with an
+error event, anything else writes with.png, without.png, the events and status.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+from PIL import Image
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("request")
+    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--data-dir")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(4))  # as studio.jobs.tryit does
+    request = json.loads(Path(args.request).read_text())
+    out = Path(args.run_dir)
+    (out / "seen.json").write_text(json.dumps({**request, "data_dir": args.data_dir}))
+    metrics = open(out / "metrics.jsonl", "a")
+
+    def emit(kind: str, **data) -> None:
+        metrics.write(json.dumps({"type": kind, "time": time.time(), **data}) + "\n")
+        metrics.flush()
+
+    emit("start", max_steps=2, start_step=0)
+    if request["prompt"] == "slow":
+        time.sleep(600)
+    if request["prompt"] == "fail":
+        emit("error", code="MODEL_MISSING", message="no such model: nowhere")
+        return 1
+    for step, name in enumerate(("without", "with"), 1):
+        Image.new("RGB", (8, 8), (step * 100, 0, 0)).save(out / f"{name}.png")
+        emit("step", step=step, max_steps=2)
+    emit("done", status="succeeded", files=["with.png", "without.png"])
+    (out / "status.json").write_text(json.dumps({"state": "done", "with": str(out / "with.png"),
+                                                 "without": str(out / "without.png")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
