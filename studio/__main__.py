@@ -1,6 +1,7 @@
 """The command line: `python -m studio <command>`.
 
   train CONFIG.yaml [--preset NAME] [--tier TIER] [--set key=value ...] [--run-dir DIR] [--resume]
+        [--data-dir DIR]
   tiny-model DIR [--dev] [--size tiny|small]
   config-reference
   presets
@@ -46,11 +47,12 @@ def cmd_train(args, hooks=None) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     if int(os.environ.get("RANK", "0")) > 0:
         # Data parallel: only rank 0 writes the run's events and log; the others print their own errors.
-        return train(cfg, run_dir, ConsoleReporter(), resume=args.resume, hooks=hooks)
+        return train(cfg, run_dir, ConsoleReporter(), resume=args.resume, hooks=hooks, data_dir=args.data_dir)
     with run_log(run_dir):
         jsonl = JsonlReporter(run_dir / "metrics.jsonl")
         try:
-            return train(cfg, run_dir, Broadcast(jsonl, ConsoleReporter()), resume=args.resume, hooks=hooks)
+            return train(cfg, run_dir, Broadcast(jsonl, ConsoleReporter()), resume=args.resume, hooks=hooks,
+                         data_dir=args.data_dir)
         finally:
             jsonl.close()
 
@@ -92,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. lora.rank=32")
     p.add_argument("--run-dir", help="run folder (default: save.output_dir/save.run_name)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    p.add_argument("--data-dir", help="data folder: caches and the demo model (default: $STUDIO_DATA or ./studio_data)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("tiny-model", help="write a FLUX-shaped model with random weights (offline)")

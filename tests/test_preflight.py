@@ -33,7 +33,8 @@ def no_model_loading(monkeypatch):
     def load_pipeline(*args, **kwargs):
         raise AssertionError("the model was loaded before the paths were checked")
 
-    monkeypatch.setattr(engine, "load_pipeline", load_pipeline)
+    from studio.families.flux1 import Flux1
+    monkeypatch.setattr(Flux1, "load", load_pipeline)
 
 
 # --------------------------------------------------------------------------- paths before loading
