@@ -58,9 +58,9 @@ def cmd_train(args, hooks=None) -> int:
 
 
 def cmd_tiny_model(args) -> int:
-    from .models import build_demo_model
+    from .families import get_family
 
-    path = build_demo_model(args.dir, size=args.size, dev=args.dev)
+    path = get_family("flux1").build_tiny(args.dir, size=args.size, variant="dev" if args.dev else "schnell")
     print(f"Wrote a {args.size} {'dev' if args.dev else 'schnell'}-shaped FLUX model to {path}")
     return EXIT_OK
 

@@ -95,6 +95,10 @@ class Family:
         """The variant name when these configs are one of this family's models, else None."""
         raise NotImplementedError
 
+    def detect_keys(self, keys) -> bool:
+        """Whether a single-file transformer's tensor names are this family's."""
+        raise NotImplementedError
+
     def info(self, source: str, path: str, variant: str, transformer_cfg: dict, vae_cfg: dict) -> ModelInfo:
         raise NotImplementedError
 

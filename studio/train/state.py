@@ -97,6 +97,7 @@ def inspect(cfg: TrainConfig, data_dir: Path) -> ModelInfo:
         require_file(cfg.model.transformer_file, "model.transformer_file")
     except ModelError as exc:
         raise StudioError("MODEL_MISSING", str(exc)) from None
+    check_transformer_file(cfg.model.transformer_file, info)
     if cfg.lora.rank > info.inner_dim:  # every block layer is at least inner_dim wide
         raise StudioError("RANK_TOO_LARGE", f"lora.rank {cfg.lora.rank} is larger than this model's "
                           f"layers allow (hidden size {info.inner_dim}); use at most {info.inner_dim}.")
@@ -104,6 +105,23 @@ def inspect(cfg: TrainConfig, data_dir: Path) -> ModelInfo:
         raise StudioError("GUIDANCE_UNSUPPORTED", f"training.guidance is {cfg.training.guidance}, but "
                           f"{cfg.model.base} has no guidance embeddings (a schnell-type model).")
     return info
+
+
+def check_transformer_file(path: str, info: ModelInfo) -> None:
+    """A single-file transformer whose key names are not the model family's is refused before loading."""
+    if not path:
+        return
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            keys = list(f.keys())
+    except Exception:  # not a safetensors file: the family's loader says what is wrong with it
+        return
+    if not info.model_family.detect_keys(keys):
+        raise StudioError("MODEL_MISSING", f"model.transformer_file: {path} holds no "
+                          f"{info.model_family.variants[info.family].title} transformer (its tensor names "
+                          f"begin {', '.join(sorted(keys)[:3]) or 'nowhere: it is empty'}).")
 
 
 def build_state(cfg: TrainConfig, run_dir: Path, reporter: Reporter, resume: bool = False,
