@@ -9,9 +9,13 @@ What it builds: the FLUX.1 transformer architecture (19 double + 38 single block
 rope axes [16, 56, 56]; ~11.9B parameters) with RANDOM weights, so no download is needed. It is
 created on the meta device (no 24-48 GB of CPU RAM, no slow CPU init), then every parameter is
 materialised directly on the GPU with random values (std 1/sqrt(fan_in), norms 1, biases 0).
-A rank-16 peft LoRA goes on diffusers' default targets (studio.training_utils.TARGET_SETS
-["diffusers_default"]). Batch 1, random packed latents (512² → 1024 image tokens, 1024² → 4096),
-512 T5 tokens of width 4096, a pooled 768 vector, guidance 1.0; loss = MSE; AdamW step.
+The training step is the engine's own: the LoRA targets come from the FLUX.1 family
+(studio.families.flux1.target_modules, lora.targets "diffusers_default", rank 16), the adapters are
+added by studio.train.lora.add_transformer_lora, the optimiser by studio.train.optim, and each step
+is studio.train.step.flow_matching_loss (timestep sampling, noising, the family's packing and
+position ids, guidance 1.0, MSE) on batch 1 of random latents (512² → 1024 image tokens,
+1024² → 4096), 512 T5 tokens of width 4096 and a pooled 768 vector. Only the data pipeline (VAE,
+text encoders, caches) is left out: the figures are the transformer step that a run repeats.
 
 Tiers follow the studio's own presets (presets/memory/*.yaml): base precision, gradient
 checkpointing, block offload and optimiser are read from them.
@@ -86,20 +90,6 @@ def log(msg: str) -> None:
 
 
 # --------------------------------------------------------------------------- FLOPs
-
-
-def lora_targets(model) -> list[str]:
-    from studio.training_utils import TARGET_SETS
-
-    suffixes = TARGET_SETS["diffusers_default"]
-    names = []
-    for name, module in model.named_modules():
-        parts = name.split(".")
-        if isinstance(module, torch.nn.Linear) and parts[0] in ("transformer_blocks", "single_transformer_blocks"):
-            rest = ".".join(parts[2:])
-            if any(rest == s or rest.endswith("." + s) for s in suffixes):
-                names.append(name)
-    return names
 
 
 def forward_flops(cfg: dict, image_tokens: int, text_tokens: int, rank: int = 16, n_lora: tuple = (0, 0)) -> float:
@@ -209,43 +199,52 @@ def quantised_layers(model) -> int:
                or (isinstance(m, bnb.nn.Linear8bitLt) and m.weight.dtype == torch.int8))
 
 
-def add_lora(model, rank: int):
-    from diffusers.training_utils import cast_training_params
-    from peft import LoraConfig
+def run_config(tier: str, args):
+    """The studio's resolved config for a tier (its memory preset), with the bench's LoRA rank."""
+    from studio.config import resolve
 
-    targets = lora_targets(model)
-    model.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=targets))
-    cast_training_params(model, torch.float32)  # LoRA in fp32 over the bf16 / quantised base, as the engine
+    user = {"lora": {"rank": args.rank, "alpha": args.rank, "targets": "diffusers_default"},
+            "optimizer": {"lr": 1e-4}}
+    if args.optimizer != "tier":
+        user["optimizer"]["name"] = args.optimizer
+    return resolve(user, tier=tier)
+
+
+def add_lora(cfg, model):
+    """The engine's adapters on the engine's targets; returns (LoRA parameters, number of adapted layers)."""
+    from studio.families.flux1 import FLUX1
+    from studio.train.lora import add_transformer_lora
+
+    targets = add_transformer_lora(cfg, FLUX1, model)
     return [p for p in model.parameters() if p.requires_grad], len(targets)
 
 
-def make_optimizer(name: str, params, device: torch.device):
-    if name == "adamw8bit":
-        import bitsandbytes as bnb
-        return bnb.optim.AdamW8bit(params, lr=1e-4)
-    return torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda" or None)
+def make_optimizer(cfg, model, device: torch.device):
+    """The engine's parameter groups and optimiser (fused AdamW on a GPU, as the presets set it)."""
+    from studio.families.flux1 import FLUX1
+    from studio.train.optim import build_optimizer, param_groups
+
+    if device.type == "cuda":
+        cfg.optimizer.fused = True
+    return build_optimizer(cfg, param_groups(cfg, model, None, FLUX1.block_of))
 
 
-def inputs(cfg: dict, resolution: int, text_tokens: int, device: torch.device, dtype: torch.dtype, seed: int):
-    from diffusers import FluxPipeline
-
+def inputs(cfg: dict, resolution: int, text_tokens: int, device: torch.device, seed: int):
+    """Random normalised latents and text conditioning in the shapes the data pipeline gives."""
     g = torch.Generator(device).manual_seed(seed)
     h = w = resolution // 8  # VAE latent grid; packing 2x2 → (h/2)·(w/2) tokens of 4·16 = 64
-    c = cfg["in_channels"] // 4
-    latents = torch.randn((1, c, h, w), generator=g, device=device)
-    noise = torch.randn((1, c, h, w), generator=g, device=device)
-    t = torch.rand((1,), generator=g, device=device)
-    noisy = (1 - t.view(-1, 1, 1, 1)) * latents + t.view(-1, 1, 1, 1) * noise
-    return {
-        "hidden_states": FluxPipeline._pack_latents(noisy, 1, c, h, w).to(dtype),
-        "encoder_hidden_states": torch.randn((1, text_tokens, cfg["joint_attention_dim"]), generator=g,
-                                             device=device).to(dtype),
-        "pooled_projections": torch.randn((1, cfg["pooled_projection_dim"]), generator=g, device=device).to(dtype),
-        "timestep": t.to(dtype),
-        "guidance": torch.ones((1,), device=device, dtype=torch.float32) if cfg["guidance_embeds"] else None,
-        "img_ids": FluxPipeline._prepare_latent_image_ids(1, h // 2, w // 2, device, dtype),
-        "txt_ids": torch.zeros((text_tokens, 3), device=device, dtype=dtype),
-    }, FluxPipeline._pack_latents(noise - latents, 1, c, h, w)
+    latents = torch.randn((1, cfg["in_channels"] // 4, h, w), generator=g, device=device)
+    text = {"embeds": torch.randn((1, text_tokens, cfg["joint_attention_dim"]), generator=g, device=device),
+            "pooled": torch.randn((1, cfg["pooled_projection_dim"]), generator=g, device=device)}
+    return latents, text
+
+
+def engine_step(run_cfg, model, latents, text, guidance, generator, device, dtype):
+    """The engine's loss (studio.train.step.flow_matching_loss) for one batch."""
+    from studio.families.flux1 import FLUX1
+    from studio.train.step import flow_matching_loss
+
+    return flow_matching_loss(model, FLUX1, run_cfg, latents, text, guidance, generator, device, dtype)
 
 
 # --------------------------------------------------------------------------- one tier
@@ -267,14 +266,15 @@ def bench_tier(tier: str, args, device: torch.device) -> list[dict]:
         quant = None
     if not gpu:
         notes.append("CPU: bitsandbytes' CPU kernels, fp32 compute (a smoke test of the code path, not a figure)")
-    optimizer_name = settings["optimizer"] if args.optimizer == "tier" else args.optimizer
+    run_cfg = run_config(tier, args)
+    optimizer_name = run_cfg.optimizer.name
     offload = settings["block_offload"]
     for note in notes:
         log(f"[{tier}] {note}")
 
     t0 = time.perf_counter()
     model = build_model(cfg, device, dtype, quant, seed=args.seed)
-    params, n_targets = add_lora(model, args.rank)
+    params, n_targets = add_lora(run_cfg, model)
     n_quantised = quantised_layers(model)
     if settings["gradient_checkpointing"]:
         model.enable_gradient_checkpointing()
@@ -284,7 +284,7 @@ def bench_tier(tier: str, args, device: torch.device) -> list[dict]:
                                    num_blocks_per_group=1, use_stream=args.offload_stream and gpu)
     if args.compile and gpu:
         model.compile_repeated_blocks(fullgraph=False)
-    optimizer = make_optimizer(optimizer_name, params, device)
+    optimizer = make_optimizer(run_cfg, model, device)
     build_s = time.perf_counter() - t0
     log(f"[{tier}] built in {build_s:.1f}s: base {quant or str(dtype).replace('torch.', '')}, "
         f"{n_quantised} quantised linear layers, {n_targets} LoRA layers, checkpointing {settings['gradient_checkpointing']}, offload {offload}, "
@@ -305,7 +305,9 @@ def bench_tier(tier: str, args, device: torch.device) -> list[dict]:
         fwd = forward_flops(cfg, image_tokens, text_tokens, args.rank)
         record.update(image_tokens=image_tokens, text_tokens=text_tokens, forward_tflop=fwd / 1e12,
                       step_tflop=3 * fwd / 1e12)
-        batch, target = inputs(cfg, res, text_tokens, device, dtype, args.seed)
+        latents, text = inputs(cfg, res, text_tokens, device, args.seed)
+        generator = torch.Generator(device).manual_seed(args.seed)
+        guidance = 1.0 if cfg["guidance_embeds"] else None
         try:
             if gpu:
                 torch.cuda.empty_cache()
@@ -314,8 +316,7 @@ def bench_tier(tier: str, args, device: torch.device) -> list[dict]:
             for i in range(args.warmup + args.steps):
                 sync(device)
                 start = time.perf_counter()
-                pred = model(**batch, return_dict=False)[0]
-                loss = torch.nn.functional.mse_loss(pred.float(), target.float())
+                loss = engine_step(run_cfg, model, latents, text, guidance, generator, device, dtype)
                 loss.backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -328,8 +329,8 @@ def bench_tier(tier: str, args, device: torch.device) -> list[dict]:
             log(f"{tier} {res}px: OUT OF MEMORY")
             results.append(record)
             optimizer.zero_grad(set_to_none=True)  # free what the failed step left for the next resolution
-            pred = loss = None
-            del batch, target
+            loss = None
+            del latents, text
             gc.collect()
             torch.cuda.empty_cache()
             continue
@@ -344,7 +345,7 @@ def bench_tier(tier: str, args, device: torch.device) -> list[dict]:
         print(f"{tier} {res}px: {s:.3f} s/step, {mem}, {record['achieved_tflops']:.3g} TFLOP/s "
               f"({record['step_tflop']:.3g} TFLOP/step), {mfu}", flush=True)
         results.append(record)
-        del batch, target
+        del latents, text
     del model, optimizer, params
     gc.collect()
     if gpu:

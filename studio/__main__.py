@@ -1,6 +1,7 @@
 """The command line: `python -m studio <command>`.
 
   train CONFIG.yaml [--preset NAME] [--tier TIER] [--set key=value ...] [--run-dir DIR] [--resume]
+        [--data-dir DIR]
   tiny-model DIR [--dev] [--size tiny|small]
   plan DATASET [--gpu NAME]
   report-card RUN_DIR [--promote STEP]
@@ -31,8 +32,6 @@ def cmd_train(args, hooks=None) -> int:
     """`hooks`: studio.hooks.TrainHooks for the engine (tests/faulty_trainer.py passes faulty ones)."""
     from .config import check
 
-    if getattr(args, "data_dir", None):  # the engine reads its data folder from the environment
-        os.environ["STUDIO_DATA"] = str(args.data_dir)
     try:
         user = parse_yaml(read_text(args.config), args.config) if args.config else {}
         cfg = check(resolve(user, preset=args.preset, tier=args.tier, overrides=args.set or []))
@@ -53,14 +52,15 @@ def cmd_train(args, hooks=None) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     if int(os.environ.get("RANK", "0")) > 0:
         # Data parallel: only rank 0 writes the run's events and log; the others print their own errors.
-        return train(cfg, run_dir, ConsoleReporter(), resume=args.resume, hooks=hooks)
+        return train(cfg, run_dir, ConsoleReporter(), resume=args.resume, hooks=hooks, data_dir=args.data_dir)
     from .plan import measured, record_actual, record_prediction
 
     with run_log(run_dir):
         predicted = record_prediction(run_dir, cfg)  # plan.json: checked against what happens
         jsonl = JsonlReporter(run_dir / "metrics.jsonl")
         try:
-            code = train(cfg, run_dir, Broadcast(jsonl, ConsoleReporter()), resume=args.resume, hooks=hooks)
+            code = train(cfg, run_dir, Broadcast(jsonl, ConsoleReporter()), resume=args.resume, hooks=hooks,
+                         data_dir=args.data_dir)
         finally:
             jsonl.close()
         outcome = record_actual(run_dir, *measured(run_dir)) if predicted else None
@@ -82,9 +82,9 @@ def cmd_train(args, hooks=None) -> int:
 
 
 def cmd_tiny_model(args) -> int:
-    from .models import build_demo_model
+    from .families import get_family
 
-    path = build_demo_model(args.dir, size=args.size, dev=args.dev)
+    path = get_family("flux1").build_tiny(args.dir, size=args.size, variant="dev" if args.dev else "schnell")
     print(f"Wrote a {args.size} {'dev' if args.dev else 'schnell'}-shaped FLUX model to {path}")
     return EXIT_OK
 
@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. lora.rank=32")
     p.add_argument("--run-dir", help="run folder (default: save.output_dir/save.run_name)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
-    p.add_argument("--data-dir", help="studio data folder: demo model and caches (default: $STUDIO_DATA or ./studio_data)")
+    p.add_argument("--data-dir", help="data folder: caches and the demo model (default: $STUDIO_DATA or ./studio_data)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("tiny-model", help="write a FLUX-shaped model with random weights (offline)")

@@ -1,4 +1,4 @@
-"""Extension points of the training loop: `engine.train(..., hooks=...)`.
+"""Extension points of the training loop: `studio.engine.train(..., hooks=...)`.
 
 The default hooks do nothing. A hook runs inside the loop, so whatever it raises is handled
 exactly as if the engine had raised it: `torch.OutOfMemoryError` ends the run with the
@@ -23,6 +23,10 @@ class TrainHooks:
     def on_loss(self, step: int, loss: "torch.Tensor") -> "torch.Tensor":
         """Called with each micro-batch's loss before its backward pass; returns the loss to use."""
         return loss
+
+    def on_step_end(self, step: int) -> None:
+        """Called after each optimiser step (`step` steps are done), before the run's controls
+        (samples, checkpoints, cancel, signals) are handled."""
 
     def on_checkpoint_write(self, step: int, folder: Path) -> None:
         """Called when the checkpoint of `step` is complete in its temporary `folder`, before it

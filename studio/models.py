@@ -1,27 +1,17 @@
-"""FLUX.1 models: where they come from, what they are, and the offline demo model.
+"""Loading base models: the library noise filters and quantisation settings every family uses.
 
-One place decides per model family: `inspect_model` reads only config files (no weights) and
-answers dev vs schnell, licence, T5 length and the transformer's layer sizes, so the config
-can be validated before anything heavy loads. `load_pipeline` loads the real thing from a
-hub id, a local diffusers folder, or a single-file transformer plus a folder.
+What is specific to a model family (FLUX.1: variants, licences, token limits, the pipeline, the
+tiny builder) lives in studio/families; the names below are re-exported so imports that
+predate the families keep working.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-from dataclasses import dataclass
 from pathlib import Path
 
-DEMO = "demo"
-LICENCES = {
-    "dev": "FLUX.1 [dev] Non-Commercial License: outputs and LoRAs of this base are for "
-           "non-commercial use unless you hold a commercial licence from Black Forest Labs.",
-    "schnell": "Apache-2.0: LoRAs trained on FLUX.1 [schnell] may be used commercially.",
-}
-LICENCE_IDS = {"dev": "other", "schnell": "apache-2.0"}
-
+from .families.base import DEMO, ModelError, ModelInfo, inspect_model, resolve_base  # noqa: F401
+from .families.flux1 import VARIANTS as _VARIANTS
 
 # Library messages that say nothing to a user and would flood train.log and the Monitor's log tail.
 _NOISE = (
@@ -53,75 +43,13 @@ def quiet_library_noise() -> None:
 
 quiet_library_noise()
 
-
-class ModelError(RuntimeError):
-    """The base model cannot be found or loaded; the message says where we looked."""
+LICENCES = {name: v.licence_text for name, v in _VARIANTS.items()}
 
 
-@dataclass
-class ModelInfo:
-    source: str             # what the user gave
-    path: str               # local folder or hub id that from_pretrained gets
-    family: str             # "dev" or "schnell"
-    guidance_embeds: bool
-    t5_max_length: int      # 512 for dev, 256 for schnell
-    transformer: dict       # the transformer's config.json
-    vae_scale_factor: int
-    latent_channels: int
-
-    @property
-    def licence(self) -> str:
-        return LICENCES[self.family]
-
-    @property
-    def inner_dim(self) -> int:
-        return self.transformer["num_attention_heads"] * self.transformer["attention_head_dim"]
-
-
-def resolve_base(base: str, data_dir: str | Path | None = None) -> str:
-    """'demo' → the demo model committed in studio/demo/model (trained on a synthetic world of
-    coloured shapes, see studio/demo); anything else unchanged."""
-    if base != DEMO:
-        return base
-    from .demo import MODEL_DIR
-
-    if not (MODEL_DIR / "model_index.json").is_file():
-        raise ModelError(f"The demo model is missing from {MODEL_DIR}. Restore it from the repository "
-                         f"(git checkout -- studio/demo/model) or rebuild it: python -m studio build-demo studio/demo/model")
-    return str(MODEL_DIR)
-
-
-def _read_json(base: str, name: str, revision: str = "") -> dict:
-    local = Path(base) / name
-    if local.is_file():
-        return json.loads(local.read_text(encoding="utf-8"))
-    if Path(base).exists():
-        raise ModelError(f"{base}: no {name} here. A base model folder must be in diffusers "
-                         "layout (model_index.json, transformer/, vae/, text_encoder/, …).")
-    if base.startswith(("/", ".", "~")) or "\\" in base or base.count("/") != 1:
-        raise ModelError(f"{base}: this folder does not exist. Give a local model folder in diffusers "
-                         "layout, a Hugging Face model id such as black-forest-labs/FLUX.1-dev, or 'demo'.")
-    from huggingface_hub import hf_hub_download
-    try:
-        return json.loads(Path(hf_hub_download(base, name, revision=revision or None)).read_text())
-    except Exception as exc:  # offline, gated, missing: all end in the same advice
-        raise ModelError(
-            f"Cannot get '{base}' ({name}): {exc.__class__.__name__}. Looked in the Hugging Face "
-            f"cache ({os.environ.get('HF_HOME', '~/.cache/huggingface')}) and on the Hub. "
-            "Download it first (`huggingface-cli download <id>` with a token that has accepted "
-            "the licence), or point model.base at a local folder, or use the demo model.") from None
-
-
-def inspect_model(base: str, revision: str = "", data_dir: str | Path | None = None) -> ModelInfo:
-    path = resolve_base(base, data_dir)
-    transformer = _read_json(path, "transformer/config.json", revision)
-    vae = _read_json(path, "vae/config.json", revision)
-    guidance = bool(transformer.get("guidance_embeds", False))
-    family = "dev" if guidance else "schnell"
-    return ModelInfo(source=base, path=path, family=family, guidance_embeds=guidance,
-                     t5_max_length=512 if guidance else 256, transformer=transformer,
-                     vae_scale_factor=2 ** (len(vae.get("block_out_channels", [1, 1, 1, 1])) - 1),
-                     latent_channels=vae.get("latent_channels", 16))
+def build_demo_model(out_dir: str | Path, size: str = "tiny", dev: bool = False, seed: int = 0) -> Path:
+    """Write a FLUX-shaped FluxPipeline with random weights, fully offline (studio/families/flux1_tiny.py)."""
+    from .families.flux1_tiny import build_demo_model as build
+    return build(out_dir, size=size, dev=dev, seed=seed)
 
 
 def quantisation_packages(cfg) -> set[str]:
@@ -198,36 +126,8 @@ def quantization_config(base_precision: str):
 
 def load_pipeline(info: ModelInfo, transformer_file: str = "", dtype=None, revision: str = "",
                   base_precision: str = "auto"):
-    """The FluxPipeline for a model, its transformer optionally replaced by a single file and
-    optionally quantised (QLoRA style: the frozen base is stored in 8/4 bits, LoRA trains in fp32)."""
-    import torch
-    from diffusers import FluxPipeline, FluxTransformer2DModel
-
-    dtype = dtype or torch.float32
-    _quiet_loading()
-    kwargs = {"dtype": dtype}
-    if revision:
-        kwargs["revision"] = revision
-    quant = quantization_config(base_precision)
-    try:
-        if transformer_file:
-            require_file(transformer_file, "model.transformer_file")
-            kwargs["transformer"] = FluxTransformer2DModel.from_single_file(
-                transformer_file, config=info.path, subfolder="transformer", torch_dtype=dtype,
-                **({"quantization_config": quant} if quant else {}))
-        elif quant is not None:
-            kwargs["transformer"] = FluxTransformer2DModel.from_pretrained(
-                info.path, subfolder="transformer", quantization_config=quant, torch_dtype=dtype,
-                **({"revision": revision} if revision else {}))
-        pipe = FluxPipeline.from_pretrained(info.path, **kwargs)
-    except ModelError:
-        raise
-    except (OSError, ValueError, EnvironmentError) as exc:
-        raise ModelError(f"Cannot load the base model from {info.path}: {exc}. Check that every "
-                         "component folder is complete (see the README's troubleshooting).") from None
-    if base_precision == "nf4":
-        keep_4bit_layers_on_training_kernels(pipe.transformer)
-    return pipe
+    """The pipeline of a model, loaded by its family (studio/families)."""
+    return info.model_family.load(info, transformer_file, dtype, revision, base_precision)
 
 
 def keep_4bit_layers_on_training_kernels(model) -> None:
@@ -248,85 +148,10 @@ def keep_4bit_layers_on_training_kernels(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def _quiet_loading() -> None:
+def quiet_loading() -> None:
     """Per-shard loading bars would flood train.log and the UI's log tail."""
     import diffusers
     import transformers
 
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
-
-
-# --------------------------------------------------------------------------- demo model
-
-SIZES = {
-    # FLUX-shaped, random weights. tiny: tests (seconds). small: real latent geometry for benchmarks.
-    "tiny": dict(heads=2, head_dim=16, double=2, single=2, text_dim=32, latent=4,
-                 vae_channels=(8, 8, 8, 8), rope=[4, 4, 8]),
-    "small": dict(heads=4, head_dim=64, double=2, single=4, text_dim=64, latent=16,
-                  vae_channels=(32, 32, 64, 64), rope=[16, 24, 24]),
-}
-
-_WORDS = ("a photo of the person man woman cat dog house tree car street city beach forest "
-          "mountain river sky cloud sun night light red green blue yellow black white small large "
-          "old new portrait painting drawing style in on at with and smiling standing sitting "
-          "wearing holding table chair window room garden flower shirt hat glasses face hair "
-          "eyes close up wide shot studio outdoors indoors soft warm cold dark bright sks ohwx").split()
-
-
-def _corpus(n: int = 2000):
-    import random
-    rng = random.Random(0)
-    for _ in range(n):
-        yield " ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 12)))
-
-
-def build_demo_model(out_dir: str | Path, size: str = "tiny", dev: bool = False, seed: int = 0) -> Path:
-    """Write a FLUX-shaped FluxPipeline with random weights, fully offline, in diffusers layout."""
-    import torch
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel, T5Tokenizer
-
-    _quiet_loading()
-    if size not in SIZES:
-        raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
-    s = SIZES[size]
-    out = Path(out_dir)
-    torch.manual_seed(seed)
-    transformer = FluxTransformer2DModel(
-        patch_size=1, in_channels=s["latent"] * 4, num_layers=s["double"], num_single_layers=s["single"],
-        attention_head_dim=s["head_dim"], num_attention_heads=s["heads"], joint_attention_dim=s["text_dim"],
-        pooled_projection_dim=s["text_dim"], guidance_embeds=dev, axes_dims_rope=s["rope"])
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=s["latent"], block_out_channels=s["vae_channels"],
-        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-        layers_per_block=1, norm_num_groups=8, sample_size=64, use_quant_conv=False,
-        use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035)
-    clip = CLIPTextModel(CLIPTextConfig(
-        hidden_size=s["text_dim"], intermediate_size=s["text_dim"] * 2, num_hidden_layers=2,
-        num_attention_heads=2, vocab_size=1000, max_position_embeddings=77, projection_dim=s["text_dim"],
-        bos_token_id=0, eos_token_id=2, pad_token_id=1))
-    t5 = T5EncoderModel(T5Config(
-        d_model=s["text_dim"], d_ff=s["text_dim"] * 2, d_kv=8, num_layers=2, num_heads=4,
-        vocab_size=1000, relative_attention_num_buckets=8, decoder_start_token_id=0))
-    clip_tok = CLIPTokenizer().train_new_from_iterator(_corpus(), vocab_size=1000)
-    clip_tok.model_max_length = 77
-    t5_tok = T5Tokenizer().train_new_from_iterator(_corpus(), vocab_size=1000)
-    t5_tok.model_max_length = 512 if dev else 256
-    scheduler = FlowMatchEulerDiscreteScheduler(
-        shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
-        base_image_seq_len=256, max_image_seq_len=4096)
-    pipe = FluxPipeline(scheduler=scheduler, vae=vae, text_encoder=clip, tokenizer=clip_tok,
-                        text_encoder_2=t5, tokenizer_2=t5_tok, transformer=transformer)
-    tmp = out.with_name(out.name + ".partial")
-    pipe.save_pretrained(tmp)
-    (tmp / "README.md").write_text(
-        f"# Flux LoRA Studio demo model ({size}, {'dev' if dev else 'schnell'}-shaped)\n\n"
-        "Random weights in the FLUX.1 architecture, built offline by `python -m studio tiny-model`. "
-        "It makes noise, not pictures: it exists so that every part of the studio can be tried "
-        "and tested without downloading FLUX.1.\n", encoding="utf-8")
-    if out.exists():
-        import shutil
-        shutil.rmtree(out)
-    os.replace(tmp, out)  # a half-written demo model is never mistaken for a complete one
-    return out

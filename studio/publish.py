@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 
 from studio.core.secrets import redact
+from studio.families.flux1 import VARIANTS, guess_variant
 from studio.sharing import DEMO_NAME, shareable_config
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,8 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int, int, str], None]
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
-BFL_BASES = {"dev": "black-forest-labs/FLUX.1-dev", "schnell": "black-forest-labs/FLUX.1-schnell"}
-DEV_LICENCE_NAME = "flux-1-dev-non-commercial-license"
+BFL_BASES = {name: v.hub_id for name, v in VARIANTS.items()}
+DEV_LICENCE_NAME = VARIANTS["dev"].licence_id
 DEV_LICENCE_LINK = "https://huggingface.co/black-forest-labs/FLUX.1-dev/blob/main/LICENSE.md"
 TAGS = ["flux", "lora", "diffusers", "text-to-image", "template:sd-lora"]
 # What the Hub accepts as <namespace>/<name> (huggingface_hub's own rule, checked again there).
@@ -123,7 +124,7 @@ def _family(metadata: dict[str, str]) -> str:
         return family
     if metadata.get("base_model") == DEMO_NAME:
         return "demo"
-    return "schnell" if "schnell" in metadata.get("base_model", "").lower() else "dev"
+    return guess_variant(metadata.get("base_model", ""))
 
 
 def shareable_config_text(run: Path) -> str:
@@ -167,7 +168,8 @@ def model_card(run_dir, repo_id: str | None = None) -> str:
     repo = repo_id or "<username>/<repo>"
     title = repo.split("/")[-1]
     prompt = json.dumps(widget[0]["text"] if widget else f"a photo of {trigger}", ensure_ascii=False)
-    steps, guidance = ("28", "3.5") if family == "dev" else ("4", "0.0")
+    defaults = VARIANTS["schnell" if family == "demo" else family]
+    steps, guidance = str(defaults.steps), str(defaults.guidance)
     images = metadata.get("dataset_size", "?")
     if family == "demo":
         what = (f"A LoRA for Flux LoRA Studio's built-in demo model ({DEMO_NAME}), trained on {images} images. "

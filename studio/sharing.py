@@ -6,7 +6,8 @@ model and the dataset, never the local paths they were read from (a path like
 that was really trained: the built-in demo model is the studio's own (a tiny model in the
 FLUX.1 architecture trained on synthetic shapes, under the studio's Apache-2.0 licence), not FLUX.1 [schnell].
 
-Standard library and PyYAML only: the publish code and the UI import this without torch.
+Standard library and PyYAML only (the model families' facts import no torch): the publish code
+and the UI import this without torch.
 """
 
 from __future__ import annotations
@@ -16,20 +17,20 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from .families.flux1 import VARIANTS
+
 DEMO = "demo"                       # what model.base says for the built-in demo model
 DEMO_NAME = "flux-lora-studio-demo"  # how files and cards name it
 DEMO_README_HEADING = "# Flux LoRA Studio demo model"  # first line of the demo models' README (build-demo, tiny-model)
 HUB_ID = re.compile(r"[\w\-.]{1,96}/[\w\-.]{1,96}")
 
-LICENCE_IDS = {"dev": "flux-1-dev-non-commercial-license", "schnell": "apache-2.0", "demo": "apache-2.0"}
-LICENCE_TEXTS = {
-    "dev": "FLUX.1 [dev] Non-Commercial License: outputs and LoRAs of this base are for non-commercial "
-           "use unless you hold a commercial licence from Black Forest Labs.",
-    "schnell": "Apache-2.0: LoRAs trained on FLUX.1 [schnell] may be used commercially.",
-    "demo": "Apache-2.0: trained on Flux LoRA Studio's own demo model (a tiny model in the FLUX.1 "
-            "architecture that draws coloured shapes, not FLUX.1), which is part of the studio and under the "
-            "studio's licence.",
-}
+# The FLUX.1 variants' licences are the family's facts (studio/families/flux1.py); the demo model
+# is the studio's own.
+DEMO_LICENCE_TEXT = ("Apache-2.0: trained on Flux LoRA Studio's own demo model (a tiny model in the FLUX.1 "
+                     "architecture that draws coloured shapes, not FLUX.1), which is part of the studio and under the "
+                     "studio's licence.")
+LICENCE_IDS = {**{name: v.licence_id for name, v in VARIANTS.items()}, "demo": "apache-2.0"}
+LICENCE_TEXTS = {**{name: v.licence_text for name, v in VARIANTS.items()}, "demo": DEMO_LICENCE_TEXT}
 
 
 @dataclass(frozen=True)

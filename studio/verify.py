@@ -30,9 +30,9 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-# FLUX.1 [dev] / [schnell] at full size (transformer/config.json of the BFL repositories).
-FLUX1_FULL = {"num_layers": 19, "num_single_layers": 38, "attention_head_dim": 128, "num_attention_heads": 24,
-              "joint_attention_dim": 4096, "pooled_projection_dim": 768, "in_channels": 64, "patch_size": 1}
+# FLUX.1's facts (its full-size config, its transformer on the meta device, ComfyUI's map of its
+# layers) belong to its family.
+from studio.families.flux1_shapes import FLUX1_FULL, bfl_linear_shapes, meta_transformer  # noqa: E402,F401
 PROBES = 3
 TOLERANCE = 1e-3  # relative difference of ΔW·x between the two files
 
@@ -81,39 +81,6 @@ def _run_config(run_dir: Path) -> dict:
     except (OSError, yaml.YAMLError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def meta_transformer(config: dict):
-    """The FLUX.1 transformer of `config` with no weights (meta device): names and shapes only."""
-    from accelerate import init_empty_weights
-    from diffusers import FluxTransformer2DModel
-
-    known = {k: v for k, v in config.items() if not k.startswith("_")}
-    with init_empty_weights():
-        return FluxTransformer2DModel.from_config(known)
-
-
-def bfl_linear_shapes(config: dict) -> dict[str, tuple[int, int]]:
-    """kohya module name -> (out, in) of every linear layer ComfyUI knows in a FLUX.1 model."""
-    h = int(config["num_attention_heads"]) * int(config["attention_head_dim"])
-    mlp = 4 * h  # FLUX.1's mlp_ratio
-    patch = int(config.get("patch_size", 1))
-    out_channels = int(config.get("out_channels") or config["in_channels"])
-    shapes = {"img_in": (h, int(config["in_channels"])), "txt_in": (h, int(config["joint_attention_dim"])),
-              "time_in_in_layer": (h, 256), "time_in_out_layer": (h, h),
-              "vector_in_in_layer": (h, int(config["pooled_projection_dim"])), "vector_in_out_layer": (h, h),
-              "final_layer_linear": (patch * patch * out_channels, h), "final_layer_adaLN_modulation_1": (2 * h, h)}
-    if config.get("guidance_embeds"):
-        shapes |= {"guidance_in_in_layer": (h, 256), "guidance_in_out_layer": (h, h)}
-    for i in range(int(config["num_layers"])):
-        for side in ("img", "txt"):
-            shapes |= {f"double_blocks_{i}_{side}_mod_lin": (6 * h, h), f"double_blocks_{i}_{side}_attn_qkv": (3 * h, h),
-                       f"double_blocks_{i}_{side}_attn_proj": (h, h), f"double_blocks_{i}_{side}_mlp_0": (mlp, h),
-                       f"double_blocks_{i}_{side}_mlp_2": (h, mlp)}
-    for i in range(int(config["num_single_layers"])):
-        shapes |= {f"single_blocks_{i}_linear1": (3 * h + mlp, h), f"single_blocks_{i}_linear2": (h, h + mlp),
-                   f"single_blocks_{i}_modulation_lin": (3 * h, h)}
-    return {"lora_unet_" + name: shape for name, shape in shapes.items()}
 
 
 # ---------------------------------------------------------------------------------- the checks
@@ -192,7 +159,8 @@ def _same_delta(diffusers: dict, comfy: dict) -> Check:
     """ΔW·x of every module, from both files, on the same random probes x."""
     import torch
 
-    from studio.lora_files import KOHYA_UNET_PREFIX, ROW_SWAPPED_MODULES, _clip_name, _diffusers_parts, _swap_halves
+    from studio.lora_files import KOHYA_UNET_PREFIX, ROW_SWAPPED_MODULES, diffusers_parts, swap_halves
+    from studio.lora_files import clip_name as _clip_name
 
     generator = torch.Generator().manual_seed(0)
     probes: dict = {}
@@ -214,13 +182,13 @@ def _same_delta(diffusers: dict, comfy: dict) -> Check:
     problems, compared = [], 0
     for name, m in comfy.items():
         try:
-            parts = [p.removeprefix("transformer.").removeprefix("text_encoder.") for p in _diffusers_parts(name)]
+            parts = [p.removeprefix("transformer.").removeprefix("text_encoder.") for p in diffusers_parts(name)]
         except ValueError as exc:
             problems.append(str(exc))
             continue
         y = apply(m)
         if name.removeprefix(KOHYA_UNET_PREFIX) in ROW_SWAPPED_MODULES:
-            y = _swap_halves(y)
+            y = swap_halves(y)
         in_features = m.down.shape[1]
         sizes = ([in_features] * 3 + [y.shape[0] - 3 * in_features] if len(parts) == 4
                  else [y.shape[0] // len(parts)] * len(parts))

@@ -5,7 +5,8 @@ Used by tests/test_distributed.py:
     python -m torch.distributed.run --nproc_per_node 2 tests/ddp_helper.py CONFIG --run-dir DIR --tier cpu
 
 The arguments are exactly those of `python -m studio train`; the real command-line path
-(`studio.__main__.main`) runs unchanged. The helper only wraps two Trainer methods, so that
+(`studio.__main__.main`) runs unchanged. The helper only wraps three engine functions (building
+the state, the loss and the finish in studio.train.loop), so that
 each rank also writes, into the run folder:
 
 - `rank{N}.json`: the distributed type, world size, process index, the sample ids this
@@ -25,13 +26,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from studio import engine  # noqa: E402
+from studio.train import loop  # noqa: E402
 
-_setup, _finish, _loss = engine.Trainer.setup, engine.Trainer.finish, engine.Trainer.loss
+_build_state, _finish, _loss = loop.build_state, loop.finish, loop.loss
+RECORD: dict = {}
 
 
-def setup(self):
-    _setup(self)
+def build_state(*args, **kwargs):
+    self = _build_state(*args, **kwargs)
     acc = self.accelerator
     accum = self.cfg.training.gradient_accumulation
     steps = [[i for micro in range(accum) for i in self.plan[step * accum + micro]]
@@ -40,13 +42,14 @@ def setup(self):
               "process_index": acc.process_index, "is_main_process": acc.is_main_process,
               "backend": getattr(acc.state, "backend", None), "steps": steps,
               "model_class": type(self.model).__name__, "losses": []}
-    self._ddp_record = record
+    RECORD.update(record)
     (self.run_dir / f"rank{acc.process_index}.json").write_text(json.dumps(record))
+    return self
 
 
 def loss(self, ids):
     value = _loss(self, ids)
-    self._ddp_record["losses"].append(float(value.detach()))  # a host sync: fine in a test
+    RECORD["losses"].append(float(value.detach()))  # a host sync: fine in a test
     return value
 
 
@@ -55,14 +58,14 @@ def finish(self):
     from safetensors.torch import save_file
 
     acc = self.accelerator
-    (self.run_dir / f"rank{acc.process_index}.json").write_text(json.dumps(self._ddp_record))
+    (self.run_dir / f"rank{acc.process_index}.json").write_text(json.dumps(RECORD))
     state = get_peft_model_state_dict(acc.unwrap_model(self.model))
     save_file({k: v.detach().float().contiguous().cpu() for k, v in state.items()},
               str(self.run_dir / f"rank{acc.process_index}.safetensors"))
     return _finish(self)
 
 
-engine.Trainer.setup, engine.Trainer.finish, engine.Trainer.loss = setup, finish, loss
+loop.build_state, loop.finish, loop.loss = build_state, finish, loss
 
 if __name__ == "__main__":
     from studio.__main__ import main

@@ -8,6 +8,7 @@ test can change it between runs while the worker waits, and other runs train nor
     nan@N        the loss is NaN from step N+1 on (what an fp16 overflow does to a real run)
     oom@N        CUDA out of memory when step N+1 starts
     save_error   "No space left on device" on every checkpoint write, after its files are written
+    sigterm@N    SIGTERM to this process once step N is done (the engine's own handler catches it)
 
 Tests give the worker `[python, faulty_trainer.py, --faults, FILE]` as its train command;
 in-process tests pass `FaultHooks(spec)` to `engine.train` directly.
@@ -29,7 +30,8 @@ from studio.hooks import TrainHooks
 class FaultHooks(TrainHooks):
     def __init__(self, spec: str = ""):
         kind, _, at = spec.partition("@")
-        if kind not in ("", "nan", "oom", "save_error") or (kind in ("nan", "oom") and not at.isdigit()):
+        if kind not in ("", "nan", "oom", "save_error", "sigterm") or (
+                kind in ("nan", "oom", "sigterm") and not at.isdigit()):
             raise ValueError(f"unknown fault {spec!r}")
         self.kind, self.at = kind, int(at or 0)
 
@@ -41,6 +43,12 @@ class FaultHooks(TrainHooks):
 
     def on_loss(self, step, loss):
         return loss * float("nan") if self.kind == "nan" and step >= self.at else loss
+
+    def on_step_end(self, step):
+        if self.kind == "sigterm" and step == self.at:
+            import signal
+
+            signal.raise_signal(signal.SIGTERM)
 
     def on_checkpoint_write(self, step, folder):
         if self.kind == "save_error":

@@ -14,8 +14,9 @@ from PIL import Image
 from conftest import Events, make_images, tiny_config
 from faulty_trainer import FaultHooks
 from studio.config import resolve
-from studio.engine import Trainer, train
+from studio.engine import build_state, train
 from studio.events import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from studio.train.step import loss as step_loss
 
 
 def run(cfg_dict, run_dir, resume=False, tier="cpu", fault=""):
@@ -42,15 +43,14 @@ def test_one_step_matches_formulas(tiny_model, tmp_path, studio_data):
     Image.fromarray(pixels).save(folder / "a.png")
     (folder / "a.txt").write_text("a photo of sks")
     cfg = resolve(tiny_config(tiny_model, folder, tmp_path / "out", lora={"rank": 4, "alpha": 8}), tier="cpu")
-    trainer = Trainer(cfg, tmp_path / "run", Events())
-    trainer.setup()
+    trainer = build_state(cfg, tmp_path / "run", Events())
     torch.manual_seed(0)
     for p in trainer.lora_params:  # make B non-zero so every LoRA path matters
         p.data.normal_(0, 0.05)
     ids = trainer.plan[0]
     state = trainer.generator.get_state()
 
-    loss = trainer.loss(ids)
+    loss = step_loss(trainer, ids)
     loss.backward()
     grads = [p.grad.clone() for p in trainer.lora_params]
     trainer.optimizer.zero_grad(set_to_none=True)
@@ -175,7 +175,7 @@ def test_comfyui_file_has_same_delta_weights(trained):
 # --------------------------------------------------------------------------- resume and caches
 
 
-def test_resume_is_bitwise_exact(tiny_model, tmp_path, studio_data, monkeypatch):
+def test_resume_is_bitwise_exact(tiny_model, tmp_path, studio_data):
     dataset = make_images(tmp_path / "ds", count=3)
     cfg = tiny_config(tiny_model, dataset, tmp_path / "out", schedule={"max_steps": 10, "scheduler": "cosine",
                       "warmup_steps": 2}, training={"ema": True}, dataset={"caption_dropout": 0.3},
@@ -183,18 +183,9 @@ def test_resume_is_bitwise_exact(tiny_model, tmp_path, studio_data, monkeypatch)
     code, _ = run(cfg, tmp_path / "straight")
     assert code == EXIT_OK
 
-    # Interrupt as SIGTERM would, at step 4: the engine checkpoints and exits "interrupted".
-    original = Trainer._controls
-
-    def interrupt_at_4(self):
-        if self.step == 4:
-            self.signalled = 15
-        original(self)
-
-    monkeypatch.setattr(Trainer, "_controls", interrupt_at_4)
-    code, events = run(cfg, tmp_path / "resumed")
+    # SIGTERM after step 4: the engine checkpoints and exits "interrupted".
+    code, events = run(cfg, tmp_path / "resumed", fault="sigterm@4")
     assert code == EXIT_INTERRUPTED and events.of("checkpoint")[-1]["step"] == 4
-    monkeypatch.setattr(Trainer, "_controls", original)
     code, events = run(cfg, tmp_path / "resumed", resume=True)
     assert code == EXIT_OK and events.of("start")[0]["start_step"] == 4
 
@@ -278,13 +269,15 @@ def test_compiled_blocks_train_like_eager(tiny_model, tmp_path, studio_data, mon
 
     dataset = make_images(tmp_path / "ds", count=2)
     compiled_blocks = []
-    original = Trainer._optimiser
+    from studio.train import loop
+    original = loop.build_state
 
-    def spy(self):
-        original(self)
-        compiled_blocks.extend(b for b in self.transformer.transformer_blocks if b._compiled_call_impl is not None)
+    def spy(*args, **kwargs):
+        state = original(*args, **kwargs)
+        compiled_blocks.extend(b for b in state.transformer.transformer_blocks if b._compiled_call_impl is not None)
+        return state
 
-    monkeypatch.setattr(Trainer, "_optimiser", spy)
+    monkeypatch.setattr(loop, "build_state", spy)
     losses = {}
     for compile_ in (False, True):
         cfg = tiny_config(tiny_model, dataset, tmp_path / f"out-{compile_}", memory={"compile": compile_},
@@ -372,8 +365,7 @@ def test_single_file_transformer_replaces_the_folders(tiny_model, tmp_path, stud
     save_file(other.state_dict(), str(single))
     dataset = make_images(tmp_path / "ds", count=1)
     cfg = resolve(tiny_config(tiny_model, dataset, tmp_path / "out", model={"transformer_file": str(single)}), tier="cpu")
-    trainer = Trainer(cfg, tmp_path / "run", Events())
-    trainer.setup()
+    trainer = build_state(cfg, tmp_path / "run", Events())
     loaded = trainer.transformer.x_embedder.base_layer.weight if hasattr(trainer.transformer.x_embedder, "base_layer") \
         else trainer.transformer.x_embedder.weight
     assert torch.equal(loaded, other.x_embedder.weight)

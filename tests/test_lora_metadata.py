@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 
 from conftest import Events, make_images, tiny_config
 from studio.config import resolve
-from studio.engine import Trainer
+from studio.engine import TrainState, build_state, run
+from studio.train import checkpoint
 from studio.lora_files import delta_weights, read_metadata
 from studio.sharing import DEMO_NAME, dataset_name, model_name, shareable_config
 
@@ -24,11 +25,10 @@ from studio.sharing import DEMO_NAME, dataset_name, model_name, shareable_config
 ABSOLUTE_PATH = re.compile(r"(?:^|[\s\"'(=,\[:])(?:/(?!/)[^\s\"',]+|~/|[A-Za-z]:[\\/])")
 
 
-def train_run(cfg: dict, run_dir: Path) -> Trainer:
-    trainer = Trainer(resolve(cfg, tier="cpu"), run_dir, Events())
-    trainer.setup()
-    trainer.files = trainer.run()
-    return trainer
+def train_run(cfg: dict, run_dir: Path) -> TrainState:
+    state = build_state(resolve(cfg, tier="cpu"), run_dir, Events())
+    run(state)
+    return state
 
 
 def peft_deltas(model) -> dict[str, torch.Tensor]:
@@ -100,14 +100,13 @@ def test_lora_files_give_the_trained_delta_in_every_loader_and_checkpoints_stay_
     pipe.load_lora_weights(str(run_dir / "test-lora.safetensors"), adapter_name="default")
     assert_same_deltas(peft_deltas(pipe.transformer), expected)
 
-    trainer.checkpoint()
+    checkpoint.save(trainer)
     from studio.training_utils import latest_checkpoint
     _, lora, _ = latest_checkpoint(run_dir / "checkpoints")
-    assert lora.keys() == trainer.lora_state().keys()
-    assert all(torch.equal(lora[k], v) for k, v in trainer.lora_state().items())   # peft state, not folded
-    resumed = Trainer(trainer.cfg, run_dir, Events(), resume=True)
-    resumed.setup()
-    resumed.load_state()
+    assert lora.keys() == checkpoint.lora_state(trainer).keys()
+    assert all(torch.equal(lora[k], v) for k, v in checkpoint.lora_state(trainer).items())   # peft state, not folded
+    resumed = build_state(trainer.cfg, run_dir, Events(), resume=True)
+    checkpoint.load(resumed)
     assert resumed.step == 4
     assert_same_deltas(peft_deltas(resumed.transformer), expected)
 

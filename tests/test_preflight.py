@@ -33,7 +33,8 @@ def no_model_loading(monkeypatch):
     def load_pipeline(*args, **kwargs):
         raise AssertionError("the model was loaded before the paths were checked")
 
-    monkeypatch.setattr(engine, "load_pipeline", load_pipeline)
+    from studio.families.flux1 import Flux1
+    monkeypatch.setattr(Flux1, "load", load_pipeline)
 
 
 # --------------------------------------------------------------------------- paths before loading
@@ -56,6 +57,24 @@ def test_a_missing_dataset_or_transformer_file_is_reported_before_the_model_load
         error = events.of("error")[0]
         assert error["code"] == code and message in error["message"], error
     assert not (tmp_path / "run").exists()  # and nothing was written
+
+
+@pytest.mark.engine
+def test_a_transformer_file_of_another_model_is_named_before_the_model_loads(tiny_model, tmp_path, studio_data,
+                                                                          no_model_loading):
+    """The family reads a single file's tensor names: an SDXL UNet is not a FLUX.1 transformer."""
+    import torch
+    from safetensors.torch import save_file
+
+    unet = tmp_path / "sdxl-unet.safetensors"
+    save_file({"down_blocks.0.resnets.0.conv1.weight": torch.zeros(2, 2)}, str(unet))
+    cfg = _quick(tiny_model, make_images(tmp_path / "ds", count=1), tmp_path, model={"transformer_file": str(unet)})
+    events = Events()
+    assert engine.train(cfg, tmp_path / "run", events) == EXIT_FAILED
+    error = events.of("error")[0]
+    assert error["code"] == "MODEL_MISSING" and "holds no FLUX.1 [schnell] transformer" in error["message"], error
+    assert "down_blocks.0.resnets.0.conv1.weight" in error["message"]
+    assert not (tmp_path / "run").exists()
 
 
 # --------------------------------------------------------------------------- the dataset checks

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from conftest import Events, make_images, tiny_config
+from faulty_trainer import FaultHooks
 from studio import engine
 from studio.config import resolve
 from studio.events import EXIT_INTERRUPTED, EXIT_OK
@@ -39,10 +40,10 @@ def fresh_accelerate_state():
     _reset_accelerate()  # leave the process as the other tests expect it
 
 
-def _train(cfg, run_dir, resume=False):
+def _train(cfg, run_dir, resume=False, hooks=None):
     _reset_accelerate()
     events = Events()
-    return engine.train(cfg, run_dir, events, resume=resume), events
+    return engine.train(cfg, run_dir, events, resume=resume, hooks=hooks), events
 
 
 @pytest.fixture
@@ -53,17 +54,19 @@ def cpu_quantisation(monkeypatch):
     for cls in (bnb_quantizer.BnB4BitDiffusersQuantizer, bnb_quantizer.BnB8BitDiffusersQuantizer):
         monkeypatch.setattr(cls, "validate_environment", lambda self, *a, **k: None)
         monkeypatch.setattr(cls, "update_device_map", lambda self, device_map: {"": "cpu"})
-    monkeypatch.setattr(engine, "gpu_only_settings", lambda cfg: [])
+    from studio.train import loop, state
+    monkeypatch.setattr(state, "gpu_only_settings", lambda cfg: [])
     built = {}
-    original = engine.Trainer._optimiser
+    original = loop.build_state
 
-    def spy(self):
-        original(self)
+    def spy(*args, **kwargs):
+        self = original(*args, **kwargs)
         built["trainer"] = self
         built["to_q"] = self.transformer.transformer_blocks[0].attn.to_q
         built["single_q"] = self.transformer.single_transformer_blocks[0].attn.to_q
+        return self
 
-    monkeypatch.setattr(engine.Trainer, "_optimiser", spy)
+    monkeypatch.setattr(loop, "build_state", spy)
     return built
 
 
@@ -145,8 +148,7 @@ def test_quantised_lora_files_have_the_full_precision_layout(tiny_model, tmp_pat
         assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
 
 
-def test_nf4_with_adamw8bit_checkpoints_and_resumes(tiny_model, tmp_path, studio_data, cpu_quantisation,
-                                                    monkeypatch):
+def test_nf4_with_adamw8bit_checkpoints_and_resumes(tiny_model, tmp_path, studio_data, cpu_quantisation):
     """The 12 GB tier as shipped (NF4 base, 8-bit AdamW): interrupted at step 2, resumed to 4, it
     ends where an uninterrupted run ends (the 8-bit optimiser state survives the checkpoint)."""
     from safetensors.torch import load_file
@@ -158,18 +160,9 @@ def test_nf4_with_adamw8bit_checkpoints_and_resumes(tiny_model, tmp_path, studio
     # (the tiny model's LoRA tensors are below bitsandbytes' min_8bit_size, so their state is fp32)
     assert isinstance(optimizer, bnb.optim.AdamW8bit) and optimizer.state
 
-    original = engine.Trainer._controls
-
-    def interrupt_at_2(self):
-        if self.step == 2:
-            self.signalled = 15
-        original(self)
-
-    monkeypatch.setattr(engine.Trainer, "_controls", interrupt_at_2)
-    code, events = _train(cfg, tmp_path / "resumed")
+    code, events = _train(cfg, tmp_path / "resumed", hooks=FaultHooks("sigterm@2"))
     assert code == EXIT_INTERRUPTED
     assert events.of("checkpoint")[-1]["step"] == 2
-    monkeypatch.setattr(engine.Trainer, "_controls", original)
     code, events = _train(cfg, tmp_path / "resumed", resume=True)
     assert code == EXIT_OK and events.of("start")[0]["start_step"] == 2
     resumed = events.of("done")[-1]["files"]

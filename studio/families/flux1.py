@@ -1,0 +1,330 @@
+"""FLUX.1 [dev] and [schnell]: every fact of the FLUX.1 family in one place.
+
+What loads (a hub id, a diffusers folder, or a single-file transformer plus a folder), how a
+caption becomes cached embeddings (CLIP pooled + T5 sequence, T5 limit per variant), how image
+latents are normalised and packed into 2×2 tokens with their position ids, how guidance enters
+(only [dev] has guidance embeddings), which layers get a LoRA and which block each belongs to,
+how a sample is drawn, the licences and inference defaults, and the memory each weight precision
+needs. The LoRA file layouts are in flux1_layouts.py, the offline tiny builder in flux1_tiny.py.
+
+Only the standard library at import; diffusers and torch are imported where they are used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import Family, ModelError, ModelInfo, Variant, register
+
+VARIANTS = {
+    "dev": Variant(
+        name="dev", title="FLUX.1 [dev]", hub_id="black-forest-labs/FLUX.1-dev",
+        licence_id="flux-1-dev-non-commercial-license",
+        licence_text="FLUX.1 [dev] Non-Commercial License: outputs and LoRAs of this base are for "
+                     "non-commercial use unless you hold a commercial licence from Black Forest Labs.",
+        token_limit=512, guidance_embeds=True, steps=28, guidance=3.5, kohya_version="flux1",
+        description="guidance-distilled, 28 steps, non-commercial licence"),
+    "schnell": Variant(
+        name="schnell", title="FLUX.1 [schnell]", hub_id="black-forest-labs/FLUX.1-schnell",
+        licence_id="apache-2.0",
+        licence_text="Apache-2.0: LoRAs trained on FLUX.1 [schnell] may be used commercially.",
+        token_limit=256, guidance_embeds=False, steps=4, guidance=0.0, kohya_version="flux1-schnell",
+        description="timestep-distilled, 4 steps, Apache-2.0"),
+}
+TOKEN_LIMITS = {name: v.token_limit for name, v in VARIANTS.items()}
+CLIP_TOKENS = 77  # the CLIP text encoder's fixed length
+
+# The smallest GPU (total GiB) each memory tier is chosen for. The FLUX.1 transformer has 11.90 B
+# parameters, nearly all in linear layers: its weights alone take 22.2 GiB in bf16, 11.1 GiB in
+# int8 and 5.7 GiB in NF4 (block scales included), so bf16 cannot train on a 24 GB card.
+WEIGHT_GIB = {"bf16": 22.2, "int8": 11.1, "nf4": 5.7}
+TIER_MIN_GIB = (("24gb", 26.0), ("16gb", 15.0), ("12gb", 11.0))
+
+# LoRA target sets: module-name suffixes inside the transformer blocks.
+TARGET_SETS = {
+    "attention": ["attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
+                  "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out"],
+    # diffusers' train_dreambooth_lora_flux default; peft matches by suffix, so single blocks get q/k/v.
+    "diffusers_default": ["attn.to_k", "attn.to_q", "attn.to_v", "attn.to_out.0",
+                          "attn.add_k_proj", "attn.add_q_proj", "attn.add_v_proj", "attn.to_add_out",
+                          "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2"],
+}
+TARGET_SETS["all_linear"] = TARGET_SETS["diffusers_default"] + [
+    "proj_mlp", "proj_out", "norm.linear", "norm1.linear", "norm1_context.linear"]
+CLIP_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+# Block containers of the transformer and the names the heat map and per-block rates use.
+BLOCKS = {"transformer_blocks": "double", "single_transformer_blocks": "single"}
+TRANSFORMER_CLASS = "FluxTransformer2DModel"
+
+
+def pipeline_class():
+    """diffusers' FluxPipeline (imported on use: it pulls in torch)."""
+    from diffusers import FluxPipeline
+    return FluxPipeline
+
+
+def resolution_shift(image_seq_len: int) -> float:
+    """The timestep shift FLUX.1's scheduler applies at this many latent tokens (256 → 0.5, 4096 → 1.15)."""
+    import math
+
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+    return math.exp(calculate_shift(image_seq_len))
+
+
+def guess_variant(name: str) -> str:
+    """A file that does not say its variant: schnell when its base model's name says so, else dev."""
+    return "schnell" if "schnell" in str(name or "").lower() else "dev"
+
+
+def block_of(param_name: str) -> str:
+    """'transformer_blocks.3.attn…' → 'double.3'; 'single_transformer_blocks.10…' → 'single.10'."""
+    parts = param_name.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if part in BLOCKS:
+            return f"{BLOCKS[part]}.{parts[i + 1]}"
+    return "text_encoder" if "text_model" in param_name else "other"
+
+
+def target_modules(lora, transformer) -> list[str]:
+    """Full module names that get a LoRA (explicit names, so block selection is exact).
+    `lora`: the config's LoraConfig section (targets, target_modules, double/single_blocks)."""
+    import torch
+
+    suffixes = lora.target_modules or TARGET_SETS[lora.targets]
+    chosen = {"transformer_blocks": lora.double_blocks, "single_transformer_blocks": lora.single_blocks}
+    names = []
+    for name, module in transformer.named_modules():
+        if not isinstance(module, torch.nn.Linear):
+            continue
+        parts = name.split(".")
+        if parts[0] not in chosen:
+            continue  # LoRA on blocks only: embedders and the final layer stay frozen
+        allowed = chosen[parts[0]]
+        if allowed is not None and int(parts[1]) not in allowed:
+            continue
+        rest = ".".join(parts[2:])
+        if any(rest == s or rest.endswith("." + s) for s in suffixes):
+            names.append(name)
+    return names
+
+
+def block_counts(transformer) -> dict[str, int]:
+    return {"double": len(transformer.transformer_blocks), "single": len(transformer.single_transformer_blocks)}
+
+
+def pack(latents):
+    """(B, C, H, W) latents → (B, H/2·W/2, 4C) tokens of 2×2 patches (FluxPipeline's own packing)."""
+    from diffusers import FluxPipeline
+
+    b, c, h, w = latents.shape
+    return FluxPipeline._pack_latents(latents, b, c, h, w)
+
+
+def image_ids(batch: int, height: int, width: int, device, dtype):
+    """Position ids of the packed latent tokens (row, column per 2×2 patch)."""
+    from diffusers import FluxPipeline
+
+    return FluxPipeline._prepare_latent_image_ids(batch, height // 2, width // 2, device, dtype)
+
+
+class Flux1(Family):
+    name = "flux1"
+    pipeline_class_name = "FluxPipeline"
+    variants = VARIANTS
+    target_sets = TARGET_SETS
+    text_encoder_targets = CLIP_LORA_TARGETS
+    tier_min_gib = TIER_MIN_GIB
+    weight_gib = WEIGHT_GIB
+    guess_variant = staticmethod(guess_variant)
+    resolution_shift = staticmethod(resolution_shift)
+    target_modules = staticmethod(target_modules)
+    block_of = staticmethod(block_of)
+    block_counts = staticmethod(block_counts)
+
+    # ------------------------------------------------------------ recognising a model
+    def detect(self, model_index: dict, transformer_cfg: dict) -> str | None:
+        pipeline = model_index.get("_class_name")
+        if pipeline and pipeline != self.pipeline_class_name:
+            return None  # another pipeline around the same transformer (e.g. an edit model)
+        cls = transformer_cfg.get("_class_name")
+        if cls is None:  # a config written by hand: FLUX.1 has single blocks and a joint text width
+            if not {"num_single_layers", "joint_attention_dim"} <= set(transformer_cfg):
+                return None
+        elif cls != TRANSFORMER_CLASS:
+            return None
+        return "dev" if transformer_cfg.get("guidance_embeds", False) else "schnell"
+
+    def detect_keys(self, keys) -> bool:
+        """Whether a single-file state dict's key names are a FLUX.1 transformer (diffusers or BFL names)."""
+        return any(k.startswith(("single_transformer_blocks.", "single_blocks.", "model.diffusion_model.single_blocks."))
+                   for k in keys)
+
+    def info(self, source: str, path: str, variant: str, transformer_cfg: dict, vae_cfg: dict) -> ModelInfo:
+        v = self.variants[variant]
+        return ModelInfo(source=source, path=path, family=variant, guidance_embeds=v.guidance_embeds,
+                         t5_max_length=v.token_limit, transformer=transformer_cfg,
+                         vae_scale_factor=2 ** (len(vae_cfg.get("block_out_channels", [1, 1, 1, 1])) - 1),
+                         latent_channels=vae_cfg.get("latent_channels", 16), family_name=self.name)
+
+    def inner_dim(self, transformer_cfg: dict) -> int:
+        return transformer_cfg["num_attention_heads"] * transformer_cfg["attention_head_dim"]
+
+    # ------------------------------------------------------------ loading
+    def load(self, info: ModelInfo, transformer_file: str = "", dtype=None, revision: str = "",
+             base_precision: str = "auto"):
+        """The FluxPipeline for a model, its transformer optionally replaced by a single file and
+        optionally quantised (QLoRA style: the frozen base is stored in 8/4 bits, LoRA trains in fp32)."""
+        import torch
+        from diffusers import FluxPipeline, FluxTransformer2DModel
+
+        from ..models import keep_4bit_layers_on_training_kernels, quantization_config, quiet_loading, require_file
+
+        dtype = dtype or torch.float32
+        quiet_loading()
+        kwargs = {"dtype": dtype}
+        if revision:
+            kwargs["revision"] = revision
+        quant = quantization_config(base_precision)
+        try:
+            if transformer_file:
+                require_file(transformer_file, "model.transformer_file")
+                kwargs["transformer"] = FluxTransformer2DModel.from_single_file(
+                    transformer_file, config=info.path, subfolder="transformer", torch_dtype=dtype,
+                    **({"quantization_config": quant} if quant else {}))
+            elif quant is not None:
+                kwargs["transformer"] = FluxTransformer2DModel.from_pretrained(
+                    info.path, subfolder="transformer", quantization_config=quant, torch_dtype=dtype,
+                    **({"revision": revision} if revision else {}))
+            pipe = FluxPipeline.from_pretrained(info.path, **kwargs)
+        except ModelError:
+            raise
+        except (OSError, ValueError, EnvironmentError) as exc:
+            raise ModelError(f"Cannot load the base model from {info.path}: {exc}. Check that every "
+                             "component folder is complete (see the README's troubleshooting).") from None
+        if base_precision == "nf4":
+            keep_4bit_layers_on_training_kernels(pipe.transformer)
+        pipe.set_progress_bar_config(disable=True)
+        for part in (pipe.transformer, pipe.vae, pipe.text_encoder, pipe.text_encoder_2):
+            part.requires_grad_(False)
+        return pipe
+
+    # ------------------------------------------------------------ text
+    def count_tokens(self, pipe, caption: str) -> int:
+        return len(pipe.tokenizer_2(caption, truncation=False)["input_ids"])
+
+    def text_encoders_to(self, pipe, device) -> None:
+        pipe.text_encoder.to(device)
+        pipe.text_encoder_2.to(device)
+
+    def encode_text(self, pipe, caption: str, device, token_limit: int) -> dict:
+        """Caption → {prompt_embeds (T5 sequence), pooled (CLIP)}, float32 on the CPU, for the cache."""
+        import torch
+
+        with torch.no_grad():
+            embeds, pooled, _ = pipe.encode_prompt(caption, None, device=device, max_sequence_length=token_limit)
+        return {"prompt_embeds": embeds[0].float().cpu(), "pooled": pooled[0].float().cpu()}
+
+    def free_text_encoders(self, pipe, keep_trainable: bool) -> None:
+        """The encoders are not needed after caching, except CLIP when its LoRA trains."""
+        pipe.text_encoder_2 = None
+        if not keep_trainable:
+            pipe.text_encoder = None
+
+    def trainable_text_encoder(self, pipe):
+        return pipe.text_encoder
+
+    def _pooled(self, pipe, text_encoder, captions: list[str], device):
+        tokens = pipe.tokenizer(captions, padding="max_length", max_length=CLIP_TOKENS, truncation=True,
+                                return_tensors="pt").input_ids.to(device)
+        return text_encoder(tokens).pooler_output
+
+    def text_inputs(self, pipe, cached: list[dict], captions: list[str], text_encoder, device) -> dict:
+        """A batch's text conditioning: cached T5 embeddings; CLIP pooled from the cache, or from
+        the trainable CLIP encoder when its LoRA trains (its pooled vector moves)."""
+        import torch
+
+        embeds = torch.stack([c["prompt_embeds"] for c in cached]).to(device)
+        if text_encoder is not None:
+            pooled = self._pooled(pipe, text_encoder, captions, device).float()
+        else:
+            pooled = torch.stack([c["pooled"] for c in cached]).to(device)
+        return {"embeds": embeds, "pooled": pooled}
+
+    # ------------------------------------------------------------ latents and the step's inputs
+    def encode_image(self, pipe, pixels):
+        """Pixels (1, 3, H, W) in [-1, 1] → the VAE's latent distribution parameters (cached)."""
+        import torch
+
+        with torch.no_grad():
+            return pipe.vae.encode(pixels.to(pipe.vae.dtype)).latent_dist.parameters[0].float().cpu()
+
+    def latents(self, pipe, params, generator, device):
+        """A draw from the cached distribution, shifted and scaled as the transformer expects."""
+        import torch
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+        dist = DiagonalGaussianDistribution(params)
+        noise = torch.randn(dist.mean.shape, generator=generator, device=device)
+        vae = pipe.vae.config
+        return (dist.mean + dist.std * noise - vae.shift_factor) * vae.scaling_factor
+
+    def image_seq_len(self, latents) -> int:
+        h, w = latents.shape[-2:]
+        return (h // 2) * (w // 2)
+
+
+    def model_inputs(self, noisy, target, t, text: dict, guidance: float | None, dtype) -> tuple[dict, object]:
+        """The transformer's keyword arguments for noisy latents, and the target in the same packing."""
+        import torch
+
+        b, _, h, w = noisy.shape
+        device = noisy.device
+        embeds = text["embeds"]
+        kwargs = dict(hidden_states=pack(noisy).to(dtype), timestep=t.to(dtype),
+                      guidance=None if guidance is None else torch.full((b,), guidance, device=device,
+                                                                        dtype=torch.float32),
+                      pooled_projections=text["pooled"].to(dtype), encoder_hidden_states=embeds.to(dtype),
+                      txt_ids=torch.zeros(embeds.shape[1], 3, device=device, dtype=dtype),
+                      img_ids=image_ids(b, h, w, device, dtype), return_dict=False)
+        return kwargs, pack(target)
+
+    def training_guidance(self, info: ModelInfo, configured: float | None) -> float | None:
+        """The guidance value a [dev] model is trained at (1.0 unless set); None for [schnell]."""
+        return (configured or 1.0) if info.guidance_embeds else None
+
+    # ------------------------------------------------------------ sampling
+    def sample(self, pipe, cached: dict, prompt: str, text_encoder, seed: int, steps: int, guidance: float,
+               size: tuple[int, int], device):
+        """One image from cached prompt embeddings (the text encoders are freed after caching)."""
+        import torch
+
+        dtype = pipe.vae.dtype
+        pooled = cached["pooled"][None]
+        if text_encoder is not None:  # the CLIP LoRA trains: its pooled vector moves
+            pooled = self._pooled(pipe, text_encoder, [prompt], device)
+        width, height = size
+        return pipe(prompt_embeds=cached["prompt_embeds"][None].to(device, dtype),
+                    pooled_prompt_embeds=pooled.to(device, dtype), num_inference_steps=steps,
+                    guidance_scale=guidance, height=height, width=width,
+                    generator=torch.Generator(device).manual_seed(seed)).images[0]
+
+    # ------------------------------------------------------------ LoRA
+    def write_lora(self, *args, **kwargs):
+        from ..lora_files import save_lora
+        return save_lora(*args, **kwargs)
+
+    def validate(self, path):
+        from ..lora_files import validate_lora_file
+        return validate_lora_file(path)
+
+    def delta_weights(self, path, **kwargs):
+        from ..lora_files import delta_weights
+        return delta_weights(path, **kwargs)
+
+    # ------------------------------------------------------------ the offline model
+    def build_tiny(self, out_dir, size: str = "tiny", variant: str = "schnell", seed: int = 0) -> Path:
+        from .flux1_tiny import build_demo_model
+        return build_demo_model(out_dir, size=size, dev=variant == "dev", seed=seed)
+
+
+FLUX1 = register(Flux1())
