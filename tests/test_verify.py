@@ -80,6 +80,14 @@ def _edit(path: Path, change) -> None:
     save_file(tensors, path, metadata=metadata)
 
 
+def _problems_after(run: Path, file: str, change, check_title: str) -> list[str]:
+    """Break `file` of `run` with `change`, verify, and return the problems of the one check
+    whose title starts with `check_title`."""
+    _edit(run / file, change)
+    failed = _failed(verify_run(run))
+    return next(p for title, p in failed.items() if title.startswith(check_title))
+
+
 def test_good_files_pass_every_check(tiny_run):
     checks = verify_run(tiny_run)
     assert len(checks) == 5 and _failed(checks) == {}, _failed(checks)
@@ -120,9 +128,7 @@ def test_a_renamed_comfyui_key_is_caught(tiny_run, tmp_path):
             tensors[f"lora_unet_double_blocks_0_img_attention_qkv.{end}"] = tensors.pop(
                 f"lora_unet_double_blocks_0_img_attn_qkv.{end}")
 
-    _edit(broken / "subject-comfyui.safetensors", rename)
-    failed = _failed(verify_run(broken))
-    comfy = next(p for title, p in failed.items() if title.startswith("ComfyUI file's keys"))
+    comfy = _problems_after(broken, "subject-comfyui.safetensors", rename, "ComfyUI file's keys")
     assert any("lora_unet_double_blocks_0_img_attention_qkv: ComfyUI has no FLUX.1 layer" in p for p in comfy)
 
 
@@ -135,9 +141,7 @@ def test_swapped_q_and_k_rows_are_caught(tiny_run, tmp_path):
         tensors["lora_unet_double_blocks_1_img_attn_qkv.lora_up.weight"] = torch.cat(
             [up[third:2 * third], up[:third], up[2 * third:]])
 
-    _edit(broken / "subject-comfyui.safetensors", swap)
-    failed = _failed(verify_run(broken))
-    delta = next(p for title, p in failed.items() if title.startswith("both files give the same"))
+    delta = _problems_after(broken, "subject-comfyui.safetensors", swap, "both files give the same")
     assert any(p.startswith("transformer_blocks.1.attn.to_q: the two files' ΔW differ") for p in delta), delta
     assert any(p.startswith("transformer_blocks.1.attn.to_k:") for p in delta)
     assert not any("to_v" in p for p in delta)  # v was left where it was
@@ -149,9 +153,7 @@ def test_a_doubled_alpha_is_caught(tiny_run, tmp_path):
     def double(tensors):
         tensors["lora_unet_single_blocks_0_linear2.alpha"] = tensors["lora_unet_single_blocks_0_linear2.alpha"] * 2
 
-    _edit(broken / "subject-comfyui.safetensors", double)
-    failed = _failed(verify_run(broken))
-    delta = next(p for title, p in failed.items() if title.startswith("both files give the same"))
+    delta = _problems_after(broken, "subject-comfyui.safetensors", double, "both files give the same")
     assert delta == ["single_transformer_blocks.0.proj_out: the ComfyUI file's ΔW is 2x the diffusers file's "
                      "(alpha or scale is wrong)"]
 
@@ -163,9 +165,7 @@ def test_a_wrong_shape_is_caught(tiny_run, tmp_path):
         key = "transformer.single_transformer_blocks.1.proj_mlp.lora_A.weight"
         tensors[key] = torch.cat([tensors[key], torch.zeros(tensors[key].shape[0], 8)], dim=1)
 
-    _edit(broken / "subject.safetensors", widen)
-    failed = _failed(verify_run(broken))
-    keys = next(p for title, p in failed.items() if title.startswith("diffusers file matches"))
+    keys = _problems_after(broken, "subject.safetensors", widen, "diffusers file matches")
     assert any(p.startswith("transformer.single_transformer_blocks.1.proj_mlp: down/A takes") for p in keys), keys
 
 
@@ -183,9 +183,7 @@ def test_full_size_flux1_key_map(tmp_path, monkeypatch):
         for end in ("lora_down.weight", "lora_up.weight", "alpha"):
             tensors[f"lora_unet_single_blocks_38_linear1.{end}"] = tensors.pop(f"lora_unet_single_blocks_37_linear1.{end}")
 
-    _edit(run / "subject-comfyui.safetensors", out_of_range)
-    failed = _failed(verify_run(run))
-    comfy = next(p for title, p in failed.items() if title.startswith("ComfyUI file's keys"))
+    comfy = _problems_after(run, "subject-comfyui.safetensors", out_of_range, "ComfyUI file's keys")
     assert comfy == ["lora_unet_single_blocks_38_linear1: ComfyUI has no FLUX.1 layer by that name (the key would "
                      "not be loaded)"]
 
