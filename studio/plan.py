@@ -118,7 +118,8 @@ def dataset_facts(dataset_dir: Path) -> tuple[int, int]:
 
         items = [DatasetItem(p.stem, p, None) for p in sorted(dataset_dir.iterdir())
                  if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp"}]
-    measures = image_measures(dataset_dir, items, remember=False)
+    # An imported dataset keeps its measurements (the quality report's cache); a plain folder is the user's own.
+    measures = image_measures(dataset_dir, items, remember=(dataset_dir / "images").is_dir())
     sides = [min(m["width"], m["height"]) for m in measures.values() if "error" not in m]
     return len(sides), int(statistics.median(sides)) if sides else 0
 

@@ -212,6 +212,9 @@ def test_a_creators_first_hour(studio, browser, tmp_path):
     # 3 · Train: the demo model proposes a short run (9); the trigger word is the dataset's (3).
     _tab(page, "3 · Train")
     expect(page.locator("#train-licence")).to_contain_text("demo model")
+    # The plan for this dataset on this computer (no GPU here): the demo model on the CPU, measured.
+    expect(page.locator("#train-plan")).to_contain_text("What fits: no GPU")
+    expect(page.locator("#train-plan")).to_contain_text("measured on a 2-core CPU")
     expect(_field(page, "train-trigger")).to_have_value("zqx")
     expect(_field(page, "train-steps")).to_have_value(str(h.DEMO_RUN["schedule"]["max_steps"]))
     expect(_field(page, "train-resolution")).to_have_value(str(h.DEMO_RUN["dataset"]["resolution"]))

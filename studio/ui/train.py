@@ -12,6 +12,7 @@ from studio.ui import handlers as h
 from studio.ui import remembered
 from studio.ui.common import Context, L, choice_labels, guarded, preset_choices
 from studio.ui.components import Components
+from studio.ui.plan_view import plan_markdown
 
 TAB = "train"
 
@@ -65,6 +66,8 @@ def build(ctx: Context) -> None:
                                             value=suggested_tier, elem_id="train-tier"))
             gpu_md = gr.Markdown(gpu_text)
             tier_md = gr.Markdown(h.tier_text(suggested_tier))
+    # What fits on this computer for the chosen dataset (studio/plan.py), in the page's language.
+    plan_md = gr.Markdown(elem_id="train-plan")
     gr.Markdown(L("train.basic_heading"))
     with gr.Row():
         c.add("train.run_name", gr.Textbox(label=L("train.run_name"), value="my-lora", elem_id="train-run-name"))
@@ -157,7 +160,7 @@ def build(ctx: Context) -> None:
     import_file.upload(on_import, [import_file, ctx.lang], form + [yaml_view, status], api_visibility="private")
 
     fields_out = form + [yaml_view]
-    texts_out = [preset_md, tier_md, licence]
+    texts_out = [preset_md, tier_md, licence, plan_md]
 
     @guarded(len(fields_out) + len(texts_out) + 1, status_index=-1)
     def on_dataset(dataset, lang, preset_v, tier_v, base_v, custom_v, run_v):
@@ -178,8 +181,15 @@ def build(ctx: Context) -> None:
         fields = [*(f[n] for n in names), f["yaml"]]
         # Texts this tab writes itself, in the page's language.
         texts = [h.preset_text(preset_v, lang) if preset_v else "", h.tier_text(tier_v, lang),
-                 h.licence_text((custom_v or "").strip() or base_v, lang)]
+                 h.licence_text((custom_v or "").strip() or base_v, lang), _plan(dataset, lang)]
         return [*fields, *texts, gr.skip()]
+
+    def _plan(dataset, lang) -> str:
+        try:
+            folder = h.dataset_dir(d, dataset, lang) if dataset else None
+        except h.UserError:
+            folder = None
+        return plan_markdown(folder, h.detect_gpu(), lang)
 
     ctx.dataset_views.append((on_dataset, [preset, tier, base, custom_base, run_name], fields_out + texts_out + [status]))
     # Choices read when the page loads, and the detected GPU in the page's language.
