@@ -110,9 +110,9 @@ def build(out: str | Path, seed: int = 0, recipe: Recipe | None = None, log=prin
     from diffusers import FluxPipeline
 
     from . import text, training
-    from ..models import _quiet_loading
+    from ..models import quiet_loading
 
-    _quiet_loading()
+    quiet_loading()
     recipe = recipe or Recipe()
     out = Path(out)
     times: dict[str, float] = {}
