@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     from studio.ui.build import build_ui
 
     demo = build_ui(data_dir, max_upload_mb=args.max_upload_mb)
-    expose(demo, data_dir)  # the documented API (and MCP tools); the page's own events stay private
+    expose(demo, data_dir, args.max_upload_mb)  # the documented API (and MCP tools); the page's own events stay private
     stop = threading.Event()
     threading.Thread(target=_keep_blocklist_current, args=(demo, data_dir, stop), daemon=True).start()
     try:

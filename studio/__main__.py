@@ -94,16 +94,30 @@ def cmd_plan(args) -> int:
     from .ui.handlers import detect_gpu
 
     gpu, gib = (args.gpu, args.gpu_gb) if args.gpu else (detect_gpu() or (None, None))
+    if not Path(args.dataset).is_dir():
+        print(f"{args.dataset} is not a folder: give a dataset folder (studio_data/datasets/NAME) or a folder "
+              "of photos.", file=sys.stderr)
+        return EXIT_CONFIG
+    from .plan import GPUS, find_gpu
+
+    if gpu and gib is None and find_gpu(gpu) is None:
+        print(f"Unknown GPU {gpu!r}: give its memory with --gpu-gb, or one of: {', '.join(GPUS)}.", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         plan = make_plan(args.dataset, gpu, gib, variant=args.variant, resolution=args.resolution, steps=args.steps)
     except OSError as exc:
         print(f"Cannot read the dataset {args.dataset}: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    if not plan.images:
+        print(f"No readable photos in {args.dataset}: import some first (python -m studio dataset import).",
+              file=sys.stderr)
+        return EXIT_CONFIG
     print(plan.to_json() if args.json else plan_text(plan))
     return EXIT_OK
 
 
 def cmd_report_card(args) -> int:
+    from .models import ModelError
     from .report_card import ReportCardError, build_report_card, promote
 
     try:
@@ -113,7 +127,7 @@ def cmd_report_card(args) -> int:
                   + ". The previous files are in previous-final/.")
             return EXIT_OK
         result = build_report_card(args.run_dir, progress=lambda done, total, message: print(message, flush=True))
-    except ReportCardError as exc:
+    except (ReportCardError, ModelError) as exc:  # a run that is not finished, a base model that cannot load
         print(str(exc), file=sys.stderr)
         return EXIT_FAILED
     print(f"Report card: {len(result['rows'])} rows x {len(result['strengths'])} strengths for "

@@ -69,8 +69,9 @@ class StudioTools:
              "start_training", "list_jobs", "job_status", "cancel_job", "resume_job", "list_results", "get_file", "plan_training",
              "verify_job")
 
-    def __init__(self, data_dir: str | Path):
+    def __init__(self, data_dir: str | Path, max_upload_mb: int | None = None):
         self.data_dir = Path(data_dir).resolve()
+        self.max_upload_mb = max_upload_mb  # the page's cap on one upload, for add_images too
 
     # ------------------------------------------------------------------ datasets
 
@@ -112,7 +113,7 @@ class StudioTools:
         with tempfile.TemporaryDirectory(prefix="studio-api-") as tmp:
             paths = [self._decode_upload(Path(tmp), i, data, (names or [])[i] if i < len(names or []) else None)
                      for i, data in enumerate(files)]
-            message = h.upload_files(self.data_dir, folder.name, [str(p) for p in paths])
+            message = h.upload_files(self.data_dir, folder.name, [str(p) for p in paths], self.max_upload_mb)
         return {"dataset": folder.name, "message": _plain(message), "datasets": self.list_datasets()}
 
     @staticmethod
@@ -212,6 +213,8 @@ class StudioTools:
         from studio.config import ConfigError, deep_merge, resolve
         from studio.ui import handlers as h
 
+        if overrides is not None and not isinstance(overrides, dict):
+            raise ToolError('overrides must be an object of dotted settings, e.g. {"schedule.max_steps": 150}.')
         user: dict = {}
         for key, value in (overrides or {}).items():
             h.set_key(user, str(key), value)
@@ -335,13 +338,13 @@ class StudioTools:
             return Path(path).name
 
 
-def expose(demo, data_dir: str | Path) -> StudioTools:
+def expose(demo, data_dir: str | Path, max_upload_mb: int | None = None) -> StudioTools:
     """Make the page's own events private, then add the tools as public endpoints of `demo`."""
     import gradio as gr
 
     for fn in demo.fns.values():
         fn.api_visibility = "private"
-    tools = StudioTools(data_dir)
+    tools = StudioTools(data_dir, max_upload_mb)
     with demo:
         for name in StudioTools.NAMES:
             # Not queued: gradio's MCP server then calls the tool in-process (behind the login that

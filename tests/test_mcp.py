@@ -172,3 +172,18 @@ def test_failed_mcp_logins_are_throttled_like_the_page(studio):
     assert _status(url, _basic(USER, PASSWORD)) == 429  # locked for 8 s: even the right password waits
     log = (data_dir / "app.log").read_text(errors="replace")
     assert "login failed for user 'maker'" in log and PASSWORD not in log and "wrong" not in log
+
+
+def test_tools_refuse_bad_arguments_clearly(tmp_path):
+    """Direct calls, no server: wrong shapes of input get a message, and the page's upload cap holds."""
+    from studio.api import StudioTools, ToolError
+    from studio.ui.handlers import UserError
+
+    tools = StudioTools(tmp_path, max_upload_mb=1)
+    tools.create_dataset("capped")
+    with pytest.raises(ToolError, match="overrides must be an object"):
+        tools.start_training("capped", overrides=[("lora.rank", 8)])
+    big = "data:image/png;base64," + base64.b64encode(b"\0" * (2 * 1024**2)).decode()
+    with pytest.raises(UserError):
+        tools.add_images("capped", [big])
+    assert tools.list_datasets() == [{"name": "capped", "images": 0, "captioned": 0}]

@@ -112,3 +112,20 @@ def test_the_train_tab_plan_speaks_the_page_language(tmp_path):
     zh = plan_markdown(data, None, "zh-CN")
     assert "没有显卡" in zh and "在 2 核 CPU 上实测" in zh and "| cpu | 是 |" in zh
     assert plan_markdown(None, None, "en") == "" and plan_markdown(tmp_path / "missing", None, "en") == ""
+
+
+def test_cli_plan_refuses_what_it_cannot_plan(tmp_path):
+    def plan(*args):
+        return subprocess.run([sys.executable, "-m", "studio", "plan", *args], cwd=ROOT, capture_output=True,
+                              text=True, timeout=300)
+
+    missing = plan(str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "is not a folder" in missing.stderr and not missing.stdout
+    (tmp_path / "empty").mkdir()
+    empty = plan(str(tmp_path / "empty"), "--gpu", "RTX 4090")
+    assert empty.returncode == 2 and "No readable photos" in empty.stderr
+    data = _photos(tmp_path / "photos", 2, size=(600, 600))
+    unknown = plan(str(data), "--gpu", "Some Future Card")
+    assert unknown.returncode == 2 and "--gpu-gb" in unknown.stderr and "RTX 4090" in unknown.stderr
+    known_memory = plan(str(data), "--gpu", "Some Future Card", "--gpu-gb", "48")
+    assert known_memory.returncode == 0 and "tier 24gb" in known_memory.stdout

@@ -104,3 +104,18 @@ def test_the_grids_go_into_the_model_card_and_the_upload(run):
     card = model_card(run)
     assert "## Report card" in card and "![a photo of sks](report/grid_p0.png)" in card
     assert _report_grids(run) == [("report/grid_p0.png", "a photo of sks")]
+
+
+def test_a_base_model_that_cannot_load_is_a_clear_message(run, tmp_path):
+    import shutil
+
+    import yaml
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    config = yaml.safe_load((copy / "config.yaml").read_text())
+    config["model"]["base"] = str(tmp_path / "gone")
+    (copy / "config.yaml").write_text(yaml.safe_dump(config))
+    out = subprocess.run([sys.executable, "-m", "studio", "report-card", str(copy)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 1 and "does not exist" in out.stderr and "Traceback" not in out.stderr
