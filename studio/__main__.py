@@ -91,7 +91,7 @@ def cmd_tiny_model(args) -> int:
 
 def cmd_plan(args) -> int:
     from .plan import make_plan, plan_text
-    from .ui.handlers import detect_gpu
+    from .config.gpu import detect_gpu
 
     gpu, gib = (args.gpu, args.gpu_gb) if args.gpu else (detect_gpu() or (None, None))
     if not Path(args.dataset).is_dir():

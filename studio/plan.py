@@ -286,6 +286,6 @@ def _write(run_dir: Path, data: dict) -> None:
 
 
 def _visible_gpu() -> tuple[str, float] | None:
-    from studio.ui.handlers import detect_gpu
+    from studio.config.gpu import detect_gpu
 
     return detect_gpu()

@@ -3,6 +3,10 @@ nvidia-smi instead and calls tier_for_memory)."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+from functools import lru_cache
+
 from studio.core.vocab import MEMORY_TIERS  # noqa: F401  (the one tier order)
 
 # The smallest GPU (total GiB) each tier is chosen for. The FLUX.1 transformer has 11.90 B
@@ -29,3 +33,19 @@ def detect_tier() -> str:
     if not torch.cuda.is_available():
         return "cpu"
     return tier_for_memory(torch.cuda.get_device_properties(0).total_memory / 2**30)
+
+
+@lru_cache(maxsize=1)
+def detect_gpu() -> tuple[str, float] | None:
+    """(name, GiB) of the first NVIDIA GPU via nvidia-smi: no torch import in the UI process.
+    Asked once per process: every page load shows it."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return None
+    try:
+        out = subprocess.run([exe, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=5, check=True).stdout
+        gpu_name, mib = out.splitlines()[0].rsplit(",", 1)
+        return gpu_name.strip(), round(float(mib) / 1024, 1)
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None

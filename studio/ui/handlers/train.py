@@ -4,10 +4,7 @@ the config built from the form's named fields, import/export, and queueing the j
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import tempfile
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +12,7 @@ import yaml
 
 from studio.config import (MEMORY_TIERS, ConfigError, TrainConfig, deep_merge, list_presets, resolve,
                            tier_for_memory)
+from studio.config.gpu import detect_gpu  # noqa: F401  (re-exported: the page asks it)
 from studio.demo import studio_run
 from studio.i18n import t
 from studio.ui.handlers.checks import check_config, problems_markdown
@@ -28,22 +26,6 @@ MODEL_CHOICES = ["demo", "black-forest-labs/FLUX.1-schnell", "black-forest-labs/
 # Everything else still comes from the preset and tier; real models keep the presets' values.
 DEMO_RUN = studio_run()
 CHOICE_NAMES = set(CHOICE_FIELDS)
-
-
-@lru_cache(maxsize=1)
-def detect_gpu() -> tuple[str, float] | None:
-    """(name, GiB) of the first NVIDIA GPU via nvidia-smi: no torch import in the UI process.
-    Asked once per process: every page load shows it."""
-    exe = shutil.which("nvidia-smi")
-    if not exe:
-        return None
-    try:
-        out = subprocess.run([exe, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=5, check=True).stdout
-        gpu_name, mib = out.splitlines()[0].rsplit(",", 1)
-        return gpu_name.strip(), round(float(mib) / 1024, 1)
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return None
 
 
 def gpu_message(lang: str = "en") -> tuple[str, str]:
