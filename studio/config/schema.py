@@ -38,6 +38,9 @@ class ModelConfig:
     transformer_file: str = opt("", "Optional single-file FLUX transformer (.safetensors) that "
                                 "replaces the transformer of `base` (the rest loads from `base`).")
     revision: str = opt("", "Hub revision (branch, tag or commit) when `base` is a hub id.")
+    family: str = opt("auto", "Model family: 'auto' detects it from the model's files; or name it "
+                      "(see `python -m studio families`), and a model of another family is refused "
+                      "before anything loads.")
 
 
 @dataclass
