@@ -34,6 +34,9 @@ CATALOGUE = {d.code: d for d in [
               "the built-in demo model."),
     Diagnosis("NO_IMAGES", "The dataset has no usable images",
               "Upload JPEG, PNG or WebP photos (at least 256 px on the short side) to the dataset."),
+    Diagnosis("FAMILY_MISMATCH", "The base model is not of the family the settings name",
+              "Set model.family to the family the message names (or auto), or choose a base model of "
+              "the family you want; python -m studio families lists them."),
     Diagnosis("DATASET_CHECK", "The dataset check found something to improve",
               "Training goes on. The message names the images and what to do; the Dataset tab "
               "and python -m studio dataset check show the whole report."),
@@ -43,8 +46,9 @@ CATALOGUE = {d.code: d for d in [
     Diagnosis("OUT_OF_MEMORY", "The GPU ran out of memory",
               "Choose the next lower memory tier, lower the resolution or batch size, or turn "
               "on gradient checkpointing."),
-    Diagnosis("PROMPT_TRUNCATED", "A caption or prompt is longer than the T5 limit",
-              "Shorten it: tokens past the limit (512 for dev, 256 for schnell) are ignored."),
+    Diagnosis("PROMPT_TRUNCATED", "A caption or prompt is longer than the text encoder's limit",
+              "Shorten it: tokens past the limit the message names are ignored (each base model has its "
+              "own; python -m studio families lists them)."),
     Diagnosis("CAPTIONER_UNAVAILABLE", "The captioning model is not available offline",
               "Download the captioner model once with internet access, or use the basic "
               "captioner (trigger word + class word + file name)."),

@@ -136,7 +136,10 @@ def test_bf16_flux_does_not_fit_a_24_gb_card():
     from diffusers import FluxTransformer2DModel
 
     from bench.gpu_flux import FULL
-    from studio.config import TIER_MIN_GIB
+    from studio.families import get_family
+
+    flux1 = get_family("flux1")
+    TIER_MIN_GIB = flux1.tier_min_gib
 
     with init_empty_weights():
         model = FluxTransformer2DModel(**FULL)
@@ -148,6 +151,8 @@ def test_bf16_flux_does_not_fit_a_24_gb_card():
     assert bf16 > 22 and dict(TIER_MIN_GIB)["24gb"] > bf16 + 2 > 24  # 24 GB cards: total 23.99 GiB
     assert dict(TIER_MIN_GIB)["16gb"] > linear / 2**30 + 2  # int8 weights plus headroom
     assert dict(TIER_MIN_GIB)["12gb"] > nf4 + 4
+    # what `python -m studio families` prints is the architecture's count
+    assert all(abs(v.parameters_b - total / 1e9) < 0.01 for v in flux1.variants.values())
 
 
 # --------------------------------------------------------------------------- reading a config file

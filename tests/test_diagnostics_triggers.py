@@ -101,7 +101,7 @@ def test_prompt_longer_than_t5_limit_warns(tiny_model, tmp_path, studio_data):
     assert "T5 tokens; only the first 256 are used" in warning["message"]
     assert warning["message"].startswith("Caption 'word0 detail")
     assert f"WARNING [PROMPT_TRUNCATED] {warning['message']}" in console
-    assert "256 for schnell" in CATALOGUE["PROMPT_TRUNCATED"].advice
+    assert "python -m studio families" in CATALOGUE["PROMPT_TRUNCATED"].advice  # each model's limit
     # A short caption gives no such warning.
     (images / "photo_0.txt").write_text("a short caption")
     _, events, _ = run(quick(tiny_model, images, tmp_path), tmp_path / "run2")

@@ -4,7 +4,7 @@ for the UI and docs (docs.py), GPU memory tiers (gpu.py). Every name used from `
 is importable from here."""
 
 from .docs import KINDS, Setting, config_reference, field_help, help_rows, setting, settings
-from .gpu import MEMORY_TIERS, TIER_MIN_GIB, detect_tier, tier_for_memory
+from .gpu import MEMORY_TIERS, detect_tier, tier_for_memory
 from .load import deep_merge, duplicate_keys, parse_override, parse_yaml, read_text
 from .presets import PRESETS_DIR, REPO_ROOT, Preset, list_presets, load_preset, resolve
 from .problems import MESSAGES, ConfigError, Problem
@@ -12,7 +12,7 @@ from .schema import (Augmentation, DatasetConfig, LogConfig, LoraConfig, MemoryC
                      SampleConfig, SaveConfig, ScheduleConfig, TrainConfig, TrainingConfig, opt)
 from .validate import check, gpu_only_settings, problems, validate
 
-__all__ = ["KINDS", "MEMORY_TIERS", "MESSAGES", "PRESETS_DIR", "REPO_ROOT", "TIER_MIN_GIB", "Augmentation",
+__all__ = ["KINDS", "MEMORY_TIERS", "MESSAGES", "PRESETS_DIR", "REPO_ROOT", "Augmentation",
            "ConfigError", "DatasetConfig", "LogConfig", "LoraConfig", "MemoryConfig", "ModelConfig",
            "OptimizerConfig", "Preset", "Problem", "SampleConfig", "SaveConfig", "ScheduleConfig", "Setting",
            "TrainConfig", "TrainingConfig", "check", "config_reference", "deep_merge", "detect_tier",

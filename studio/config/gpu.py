@@ -1,5 +1,6 @@
-"""Which memory tier a GPU gets. torch is imported only inside detect_tier (the UI asks
-nvidia-smi instead and calls tier_for_memory)."""
+"""Which memory tier a GPU gets. The smallest GPU each tier needs is a fact of the model family
+(`Family.tier_min_gib`, `Family.tier_for`); FLUX.1 [dev] is asked when no family is named. torch
+is imported only inside detect_tier (the UI asks nvidia-smi instead and calls tier_for_memory)."""
 
 from __future__ import annotations
 
@@ -9,22 +10,18 @@ from functools import lru_cache
 
 from studio.core.vocab import MEMORY_TIERS  # noqa: F401  (the one tier order)
 
-# The smallest GPU (total GiB) each tier is chosen for. The FLUX.1 transformer has 11.90 B
-# parameters, nearly all in linear layers: its weights alone take 22.2 GiB in bf16, 11.1 GiB in
-# int8 and 5.7 GiB in NF4 (block scales included). bf16 therefore cannot train on a 24 GB card
-# (23.99 GiB, before the CUDA context, LoRA, optimiser and activations): such a card gets the
-# 16 GB tier. Below 11 GiB only the 8 GB tier's block offload fits.
-TIER_MIN_GIB = (("24gb", 26.0), ("16gb", 15.0), ("12gb", 11.0))
+
+def tier_for_memory(gib: float | None, family=None, variant: str = "") -> str:
+    """The memory tier for a GPU with `gib` GiB in total (None: no GPU, the cpu tier). `family`: a
+    Family or its name (default flux1). A GPU too small for the family still gets the lowest
+    tier here; `Family.tier_for` tells whether it fits at all."""
+    from studio.families import get_family
+
+    family = get_family(family or "flux1") if isinstance(family, (str, type(None))) else family
+    return family.tier_for(gib, variant) or "8gb"
 
 
-def tier_for_memory(gib: float | None) -> str:
-    """The memory tier for a GPU with `gib` GiB in total (None: no GPU, the cpu tier)."""
-    if gib is None:
-        return "cpu"
-    return next((tier for tier, need in TIER_MIN_GIB if gib >= need), "8gb")
-
-
-def detect_tier() -> str:
+def detect_tier(family=None, variant: str = "") -> str:
     """The memory tier for the first visible GPU, or 'cpu'."""
     try:
         import torch
@@ -32,7 +29,7 @@ def detect_tier() -> str:
         return "cpu"
     if not torch.cuda.is_available():
         return "cpu"
-    return tier_for_memory(torch.cuda.get_device_properties(0).total_memory / 2**30)
+    return tier_for_memory(torch.cuda.get_device_properties(0).total_memory / 2**30, family, variant)
 
 
 @lru_cache(maxsize=1)

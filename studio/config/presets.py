@@ -62,9 +62,18 @@ def load_preset(name: str, kind: str = "subject") -> Preset:
     return preset
 
 
+def chosen_family(model: dict):
+    """(family, variant or '') a config's model section chooses, or None (studio/families/choice.py)."""
+    from studio.families.choice import chosen
+
+    return chosen(model)
+
+
 def resolve(user: dict | None = None, preset: str | None = None, tier: str | None = None,
             overrides: list[str] = ()) -> TrainConfig:
-    """defaults < subject preset < memory-tier preset < user config < --set overrides."""
+    """defaults < subject preset < the model family's overrides < memory-tier preset < user config
+    < --set overrides. The family is the one `model.family` names, or for 'auto' the one the base
+    model's files (or its published hub id) show, when that is known without the network."""
     user = copy.deepcopy(user or {})
     for item in overrides:
         user = deep_merge(user, parse_override(item))
@@ -74,9 +83,14 @@ def resolve(user: dict | None = None, preset: str | None = None, tier: str | Non
         merged = deep_merge(merged, load_preset(preset).config)
         merged["preset"] = preset
     warmup_from = f"the {preset} preset's" if "warmup_steps" in merged.get("schedule", {}) else "the default"
+    family = chosen_family({**merged.get("model", {}), **(user.get("model") or {})})
+    if family is not None and family[0].config_overrides:
+        if "warmup_steps" in family[0].config_overrides.get("schedule", {}):
+            warmup_from = f"the {family[0].name} family's"
+        merged = deep_merge(merged, copy.deepcopy(family[0].config_overrides))
     tier = tier or user.get("memory", {}).get("tier") or merged.get("memory", {}).get("tier") or "auto"
     if tier == "auto":
-        tier = gpu.detect_tier()
+        tier = gpu.detect_tier(*(family or ()))
     merged = deep_merge(merged, load_preset(tier, "memory").config)
     merged = deep_merge(merged, user)
     merged.setdefault("memory", {})["tier"] = tier

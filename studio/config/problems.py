@@ -62,6 +62,9 @@ MESSAGES: dict[str, str] = {
     "mixed_formats": "fp16 with a bf16 base mixes formats; use bf16 for both.",
     "prodigy_lr": "Prodigy finds its own step size; set lr to 1.0 (got {value}).",
     "no_prompts": "give at least one prompt, or set sample.every to 0.",
+    "unknown_family": "{value!r:.60} is not a model family the studio knows; choose one of {valid}.",
+    "unknown_family_near": "{value!r:.60} is not a model family the studio knows. Did you mean '{suggestion}'? "
+                           "Choose one of {valid}.",
     # what only the UI checks (studio/ui)
     "model_source": "{value!r} is not 'demo', a Hugging Face model id (owner/name) or a local model folder in "
                     "diffusers layout (with model_index.json).",

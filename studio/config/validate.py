@@ -104,9 +104,20 @@ def _hardware_and_names(cfg: TrainConfig) -> list[Problem]:
     return p
 
 
+def _model(cfg: TrainConfig) -> list[Problem]:
+    from studio.families.choice import accepted_names, lookup, nearest
+
+    setting = cfg.model.family
+    if setting.strip().lower() == "auto" or lookup(setting) is not None:
+        return []
+    suggestion = nearest(setting)
+    return [Problem("model.family", "unknown_family_near" if suggestion else "unknown_family",
+                    {"value": setting, "valid": ", ".join(accepted_names()), "suggestion": suggestion})]
+
+
 def problems(cfg: TrainConfig) -> list[Problem]:
     """Everything in `cfg` that needs no model to be found wrong, each saying what to change."""
-    return _sizes(cfg) + _counts(cfg) + _optimisation(cfg) + _hardware_and_names(cfg)
+    return _model(cfg) + _sizes(cfg) + _counts(cfg) + _optimisation(cfg) + _hardware_and_names(cfg)
 
 
 def validate(cfg: TrainConfig) -> list[str]:

@@ -37,6 +37,7 @@ class Variant:
     guidance: float
     kohya_version: str        # ss_base_model_version in kohya metadata
     description: str = ""
+    parameters_b: float = 0.0  # the transformer's parameters, in billions (0: not stated)
 
 
 @dataclass
@@ -87,8 +88,37 @@ class Family:
     variants: dict[str, Variant] = {}
     target_sets: dict[str, list[str]] = {}   # lora.targets → module-name suffixes
     text_encoder_targets: list[str] = []     # LoRA targets of the trainable text encoder
-    tier_min_gib: tuple = ()             # ((tier, smallest GPU GiB), …), largest first
+    tier_min_gib: tuple = ()             # ((tier, smallest GPU GiB), …), largest first (see tier_for)
+    min_gpu_gib: float = 0.0             # below this no tier trains the family (0: the 8gb tier always can)
     weight_gib: dict[str, float] = {}    # the transformer's weights per precision
+    kind: str = "text-to-image"          # or "edit": trains on before/after pairs (control images)
+    # Config sections applied on top of any preset when this family is chosen (its learning rate,
+    # resolution, timestep shift…); the memory tier and the user's own settings still win.
+    config_overrides: dict = {}
+
+    # -- sizes and memory (a family whose variants differ in size overrides these)
+    def variant_weight_gib(self, variant: str = "") -> dict[str, float]:
+        """The transformer's weights in GiB per precision, for one variant."""
+        return dict(self.weight_gib)
+
+    def variant_tiers(self, variant: str = "") -> tuple:
+        """((tier, smallest GPU GiB), …), largest first, for one variant."""
+        return tuple(self.tier_min_gib)
+
+    def variant_min_gpu_gib(self, variant: str = "") -> float:
+        """The smallest GPU (GiB) the variant trains on at all, in the lowest tier (8gb: block offload)."""
+        return self.min_gpu_gib
+
+    def tier_for(self, gib: float | None, variant: str = "") -> str | None:
+        """The memory tier a GPU of `gib` GiB gets for this variant: the first of its table it
+        reaches, else the 8gb tier when it reaches the variant's minimum; 'cpu' without a GPU;
+        None when the GPU is too small to train this variant at all."""
+        if gib is None:
+            return "cpu"
+        for tier, need in self.variant_tiers(variant):
+            if gib >= need:
+                return tier
+        return "8gb" if gib >= self.variant_min_gpu_gib(variant) else None
 
     # -- recognising a model (config files only)
     def detect(self, model_index: dict, transformer_cfg: dict) -> str | None:

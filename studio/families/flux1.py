@@ -23,13 +23,13 @@ VARIANTS = {
         licence_text="FLUX.1 [dev] Non-Commercial License: outputs and LoRAs of this base are for "
                      "non-commercial use unless you hold a commercial licence from Black Forest Labs.",
         token_limit=512, guidance_embeds=True, steps=28, guidance=3.5, kohya_version="flux1",
-        description="guidance-distilled, 28 steps, non-commercial licence"),
+        description="guidance-distilled, 28 steps, non-commercial licence", parameters_b=11.90),
     "schnell": Variant(
         name="schnell", title="FLUX.1 [schnell]", hub_id="black-forest-labs/FLUX.1-schnell",
         licence_id="apache-2.0",
         licence_text="Apache-2.0: LoRAs trained on FLUX.1 [schnell] may be used commercially.",
         token_limit=256, guidance_embeds=False, steps=4, guidance=0.0, kohya_version="flux1-schnell",
-        description="timestep-distilled, 4 steps, Apache-2.0"),
+        description="timestep-distilled, 4 steps, Apache-2.0", parameters_b=11.90),
 }
 TOKEN_LIMITS = {name: v.token_limit for name, v in VARIANTS.items()}
 CLIP_TOKENS = 77  # the CLIP text encoder's fixed length
@@ -38,6 +38,8 @@ CLIP_TOKENS = 77  # the CLIP text encoder's fixed length
 # parameters, nearly all in linear layers: its weights alone take 22.2 GiB in bf16, 11.1 GiB in
 # int8 and 5.7 GiB in NF4 (block scales included), so bf16 cannot train on a 24 GB card.
 WEIGHT_GIB = {"bf16": 22.2, "int8": 11.1, "nf4": 5.7}
+# A 24 GB card (23.99 GiB, before the CUDA context, LoRA, optimiser and activations) therefore
+# gets the 16 GB tier. Below 11 GiB only the 8 GB tier's block offload fits.
 TIER_MIN_GIB = (("24gb", 26.0), ("16gb", 15.0), ("12gb", 11.0))
 
 # LoRA target sets: module-name suffixes inside the transformer blocks.

@@ -18,6 +18,7 @@ from ..data.dataset import BatchPlan, load_samples
 from ..diagnostics import StudioError
 from ..events import Reporter
 from ..families.base import ModelError, ModelInfo, default_data_dir, inspect_model
+from ..families.choice import mismatch as family_mismatch
 from ..hooks import TrainHooks
 from ..models import require_file
 from ..resume import check_resume
@@ -97,6 +98,9 @@ def inspect(cfg: TrainConfig, data_dir: Path) -> ModelInfo:
         require_file(cfg.model.transformer_file, "model.transformer_file")
     except ModelError as exc:
         raise StudioError("MODEL_MISSING", str(exc)) from None
+    wrong_family = family_mismatch(cfg.model.family, info)
+    if wrong_family:
+        raise StudioError("FAMILY_MISMATCH", wrong_family)
     check_transformer_file(cfg.model.transformer_file, info)
     if cfg.lora.rank > info.inner_dim:  # every block layer is at least inner_dim wide
         raise StudioError("RANK_TOO_LARGE", f"lora.rank {cfg.lora.rank} is larger than this model's "
