@@ -2,7 +2,8 @@
 
   train CONFIG.yaml [--preset NAME] [--tier TIER] [--set key=value ...] [--run-dir DIR] [--resume]
         [--data-dir DIR]
-  tiny-model DIR [--dev] [--size tiny|small]
+  tiny-model DIR [--family NAME] [--variant V] [--dev] [--size tiny|small]
+  families [--json]
   plan DATASET [--gpu NAME]
   report-card RUN_DIR [--promote STEP]
   verify RUN_DIR
@@ -82,10 +83,45 @@ def cmd_train(args, hooks=None) -> int:
 
 
 def cmd_tiny_model(args) -> int:
-    from .families import get_family
+    from .families.base import ModelError, inspect_model
+    from .families.choice import lookup, nearest
 
-    path = get_family("flux1").build_tiny(args.dir, size=args.size, variant="dev" if args.dev else "schnell")
-    print(f"Wrote a {args.size} {'dev' if args.dev else 'schnell'}-shaped FLUX model to {path}")
+    chosen = lookup(args.family)
+    if chosen is None:
+        near = nearest(args.family)
+        print(f"--family {args.family!r} is not a model family the studio knows"
+              + (f"; did you mean {near!r}?" if near else ".") + " python -m studio families lists them.",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    family, variant = chosen
+    variant = args.variant or variant
+    if args.dev and family.name != "flux1":
+        print("--dev is FLUX.1's; name the variant with --variant instead.", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.dev and variant not in ("", "dev"):
+        print(f"--dev asks for FLUX.1 [dev], but {args.family} --variant {args.variant or variant} asks for "
+              f"{variant}; give one of them.", file=sys.stderr)
+        return EXIT_CONFIG
+    variant = variant or ("dev" if args.dev else "")
+    if family.name == "flux1":
+        variant = variant or "schnell"  # what `tiny-model DIR` always built
+    if variant and variant not in family.variants:
+        print(f"--variant {variant!r}: {family.name} has the variants {', '.join(family.variants)}.", file=sys.stderr)
+        return EXIT_CONFIG
+    path = family.build_tiny(args.dir, size=args.size, variant=variant)
+    try:
+        info = inspect_model(str(path))
+        title = info.model_family.variants[info.family].title
+    except ModelError:
+        title = family.name
+    print(f"Wrote a {args.size} {title}-shaped model ({family.name}) to {path}")
+    return EXIT_OK
+
+
+def cmd_families(args) -> int:
+    from .families.listing import families_json, families_text
+
+    print(families_json() if args.json else families_text())
     return EXIT_OK
 
 
@@ -178,11 +214,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="data folder: caches and the demo model (default: $STUDIO_DATA or ./studio_data)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("tiny-model", help="write a FLUX-shaped model with random weights (offline)")
+    p = sub.add_parser("tiny-model", help="write a model of a family with random weights (offline)")
     p.add_argument("dir")
-    p.add_argument("--dev", action="store_true", help="guidance-distilled (dev-shaped)")
+    p.add_argument("--family", default="flux1", help="a family or family-variant name (python -m studio families)")
+    p.add_argument("--variant", default="", help="one of the family's variants (default: the family's own)")
+    p.add_argument("--dev", action="store_true", help="FLUX.1 only: guidance-distilled (dev-shaped)")
     p.add_argument("--size", choices=["tiny", "small"], default="tiny")
     p.set_defaults(func=cmd_tiny_model)
+
+    p = sub.add_parser("families", help="the model families: variants, sizes, licences, memory tiers")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_families)
 
     p = sub.add_parser("plan", help="what fits on this computer (or --gpu), how long it takes, what it costs")
     p.add_argument("dataset", help="a dataset folder (studio_data/datasets/NAME) or a folder of photos")
