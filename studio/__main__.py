@@ -192,11 +192,21 @@ def cmd_config_reference(args) -> int:
 
 
 def cmd_presets(args) -> int:
+    if args.family:
+        from .families.choice import lookup, nearest
+
+        if lookup(args.family) is None:
+            near = nearest(args.family)
+            print(f"--family {args.family!r} is not a model family the studio knows"
+                  + (f"; did you mean {near!r}?" if near else ".") + " python -m studio families lists them.",
+                  file=sys.stderr)
+            return EXIT_CONFIG
     for kind in ("subject", "memory"):
-        print(f"{kind} presets:")
-        for name in list_presets(kind):
+        print(f"{kind} presets" + (f" for {args.family}:" if args.family and kind == "subject" else ":"))
+        for name in list_presets(kind, family=args.family or None):
             preset = load_preset(name, kind)
-            print(f"  {name:10s} {preset.title}: {preset.description.splitlines()[0][:90]}")
+            suits = f" [families: {', '.join(preset.families)}]" if preset.families else ""
+            print(f"  {name:10s} {preset.title}: {preset.description.splitlines()[0][:90]}{suits}")
     return EXIT_OK
 
 
@@ -250,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_config_reference)
 
     p = sub.add_parser("presets", help="list presets")
+    p.add_argument("--family", help="only the presets for this model family (python -m studio families)")
     p.set_defaults(func=cmd_presets)
 
     p = sub.add_parser("healthcheck", help="exit 0 when the studio at --url answers (Docker HEALTHCHECK)")

@@ -26,6 +26,19 @@ class Preset:
     guidance: dict
     config: dict
     kind: str  # "subject" or "memory"
+    families: list[str] | None = None  # the families (or family-variant names) it suits; None: every text-to-image one
+
+    def suits(self, family, variant: str = "") -> bool:
+        """Whether this preset is offered for `family` (a Family) and its `variant` ('' for any)."""
+        if self.families is None:
+            return family.kind == "text-to-image"
+        from studio.families.choice import lookup
+
+        for entry in self.families:
+            named = lookup(entry)
+            if named and named[0].name == family.name and (not named[1] or not variant or named[1] == variant):
+                return True
+        return False
 
 
 def _preset_path(name: str, kind: str) -> Path:
@@ -33,9 +46,20 @@ def _preset_path(name: str, kind: str) -> Path:
     return folder / f"{name}.yaml"
 
 
-def list_presets(kind: str = "subject") -> list[str]:
+def list_presets(kind: str = "subject", family=None, variant: str = "") -> list[str]:
+    """The presets of a kind; with `family` (a Family or a model.family name), only those that suit it."""
     folder = PRESETS_DIR / "memory" if kind == "memory" else PRESETS_DIR
-    return sorted(p.stem for p in folder.glob("*.yaml"))
+    names = sorted(p.stem for p in folder.glob("*.yaml"))
+    if family is None or kind == "memory":
+        return names
+    if isinstance(family, str):
+        from studio.families.choice import lookup
+
+        found = lookup(family)
+        if found is None:
+            return names
+        family, variant = found[0], variant or found[1]
+    return [name for name in names if load_preset(name, kind).suits(family, variant)]
 
 
 def _not_found(name: str, kind: str) -> Problem:
@@ -53,11 +77,12 @@ def load_preset(name: str, kind: str = "subject") -> Preset:
     if not path.is_file():
         raise ConfigError(_not_found(name, kind))
     data = parse_yaml(read_text(path), str(path))
-    unknown = set(data) - {"title", "description", "guidance", "config"}
+    unknown = set(data) - {"title", "description", "guidance", "config", "families"}
     if unknown:
         raise ConfigError(Problem(str(path), "preset_unknown_keys", {"keys": sorted(unknown)}))
     preset = Preset(name=name, title=data.get("title", name), description=data.get("description", ""),
-                    guidance=data.get("guidance") or {}, config=data.get("config") or {}, kind=kind)
+                    guidance=data.get("guidance") or {}, config=data.get("config") or {}, kind=kind,
+                    families=_families(data.get("families"), path))
     TrainConfig.from_dict(preset.config)  # a preset must itself be a valid partial config
     return preset
 
@@ -67,6 +92,21 @@ def chosen_family(model: dict):
     from studio.families.choice import chosen
 
     return chosen(model)
+
+
+def _families(value, path: Path) -> list[str] | None:
+    """A preset's `families:` list, each entry a family the registry knows."""
+    if value is None:
+        return None
+    from studio.families.choice import accepted_names, lookup
+
+    entries = value if isinstance(value, list) else [value]
+    unknown = [str(e) for e in entries if not isinstance(e, str) or lookup(e) is None]
+    if unknown or not entries:
+        raise ConfigError(Problem(str(path), "preset_unknown_family",
+                                  {"names": ", ".join(unknown) or "(none)",
+                                   "valid": ", ".join(n for n in accepted_names() if n != "auto")}))
+    return [str(e) for e in entries]
 
 
 def resolve(user: dict | None = None, preset: str | None = None, tier: str | None = None,
@@ -84,6 +124,10 @@ def resolve(user: dict | None = None, preset: str | None = None, tier: str | Non
         merged["preset"] = preset
     warmup_from = f"the {preset} preset's" if "warmup_steps" in merged.get("schedule", {}) else "the default"
     family = chosen_family({**merged.get("model", {}), **(user.get("model") or {})})
+    if preset and family is not None and not load_preset(preset).suits(*family):
+        raise ConfigError(Problem("preset", "preset_wrong_family", {
+            "name": preset, "family": family[0].name, "valid": ", ".join(list_presets(family=family[0],
+                                                                                     variant=family[1]))}))
     if family is not None and family[0].config_overrides:
         if "warmup_steps" in family[0].config_overrides.get("schedule", {}):
             warmup_from = f"the {family[0].name} family's"

@@ -36,6 +36,8 @@ MESSAGES: dict[str, str] = {
     "tier_not_found": "memory tier '{name}' not found. Valid memory tiers: {valid} (or auto: chosen from the "
                       "detected GPU).",
     "preset_unknown_keys": "unknown preset keys {keys}",
+    "preset_unknown_family": "families: {names} is not a model family; use names from: {valid}.",
+    "preset_wrong_family": "the {name} preset is not for the {family} model family; its presets: {valid}.",
     # settings that do not fit together (validate)
     "multiple_of_16": "{value} must be a multiple of 16 and at least 64 (try {suggest}).",
     "resolution_too_large": "{value} is larger than 4096; use 512, 768 or 1024.",
