@@ -83,12 +83,16 @@ class Family:
     """
 
     name: str = ""                       # "flux1"
+    title: str = ""                      # "FLUX.1": how messages name the family
     pipeline_class_name: str = ""        # "FluxPipeline"
     variants: dict[str, Variant] = {}
     target_sets: dict[str, list[str]] = {}   # lora.targets → module-name suffixes
     text_encoder_targets: list[str] = []     # LoRA targets of the trainable text encoder
     tier_min_gib: tuple = ()             # ((tier, smallest GPU GiB), …), largest first
     weight_gib: dict[str, float] = {}    # the transformer's weights per precision
+    tokens_name: str = "T5"              # whose tokens a caption's token limit counts (messages)
+    kind: str = "text-to-image"          # or "edit" (needs control images)
+    config_overrides: dict = {}          # config sections applied on top of any preset for this family
 
     # -- recognising a model (config files only)
     def detect(self, model_index: dict, transformer_cfg: dict) -> str | None:
@@ -181,6 +185,24 @@ class Family:
     def delta_weights(self, path, **kwargs) -> dict:
         raise NotImplementedError
 
+    # -- checking LoRA files against the architecture (studio/verify.py), no weights needed
+    def full_config(self, variant: str) -> dict:
+        """The transformer config of the variant's published model (full size)."""
+        raise NotImplementedError
+
+    def meta_transformer(self, config: dict):
+        """The transformer of `config` on the meta device: layer names and shapes only."""
+        raise NotImplementedError
+
+    def comfy_shapes(self, config: dict) -> dict[str, tuple[int, int]]:
+        """Module name in the ComfyUI file → (out, in) of the layer ComfyUI applies it to."""
+        raise NotImplementedError
+
+    def lora_factors(self, path) -> dict:
+        """{diffusers module: (up, down, scale)} with ΔW = scale·up@down, from either file layout
+        (fused modules cut into their parts' rows), so ΔW·x can be compared without building ΔW."""
+        raise NotImplementedError
+
     # -- the offline model for tests and the demo
     def build_tiny(self, out_dir, size: str = "tiny", variant: str = "", seed: int = 0) -> Path:
         raise NotImplementedError
@@ -196,6 +218,7 @@ def register(family: Family) -> Family:
 
 def _load_builtin() -> None:
     from . import flux1  # noqa: F401  (registers itself)
+    from . import flux2_klein  # noqa: F401
 
 
 def families() -> list[Family]:
