@@ -36,15 +36,24 @@ LICENCE_TEXTS = {**{name: v.licence_text for name, v in VARIANTS.items()}, "demo
 @dataclass(frozen=True)
 class BaseIdentity:
     name: str        # a Hub id, a folder name, or DEMO_NAME
-    family: str      # "dev", "schnell" or "demo"
+    family: str      # the variant: "dev", "schnell", "demo", or another family's variant ("base-4b")
+    family_name: str = "flux1"  # the model family (studio/families) the variant belongs to
+
+    def _variant(self):
+        from .families.base import get_family
+        return get_family(self.family_name).variants[self.family]
 
     @property
     def licence(self) -> str:
-        return LICENCE_TEXTS[self.family]
+        if self.family == "demo" or self.family_name == "flux1":
+            return LICENCE_TEXTS[self.family]
+        return self._variant().licence_text
 
     @property
     def licence_id(self) -> str:
-        return LICENCE_IDS[self.family]
+        if self.family == "demo" or self.family_name == "flux1":
+            return LICENCE_IDS[self.family]
+        return self._variant().licence_id
 
 
 def is_demo_model(source: str, path: str | Path | None = None) -> bool:
@@ -81,11 +90,12 @@ def model_name(base: str) -> str:
     return base if is_hub_id(base) else path_name(base)
 
 
-def base_identity(source: str, path: str | Path | None, family: str) -> BaseIdentity:
-    """Name and family of the base model: `family` ("dev"/"schnell") from its config, unless it is the demo."""
+def base_identity(source: str, path: str | Path | None, family: str, family_name: str = "flux1") -> BaseIdentity:
+    """Name and variant of the base model: `family` (the variant, "dev"/"schnell"/…) from its config,
+    `family_name` the model family, unless it is the demo."""
     if is_demo_model(source, path):
         return BaseIdentity(DEMO_NAME, "demo")
-    return BaseIdentity(model_name(source), family)
+    return BaseIdentity(model_name(source), family, family_name)
 
 
 def dataset_name(path: str) -> str:

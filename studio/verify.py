@@ -11,7 +11,9 @@ loader would otherwise find out the hard way:
    architecture, built on the meta device (no weights, any size);
 3. the ComfyUI file's keys and shapes are those ComfyUI maps for a FLUX.1 transformer of that
    architecture (BFL module names: double_blocks.N.img_attn.qkv, single_blocks.N.linear1, …), at
-   full size (19 double, 38 single blocks) for a real FLUX.1 base;
+   full size (19 double, 38 single blocks) for a real FLUX.1 base; other families (FLUX.2) answer
+   the same questions through their Family methods (full_config, meta_transformer, comfy_shapes,
+   lora_factors);
 4. both files give the same ΔW for every module, alpha and scale applied as each loader applies
    them (checked on random probe vectors, so full-size files need no 3072x3072 matrices).
 
@@ -57,19 +59,31 @@ class Check:
 # ---------------------------------------------------------------------------------- architecture
 
 
-def architecture(run_dir: Path, metadata: dict[str, str]) -> tuple[dict, str]:
-    """(transformer config, where it came from): the run's base model if it can be read here
-    without a download, else FLUX.1 at full size (the variant from the file's metadata)."""
+def architecture(run_dir: Path, metadata: dict[str, str]) -> tuple[dict, str, object]:
+    """(transformer config, where it came from, its model family): the run's base model if it can be
+    read here without a download, else the file's family and variant (its metadata) at full size."""
+    from studio.families.base import ModelError as FamilyError, get_family
     from studio.models import ModelError, inspect_model
 
     base = str((_run_config(run_dir).get("model") or {}).get("base") or "")
     if base:
         try:
-            return inspect_model(base).transformer, f"the base model's own config ({Path(base).name or base})"
+            info = inspect_model(base)
+            return info.transformer, f"the base model's own config ({Path(base).name or base})", info.model_family
         except (ModelError, OSError, ValueError):
             pass
-    guidance = metadata.get("base_family", "dev") != "schnell"
-    return {**FLUX1_FULL, "guidance_embeds": guidance}, "FLUX.1 at full size: 19 double, 38 single blocks"
+    try:
+        family = get_family(metadata.get("model_family") or "flux1")
+    except FamilyError:
+        family = get_family("flux1")
+    if family.name == "flux1":
+        guidance = metadata.get("base_family", "dev") != "schnell"
+        return {**FLUX1_FULL, "guidance_embeds": guidance}, "FLUX.1 at full size: 19 double, 38 single blocks", family
+    variant = metadata.get("model_variant", "")
+    variant = variant if variant in family.variants else family.guess_variant(metadata.get("base_model", ""))
+    config = family.full_config(variant)
+    return config, (f"{family.variants[variant].title} at full size: {config['num_layers']} double, "
+                    f"{config['num_single_layers']} single blocks"), family
 
 
 def _run_config(run_dir: Path) -> dict:
@@ -87,10 +101,14 @@ def _run_config(run_dir: Path) -> dict:
 
 
 def verify_files(diffusers_path: Path, comfy_path: Path, config: dict, where: str,
-                 targets: list[str] | None = None) -> list[Check]:
+                 targets: list[str] | None = None, family=None) -> list[Check]:
     """The checklist for one pair of files against a transformer `config` (see module doc).
-    `targets`: the modules the run trained (diffusers names), for the missing-keys check."""
+    `targets`: the modules the run trained (diffusers names), for the missing-keys check.
+    `family`: the model family (studio/families) whose architecture and ComfyUI names apply (FLUX.1 if None)."""
+    from studio.families.base import get_family
     from studio.lora_files import LoraFileError, _read_modules
+
+    family = family or get_family("flux1")
 
     checks, read = [], {}
     for label, path in (("diffusers", diffusers_path), ("ComfyUI", comfy_path)):
@@ -102,11 +120,14 @@ def verify_files(diffusers_path: Path, comfy_path: Path, config: dict, where: st
         except (LoraFileError, OSError) as exc:
             checks.append(Check(check_id, f"{label} file {path.name} is a readable LoRA file", False, [str(exc)]))
     if "diffusers" in read:
-        checks.append(_diffusers_keys(read["diffusers"][1], config, where, targets))
+        checks.append(_diffusers_keys(read["diffusers"][1], config, where, targets, family))
     if "ComfyUI" in read:
-        checks.append(_comfy_keys(read["ComfyUI"][1], config, where))
+        checks.append(_comfy_keys(read["ComfyUI"][1], config, where, family))
     if len(read) == 2:
-        checks.append(_same_delta(read["diffusers"][1], read["ComfyUI"][1]))
+        if family.name == "flux1":
+            checks.append(_same_delta(read["diffusers"][1], read["ComfyUI"][1]))
+        else:
+            checks.append(_same_delta_factors(family, diffusers_path, comfy_path))
     return checks
 
 
@@ -120,10 +141,10 @@ def _shape_problems(name: str, module, out_in: tuple[int, int]) -> list[str]:
     return problems
 
 
-def _diffusers_keys(modules: dict, config: dict, where: str, targets: list[str] | None) -> Check:
+def _diffusers_keys(modules: dict, config: dict, where: str, targets: list[str] | None, family) -> Check:
     import torch
 
-    model = meta_transformer(config)
+    model = family.meta_transformer(config)
     linears = {n: (m.out_features, m.in_features) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
     problems = []
     present = set()
@@ -142,17 +163,19 @@ def _diffusers_keys(modules: dict, config: dict, where: str, targets: list[str] 
                  not problems, problems, where)
 
 
-def _comfy_keys(modules: dict, config: dict, where: str) -> Check:
-    expected = bfl_linear_shapes(config)
+def _comfy_keys(modules: dict, config: dict, where: str, family) -> Check:
+    expected = family.comfy_shapes(config)
+    what = family.title or family.name
     problems = []
     for name, module in modules.items():
         if name.startswith("lora_te1_"):
             continue
         if name not in expected:
-            problems.append(f"{name}: ComfyUI has no FLUX.1 layer by that name (the key would not be loaded)")
+            problems.append(f"{name}: ComfyUI has no {what} layer by that name (the key would not be loaded)")
             continue
         problems += _shape_problems(name, module, expected[name])
-    return Check("comfyui_keys", "ComfyUI file's keys and shapes are those ComfyUI maps for FLUX.1", not problems, problems, where)
+    return Check("comfyui_keys", f"ComfyUI file's keys and shapes are those ComfyUI maps for {what}", not problems,
+                 problems, where)
 
 
 def _same_delta(diffusers: dict, comfy: dict) -> Check:
@@ -209,6 +232,38 @@ def _same_delta(diffusers: dict, comfy: dict) -> Check:
                  problems, f"{compared} modules compared")
 
 
+def _same_delta_factors(family, diffusers_path: Path, comfy_path: Path) -> Check:
+    """ΔW·x of every module, from the family's reading of both files, on the same random probes x."""
+    import torch
+
+    from studio.lora_files import LoraFileError
+
+    generator = torch.Generator().manual_seed(0)
+    probes: dict = {}
+
+    def apply(up, down, scale):
+        if down.shape[1] not in probes:
+            probes[down.shape[1]] = torch.randn(down.shape[1], PROBES, generator=generator)
+        return scale * (up @ (down @ probes[down.shape[1]]))
+
+    try:
+        ours = {name: apply(*f) for name, f in family.lora_factors(diffusers_path).items()}
+        theirs = {name: apply(*f) for name, f in family.lora_factors(comfy_path).items()}
+    except (LoraFileError, ValueError) as exc:
+        return Check("same_delta", "both files give the same ΔW for every module (alpha and scale applied)", False,
+                     [str(exc)])
+    problems = [f"{name}: in the ComfyUI file but not in the diffusers file" for name in sorted(set(theirs) - set(ours))]
+    problems += [f"{name}: in the diffusers file but not in the ComfyUI file" for name in sorted(set(ours) - set(theirs))]
+    compared = 0
+    for name in sorted(set(ours) & set(theirs)):
+        compared += 1
+        problem = _compare(name, ours[name], theirs[name])
+        if problem:
+            problems.append(problem)
+    return Check("same_delta", "both files give the same ΔW for every module (alpha and scale applied)", not problems,
+                 problems, f"{compared} modules compared")
+
+
 def _compare(name: str, reference, other) -> str | None:
     if reference.shape != other.shape:
         return f"{name}: ΔW shapes differ ({tuple(reference.shape)} vs {tuple(other.shape)})"
@@ -239,16 +294,17 @@ def run_files(run_dir: Path) -> tuple[Path, Path]:
                             "verify a run that succeeded")
 
 
-def run_targets(run_dir: Path, config: dict) -> list[str] | None:
+def run_targets(run_dir: Path, config: dict, family=None) -> list[str] | None:
     """The modules the run's settings train on a transformer of `config` (None if unreadable)."""
     from studio.config import ConfigError, TrainConfig
-    from studio.training_utils import target_modules
+    from studio.families.base import get_family
 
+    family = family or get_family("flux1")
     try:
         cfg = TrainConfig.from_yaml((Path(run_dir) / "config.yaml").read_text(encoding="utf-8"), "config.yaml")
     except (ConfigError, OSError):
         return None
-    return target_modules(cfg, meta_transformer(config))
+    return family.target_modules(cfg.lora, family.meta_transformer(config))
 
 
 def verify_run(run_dir: str | Path) -> list[Check]:
@@ -263,8 +319,8 @@ def verify_run(run_dir: str | Path) -> list[Check]:
         metadata = read_metadata(diffusers_path)
     except LoraFileError:
         metadata = {}
-    config, where = architecture(run_dir, metadata)
-    checks = verify_files(diffusers_path, comfy_path, config, where, run_targets(run_dir, config))
+    config, where, family = architecture(run_dir, metadata)
+    checks = verify_files(diffusers_path, comfy_path, config, where, run_targets(run_dir, config, family), family)
     save_checks(run_dir, checks)
     return checks
 

@@ -84,6 +84,7 @@ class Family:
     """
 
     name: str = ""                       # "flux1"
+    title: str = ""                      # "FLUX.1": how messages name the family
     pipeline_class_name: str = ""        # "FluxPipeline"
     variants: dict[str, Variant] = {}
     target_sets: dict[str, list[str]] = {}   # lora.targets → module-name suffixes
@@ -91,6 +92,7 @@ class Family:
     tier_min_gib: tuple = ()             # ((tier, smallest GPU GiB), …), largest first (see tier_for)
     min_gpu_gib: float = 0.0             # below this no tier trains the family (0: the 8gb tier always can)
     weight_gib: dict[str, float] = {}    # the transformer's weights per precision
+    tokens_name: str = "T5"              # whose tokens a caption's token limit counts (messages)
     kind: str = "text-to-image"          # or "edit": trains on before/after pairs (control images)
     # Config sections applied on top of any preset when this family is chosen (its learning rate,
     # resolution, timestep shift…); the memory tier and the user's own settings still win.
@@ -211,6 +213,24 @@ class Family:
     def delta_weights(self, path, **kwargs) -> dict:
         raise NotImplementedError
 
+    # -- checking LoRA files against the architecture (studio/verify.py), no weights needed
+    def full_config(self, variant: str) -> dict:
+        """The transformer config of the variant's published model (full size)."""
+        raise NotImplementedError
+
+    def meta_transformer(self, config: dict):
+        """The transformer of `config` on the meta device: layer names and shapes only."""
+        raise NotImplementedError
+
+    def comfy_shapes(self, config: dict) -> dict[str, tuple[int, int]]:
+        """Module name in the ComfyUI file → (out, in) of the layer ComfyUI applies it to."""
+        raise NotImplementedError
+
+    def lora_factors(self, path) -> dict:
+        """{diffusers module: (up, down, scale)} with ΔW = scale·up@down, from either file layout
+        (fused modules cut into their parts' rows), so ΔW·x can be compared without building ΔW."""
+        raise NotImplementedError
+
     # -- the offline model for tests and the demo
     def build_tiny(self, out_dir, size: str = "tiny", variant: str = "", seed: int = 0) -> Path:
         raise NotImplementedError
@@ -226,6 +246,7 @@ def register(family: Family) -> Family:
 
 def _load_builtin() -> None:
     from . import flux1  # noqa: F401  (registers itself)
+    from . import flux2_klein  # noqa: F401
 
 
 def families() -> list[Family]:

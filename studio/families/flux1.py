@@ -131,6 +131,7 @@ def image_ids(batch: int, height: int, width: int, device, dtype):
 
 class Flux1(Family):
     name = "flux1"
+    title = "FLUX.1"
     pipeline_class_name = "FluxPipeline"
     variants = VARIANTS
     target_sets = TARGET_SETS
@@ -158,6 +159,9 @@ class Flux1(Family):
 
     def detect_keys(self, keys) -> bool:
         """Whether a single-file state dict's key names are a FLUX.1 transformer (diffusers or BFL names)."""
+        keys = list(keys)
+        if any("stream_modulation" in k for k in keys):
+            return False  # FLUX.2: the same block names, with modulations shared by all blocks
         return any(k.startswith(("single_transformer_blocks.", "single_blocks.", "model.diffusion_model.single_blocks."))
                    for k in keys)
 
@@ -322,6 +326,22 @@ class Flux1(Family):
     def delta_weights(self, path, **kwargs):
         from ..lora_files import delta_weights
         return delta_weights(path, **kwargs)
+
+    def full_config(self, variant: str) -> dict:
+        from .flux1_shapes import FLUX1_FULL
+        return {**FLUX1_FULL, "guidance_embeds": variant != "schnell"}
+
+    def meta_transformer(self, config: dict):
+        from .flux1_shapes import meta_transformer
+        return meta_transformer(config)
+
+    def comfy_shapes(self, config: dict) -> dict:
+        from .flux1_shapes import bfl_linear_shapes
+        return bfl_linear_shapes(config)
+
+    def lora_factors(self, path) -> dict:
+        from .flux1_layouts import lora_factors
+        return lora_factors(path)
 
     # ------------------------------------------------------------ the offline model
     def build_tiny(self, out_dir, size: str = "tiny", variant: str = "schnell", seed: int = 0) -> Path:

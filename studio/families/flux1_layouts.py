@@ -191,3 +191,32 @@ def put_kohya(tensors, module, down, up, module_alpha):
 def swap_halves(t: torch.Tensor) -> torch.Tensor:
     first, second = t.chunk(2, dim=0)
     return torch.cat([second, first], dim=0)
+
+
+def lora_factors(path) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
+    """{module: (up, down, scale)} with ΔW = scale·up@down, keyed as `lora_files.delta_weights` keys
+    its ΔWs, from either layout; fused kohya modules are cut into their parts' rows."""
+    from ..lora_files import _padding_slots, _read_modules
+
+    layout, modules, _ = _read_modules(path)
+    out = {}
+    for name, m in modules.items():
+        if layout == "diffusers":
+            text = name.startswith("text_encoder.")
+            out[clip_name(name.removeprefix("text_encoder.")) if text else name.removeprefix("transformer.")] = (
+                m.up, m.down, m.scale)
+            continue
+        parts = [p.removeprefix("transformer.").removeprefix("text_encoder.") for p in diffusers_parts(name)]
+        up = swap_halves(m.up) if name.removeprefix(KOHYA_UNET_PREFIX) in ROW_SWAPPED_MODULES else m.up
+        if len(parts) == 1:
+            out[parts[0]] = (up, m.down, m.scale)
+            continue
+        in_features = m.down.shape[1]
+        sizes = [in_features] * 3 + [up.shape[0] - 3 * in_features] if len(parts) == 4 else [up.shape[0] // 3] * 3
+        if sum(sizes) != up.shape[0] or min(sizes) <= 0:
+            raise LoraFileError(f"{name}: {up.shape[0]} output rows cannot hold its parts {parts}")
+        absent = _padding_slots(m, sizes)
+        for i, (part, rows) in enumerate(zip(parts, up.split(sizes, dim=0))):
+            if i not in absent:
+                out[part] = (rows, m.down, m.scale)
+    return out

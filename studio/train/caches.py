@@ -37,7 +37,7 @@ def encode_text(cfg, family, info, pipe, captions: list[str], device, data_dir: 
         if hit is None:
             tokens = family.count_tokens(pipe, caption)
             if tokens > limit:
-                warn("PROMPT_TRUNCATED", f"Caption {caption[:60]!r}… has {tokens} T5 tokens; only the first "
+                warn("PROMPT_TRUNCATED", f"Caption {caption[:60]!r}… has {tokens} {family.tokens_name} tokens; only the first "
                                          f"{limit} are used.")
             hit = family.encode_text(pipe, caption, device, limit)
             if cache:

@@ -1,0 +1,172 @@
+"""What every FLUX.2 model ([klein], [dev]) shares: the transformer's layers and blocks, its latents and inputs.
+
+FLUX.2's transformer (Flux2Transformer2DModel) has double blocks (`transformer_blocks.N`: separate
+image and text q/k/v, SwiGLU feed-forwards `ff.linear_in/out`) and single blocks
+(`single_transformer_blocks.N`: one fused `attn.to_qkv_mlp_proj` and one fused `attn.to_out`).
+Its modulations, embedders and output layer are shared by all blocks: a LoRA there would shift
+every block at once, so LoRAs go on the blocks only.
+
+Latents (AutoencoderKLFlux2, 32 channels): the VAE's distribution mode, cut into 2x2 patches
+(4·32 = 128 channels at half the resolution) and normalised by the VAE's batch-norm running
+statistics, exactly as the diffusers training scripts and the pipelines do. Each patch is one
+token; positions are 4-D (t, row, column, layer). Noise level t enters the transformer as σ in
+[0, 1], and the pipelines shift their timesteps by exp(mu) from `compute_empirical_mu`.
+
+Only the standard library at import; diffusers and torch are imported where they are used.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .base import Family
+from .flux1 import BLOCKS, block_counts, block_of  # noqa: F401  (the same two block containers)
+
+TRANSFORMER_CLASS = "Flux2Transformer2DModel"
+DOUBLE_ATTENTION = ["attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
+                    "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out"]
+DOUBLE_FEED_FORWARD = ["ff.linear_in", "ff.linear_out", "ff_context.linear_in", "ff_context.linear_out"]
+SINGLE = ["attn.to_qkv_mlp_proj", "attn.to_out"]  # a single block has no attention-only layer
+TARGET_SETS = {
+    # double-block attention of both streams, and the single blocks' fused layers
+    "attention": DOUBLE_ATTENTION + SINGLE,
+    # the diffusers FLUX.2 scripts' default: image-stream q/k/v/out of the double blocks + single blocks
+    "diffusers_default": ["attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0"] + SINGLE,
+    "all_linear": DOUBLE_ATTENTION + DOUBLE_FEED_FORWARD + SINGLE,
+}
+# The pipelines' default number of steps; the training shift uses the mu they would use there.
+SHIFT_STEPS = 50
+
+
+def target_modules(lora, transformer, target_sets: dict = TARGET_SETS) -> list[str]:
+    """Full names of the block layers that get a LoRA (explicit names, so block selection is exact).
+    `lora`: the config's LoraConfig section (targets, target_modules, double/single_blocks)."""
+    import torch
+
+    suffixes = lora.target_modules or target_sets[lora.targets]
+    chosen = {"transformer_blocks": lora.double_blocks, "single_transformer_blocks": lora.single_blocks}
+    names = []
+    for name, module in transformer.named_modules():
+        parts = name.split(".")
+        if not isinstance(module, torch.nn.Linear) or parts[0] not in chosen:
+            continue
+        allowed = chosen[parts[0]]
+        if allowed is not None and int(parts[1]) not in allowed:
+            continue
+        rest = ".".join(parts[2:])
+        if any(rest == s or rest.endswith("." + s) for s in suffixes):
+            names.append(name)
+    return names
+
+
+def resolution_shift(image_seq_len: int) -> float:
+    """The timestep shift exp(mu) the FLUX.2 pipelines use at this many tokens (their default 50 steps)."""
+    from diffusers.pipelines.flux2.pipeline_flux2 import compute_empirical_mu
+
+    return math.exp(compute_empirical_mu(image_seq_len, SHIFT_STEPS))
+
+
+def batch_norm_stats(vae, device, dtype):
+    """(mean, std) of the VAE's latent batch norm, shaped to broadcast over patchified latents."""
+    import torch
+
+    mean = vae.bn.running_mean.view(1, -1, 1, 1).to(device, dtype)
+    std = torch.sqrt(vae.bn.running_var.view(1, -1, 1, 1) + vae.config.batch_norm_eps).to(device, dtype)
+    return mean, std
+
+
+def pipeline_helpers():
+    """Flux2Pipeline: its static patchify/pack/id helpers are the ones every FLUX.2 pipeline uses."""
+    from diffusers import Flux2Pipeline
+    return Flux2Pipeline
+
+
+class Flux2Family(Family):
+    """The FLUX.2 parts of the Family interface; a subclass adds its text encoder, variants and loading."""
+
+    transformer_class_name = TRANSFORMER_CLASS
+    target_sets = TARGET_SETS
+    text_encoder_targets: list[str] = []  # no text-encoder LoRA for FLUX.2's large language models
+    resolution_shift = staticmethod(resolution_shift)
+    block_of = staticmethod(block_of)
+    block_counts = staticmethod(block_counts)
+
+    def target_modules(self, lora, transformer) -> list[str]:
+        return target_modules(lora, transformer, self.target_sets)
+
+    def inner_dim(self, transformer_cfg: dict) -> int:
+        return transformer_cfg["num_attention_heads"] * transformer_cfg["attention_head_dim"]
+
+    def detect_keys(self, keys) -> bool:
+        """A FLUX.2 transformer file: its shared modulation layers (diffusers or BFL names) are FLUX.2's own."""
+        return any(k.removeprefix("model.diffusion_model.").startswith(("single_stream_modulation.",
+                                                                         "double_stream_modulation_img."))
+                   for k in keys)
+
+    def trainable_text_encoder(self, pipe):
+        return None
+
+    def text_inputs(self, pipe, cached: list[dict], captions: list[str], text_encoder, device) -> dict:
+        import torch
+
+        return {"embeds": torch.stack([c["prompt_embeds"] for c in cached]).to(device)}
+
+    # ------------------------------------------------------------ latents and the step's inputs
+    def encode_image(self, pipe, pixels):
+        """Pixels (1, 3, H, W) in [-1, 1] → the VAE's latent distribution parameters (cached)."""
+        import torch
+
+        with torch.no_grad():
+            return pipe.vae.encode(pixels.to(pipe.vae.dtype)).latent_dist.parameters[0].float().cpu()
+
+    def latents(self, pipe, params, generator, device):
+        """The distribution's mode (as the FLUX.2 scripts take it), patchified and batch-normalised:
+        (B, 4C, H/2, W/2). Nothing is drawn, so `generator` is untouched."""
+        mode = params[:, : params.shape[1] // 2].to(device)
+        patches = pipeline_helpers()._patchify_latents(mode)
+        mean, std = batch_norm_stats(pipe.vae, device, patches.dtype)
+        return (patches - mean) / std
+
+    def image_seq_len(self, latents) -> int:
+        h, w = latents.shape[-2:]
+        return h * w  # latents are already in 2x2 patches: one token each
+
+    def training_guidance(self, info, configured: float | None) -> float | None:
+        """FLUX.2 [dev] is trained at a guidance value (its scripts: 1.0 unless set); [klein] takes none."""
+        return (configured or 1.0) if info.guidance_embeds else None
+
+    def model_inputs(self, noisy, target, t, text: dict, guidance, dtype) -> tuple[dict, object]:
+        """The transformer's keyword arguments for patchified noisy latents, and the target as tokens."""
+        import torch
+
+        helpers = pipeline_helpers()
+        b, device = noisy.shape[0], noisy.device
+        embeds = text["embeds"]
+        kwargs = dict(hidden_states=helpers._pack_latents(noisy).to(dtype), timestep=t.to(dtype),
+                      guidance=None if guidance is None else torch.full((b,), guidance, device=device,
+                                                                        dtype=torch.float32),
+                      encoder_hidden_states=embeds.to(dtype),
+                      txt_ids=helpers._prepare_text_ids(embeds).to(device),
+                      img_ids=helpers._prepare_latent_ids(noisy).to(device), return_dict=False)
+        return kwargs, helpers._pack_latents(target)
+
+    # ------------------------------------------------------------ LoRA files
+    def validate(self, path):
+        from .flux2_layouts import validate
+        return validate(path)
+
+    def delta_weights(self, path, **kwargs) -> dict:
+        from .flux2_layouts import delta_weights
+        return delta_weights(path)
+
+    def lora_factors(self, path) -> dict:
+        from .flux2_layouts import lora_factors
+        return lora_factors(path)
+
+    def meta_transformer(self, config: dict):
+        from .flux2_layouts import meta_transformer
+        return meta_transformer(config)
+
+    def comfy_shapes(self, config: dict) -> dict:
+        from .flux2_layouts import comfy_linear_shapes
+        return comfy_linear_shapes(config)

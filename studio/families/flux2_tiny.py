@@ -1,0 +1,105 @@
+"""Offline random-weight FLUX.2 [klein] pipelines for tests and benchmarks (nothing is downloaded).
+
+The tokenizer is a Qwen2 tokenizer trained in well under a second on a small word corpus, with a
+chat template that takes Qwen3's `enable_thinking` switch (Flux2KleinPipeline passes it). The
+pipeline stacks the text model's hidden states 9, 18 and 27, so the tiny Qwen3 has 28 narrow
+layers and the transformer's text width is three times the text model's. The VAE's batch-norm
+statistics get non-trivial values: a fresh VAE has mean 0 and variance 1, which would hide a
+missing latent normalisation.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from .flux1_tiny import _corpus
+
+SIZES = {
+    # tiny: tests (seconds). small: FLUX.2's real latent geometry (32 channels, 8x VAE, 2x2 patches
+    # → 128-channel tokens, head width 128 with rope axes 32 x 4).
+    "tiny": dict(heads=2, head_dim=16, double=2, single=2, text_hidden=32, latent=4,
+                 vae_channels=(8, 8, 8, 8), rope=(4, 4, 4, 4)),
+    "small": dict(heads=2, head_dim=128, double=2, single=4, text_hidden=64, latent=32,
+                  vae_channels=(32, 32, 64, 64), rope=(32, 32, 32, 32)),
+}
+TEXT_LAYERS = 28  # the pipeline reads hidden states 9, 18 and 27
+
+# ChatML with Qwen3's thinking switch: what Flux2KleinPipeline's apply_chat_template call expects.
+QWEN3_CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
+    "{%- if message['content'] is string -%}{{ message['content'] }}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{{ '<|im_end|>\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false -%}{{ '<think>\\n\\n</think>\\n\\n' }}{%- endif -%}"
+    "{%- endif -%}"
+)
+SPECIAL_TOKENS = ["<|im_start|>", "<|im_end|>", "<think>", "</think>"]
+
+
+def qwen_tokenizer(vocab_size: int = 500):
+    """A Qwen2 tokenizer (the class Qwen3 checkpoints use) with a Qwen3-style chat template."""
+    from transformers import Qwen2Tokenizer
+
+    tokenizer = Qwen2Tokenizer().train_new_from_iterator(_corpus(), vocab_size=vocab_size)
+    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
+    tokenizer.pad_token = "<|endoftext|>"
+    tokenizer.eos_token = "<|im_end|>"
+    tokenizer.chat_template = QWEN3_CHAT_TEMPLATE
+    tokenizer.model_max_length = 131072
+    return tokenizer
+
+
+def build_klein(out_dir: str | Path, size: str = "tiny", distilled: bool = False, seed: int = 0,
+                readme: str = "") -> Path:
+    """Write a Flux2KleinPipeline with random weights in diffusers layout (atomically)."""
+    import torch
+    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline, Flux2Transformer2DModel
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from ..models import quiet_loading
+
+    quiet_loading()
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
+    s = SIZES[size]
+    tokenizer = qwen_tokenizer()
+    torch.manual_seed(seed)
+    transformer = Flux2Transformer2DModel(
+        patch_size=1, in_channels=s["latent"] * 4, num_layers=s["double"], num_single_layers=s["single"],
+        attention_head_dim=s["head_dim"], num_attention_heads=s["heads"], joint_attention_dim=3 * s["text_hidden"],
+        timestep_guidance_channels=256, mlp_ratio=3.0, axes_dims_rope=s["rope"], rope_theta=2000,
+        guidance_embeds=False)
+    vae = AutoencoderKLFlux2(
+        in_channels=3, out_channels=3, latent_channels=s["latent"], block_out_channels=s["vae_channels"],
+        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+        layers_per_block=1, norm_num_groups=8, sample_size=64, patch_size=(2, 2))
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        vae.bn.running_mean.copy_(torch.randn(vae.bn.running_mean.shape, generator=generator) * 0.2)
+        vae.bn.running_var.copy_(torch.rand(vae.bn.running_var.shape, generator=generator) + 0.5)
+    text = Qwen3ForCausalLM(Qwen3Config(
+        vocab_size=len(tokenizer), hidden_size=s["text_hidden"], intermediate_size=s["text_hidden"] * 2,
+        num_hidden_layers=TEXT_LAYERS, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+        max_position_embeddings=4096, tie_word_embeddings=True, rope_theta=1000000.0,
+        pad_token_id=tokenizer.pad_token_id))
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                                base_image_seq_len=256, max_image_seq_len=4096)
+    pipe = Flux2KleinPipeline(scheduler=scheduler, vae=vae, text_encoder=text, tokenizer=tokenizer,
+                              transformer=transformer, is_distilled=distilled)
+    out = Path(out_dir)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp)
+    if readme:
+        (tmp / "README.md").write_text(readme, encoding="utf-8")
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)  # a half-written model is never mistaken for a complete one
+    return out
