@@ -69,3 +69,101 @@ def test_identical_pixels_in_different_files_are_found(tmp_path):
 def test_paired_geometry_follows_the_target():
     size, box = paired_geometry((1000, 750), (512, 512))
     assert size == (683, 512) and box == (85, 0, 597, 512)
+
+
+# ---------------------------------------------------------------- import
+
+
+def _png(im):
+    import io
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_import_pairs_from_a_zip_reports_every_unpaired_and_mismatched_item(tmp_path):
+    import zipfile
+
+    from studio.data.ingest import ingest, list_dataset, remove_item
+
+    archive = tmp_path / "pairs.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("set/control/a.jpg", _png(noise(320, 320, 1)))
+        zf.writestr("set/target/a.png", _png(noise(320, 320, 2)))
+        zf.writestr("set/target/a.txt", "make it a watercolour")
+        zf.writestr("set/control/b.png", _png(noise(320, 320, 3)))
+        zf.writestr("set/target/b.png", _png(noise(480, 320, 4)))     # stretched
+        zf.writestr("set/b.txt", "turn it into a sketch")                # caption beside the folders
+        zf.writestr("set/control/c.png", _png(noise(320, 320, 5)))     # no target
+        zf.writestr("set/target/d.png", _png(noise(320, 320, 6)))      # no control
+        zf.writestr("set/control/e.png", _png(noise(320, 320, 2)))     # same pixels as a's target: allowed
+        zf.writestr("set/target/e.png", _png(noise(320, 320, 7)))
+    result = ingest([archive], tmp_path / "ds")
+    assert sorted(a.stem for a in result.accepted) == ["a", "b", "d", "e"]
+    assert sorted(result.pairs) == ["a", "b", "e"]
+    assert result.codes() == {"pairs.zip:set/control/c.png": "unpaired_control"}
+    warnings = "\n".join(result.warnings)
+    assert "pairs.zip:set/target/d.png: imported without a control image" in warnings
+    assert "pairs.zip:set/control/b.png is 320×320 but pairs.zip:set/target/b.png is 480×320" in warnings
+    assert "4 image(s) imported (3 edit pair(s))" in result.summary()
+
+    scan = find_pairs(tmp_path / "ds")
+    assert [p.stem for p in scan.pairs] == ["a", "b", "e"]
+    assert scan.pair("a").caption == "make it a watercolour" and scan.pair("b").caption == "turn it into a sketch"
+    assert {(p.file, p.code) for p in scan.problems} == {("control/b.png", "aspect_mismatch"),
+                                                         ("d.png", "unpaired_target")}
+    assert [i.stem for i in list_dataset(tmp_path / "ds")] == ["a", "b", "d", "e"]  # controls are not targets
+    assert (tmp_path / "ds" / "originals" / "control" / "a.jpg").is_file()
+    remove_item(tmp_path / "ds", "a")
+    assert not (tmp_path / "ds" / "images" / "control" / "a.png").exists()
+
+
+def test_import_a_pair_folder_and_a_refused_target(tmp_path):
+    from studio.data.ingest import ingest
+
+    src = tmp_path / "upload"
+    (src / "control").mkdir(parents=True)
+    (src / "target").mkdir()
+    noise(320, 320, 1).save(src / "control" / "x.png")
+    noise(320, 320, 2).save(src / "target" / "x.png")
+    (src / "x.txt").write_text("add a hat")
+    noise(320, 320, 3).save(src / "control" / "y.png")
+    (src / "target" / "y.png").write_bytes(b"")                      # refused: empty
+    result = ingest([src], tmp_path / "ds")
+    assert [a.stem for a in result.accepted] == ["x"] and result.pairs == ["x"]
+    codes = result.codes()
+    assert codes["upload/target/y.png"] == "empty_file"
+    assert codes["upload/control/y.png"] == "unpaired_control"
+    assert "empty_file" in next(r.message for r in result.rejected if r.name == "upload/control/y.png")
+    assert find_pairs(tmp_path / "ds").pair("x").caption == "add a hat"
+
+
+def test_an_ordinary_upload_is_unchanged(tmp_path):
+    from studio.data.ingest import ingest
+
+    src = tmp_path / "photos"
+    (src / "target").mkdir(parents=True)  # a folder that happens to be called target, no control/
+    noise(320, 320, 1).save(src / "target" / "p.png")
+    result = ingest([src], tmp_path / "ds")
+    assert [a.stem for a in result.accepted] == ["p"] and result.pairs == [] and not result.warnings
+    assert not (tmp_path / "ds" / "images" / "control").exists()
+
+
+def test_quality_report_checks_pairs(tmp_path):
+    from studio.data.report import format_report, quality_report
+
+    make_edit_folder(tmp_path)
+    report = quality_report(tmp_path, resolution=512)
+    assert report["pairs"]["count"] == 4
+    codes = {w["code"]: w for w in report["warnings"]}
+    assert codes["pair_unpaired_control"]["items"] == ["control/c.png"]
+    assert codes["pair_unpaired_target"]["items"] == ["d.png"]
+    assert codes["pair_identical"]["items"] == ["control/e.png"]
+    assert codes["pair_aspect_mismatch"]["items"] == ["control/b.png"]
+    assert codes["pair_size_mismatch"]["items"] == ["control/f.png"]
+    assert "control/c.png" in format_report(report)
+    (tmp_path / "other").mkdir()
+    noise(64, 64, 1).save(tmp_path / "other" / "x.png")
+    plain = quality_report(tmp_path / "other", resolution=512, items=[])
+    assert plain["pairs"] == {"count": 0, "problems": []}
+    assert not [w for w in plain["warnings"] if w["code"].startswith("pair_")]
