@@ -90,6 +90,8 @@ def remove_item(dataset_dir: Path, stem: str) -> bool:
     dataset_dir = Path(dataset_dir)
     targets = [stem_path(dataset_dir, stem, ".png"), stem_path(dataset_dir, stem, CAPTION_EXT)]
     targets += [p for p in (dataset_dir / "originals").glob(f"{stem}.*") if p.stem == stem]
+    for folder in (dataset_dir / "images" / "control", dataset_dir / "originals" / "control"):  # its edit pair
+        targets += [p for p in folder.glob(f"{stem}.*") if p.stem == stem] if folder.is_dir() else []
     removed = False
     for p in targets:
         if p.is_file():

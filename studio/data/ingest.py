@@ -4,6 +4,7 @@ Layout written (see docs/architecture.md):
     <dataset>/originals/<stem>.<ext>   uploads byte for byte, under sanitised names
     <dataset>/images/<stem>.png         normalised RGB copy that training reads
     <dataset>/images/<stem>.txt         caption (UTF-8) when one was given
+    <dataset>/images/control/<stem>.png an edit pair's control ("before") image (pair_import.py)
     <dataset>/report.json               accepted / rejected items, merged across uploads
 
 Nothing about an upload is trusted: names are sanitised, content is sniffed (magic bytes,
@@ -28,6 +29,7 @@ from .decode import decode_caption, decode_image, sniff, supported_formats  # no
 from .files import (CAPTION_EXT, REPORT_NAME, DatasetItem, inside, list_dataset, load_report,  # noqa: F401
                     remove_item, sanitise_name, save_report, set_caption, stem_path, write_atomic)
 from .limits import CODES, IngestLimits, Reject, Rejected  # noqa: F401
+from .pair_import import attach_controls, pair_roles
 from .sources import Budget, Entry, collect
 
 
@@ -44,6 +46,7 @@ class Accepted:
     pixel_sha256: str  # of the decoded RGB pixels, catches re-encoded copies
     caption: str | None = None
     warnings: list[str] = field(default_factory=list)
+    control: str | None = None  # relative path of its control ("before") image in an edit dataset
 
 
 @dataclass
@@ -51,13 +54,15 @@ class IngestResult:
     accepted: list[Accepted] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    pairs: list[str] = field(default_factory=list)  # stems imported with their control image
 
     def codes(self) -> dict[str, str]:
         """name -> reason code, handy for tests and summaries."""
         return {r.name: r.code for r in self.rejected}
 
     def summary(self) -> str:
-        lines = [f"{len(self.accepted)} image(s) imported, {len(self.rejected)} item(s) rejected."]
+        pairs = f" ({len(self.pairs)} edit pair(s))" if self.pairs else ""
+        lines = [f"{len(self.accepted)} image(s) imported{pairs}, {len(self.rejected)} item(s) rejected."]
         lines += [f"  rejected {r.name}: {r.message}" for r in self.rejected]
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
@@ -102,21 +107,34 @@ def ingest(sources, dataset_dir: Path, limits: IngestLimits = IngestLimits(),
                 else:
                     captions[e.key] = e
         used_captions: set[str] = set()
+        roles = pair_roles(entries)  # None: an ordinary upload
+        pair_targets: dict[str, Accepted] = {}
+        refused_targets: dict[str, str] = {}
         for entry in entries:
             if entry.basename.lower().endswith(CAPTION_EXT):
                 continue
+            role = roles.get(entry.key) if roles else None
+            if role is not None and role.kind == "control":
+                continue  # written with its target below
+            cap_key = entry.key
+            if role is not None and cap_key not in captions:
+                cap_key = role.pair_key  # a sidecar beside the control/ and target/ folders
             try:
                 accepted = _ingest_one(entry, dataset_dir, limits, background, taken, seen_bytes,
                                        seen_pixels, existing_count + len(result.accepted))
             except Reject as r:
                 result.rejected.append(Rejected(entry.name, r.code, r.message, r.values))
-                if entry.key in captions:  # its caption goes with it, said explicitly
-                    used_captions.add(entry.key)
-                    _caption_of_refused(captions[entry.key], entry, r, dataset_dir, limits, result)
+                if role is not None:
+                    refused_targets[role.pair_key] = r.code
+                if cap_key in captions:  # its caption goes with it, said explicitly
+                    used_captions.add(cap_key)
+                    _caption_of_refused(captions[cap_key], entry, r, dataset_dir, limits, result)
                 continue
-            cap_entry = captions.get(entry.key)
+            if role is not None:
+                pair_targets[role.pair_key] = accepted
+            cap_entry = captions.get(cap_key)
             if cap_entry is not None:
-                used_captions.add(entry.key)
+                used_captions.add(cap_key)
                 try:
                     data = cap_entry.read()
                     write_atomic(inside(dataset_dir, f"originals/{accepted.stem}{CAPTION_EXT}"), data)
@@ -128,6 +146,8 @@ def ingest(sources, dataset_dir: Path, limits: IngestLimits = IngestLimits(),
                 except Reject as r:
                     result.rejected.append(Rejected(cap_entry.name, r.code, r.message, r.values))
             result.accepted.append(accepted)
+        if roles:
+            attach_controls(entries, roles, pair_targets, refused_targets, dataset_dir, limits, background, result)
         for key, cap_entry in captions.items():
             if key not in used_captions:
                 _attach_orphan_caption(cap_entry, dataset_dir, limits, result, preexisting)

@@ -7,6 +7,7 @@ Only an empty / unreadable dataset is untrainable; everything else is advice.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -19,6 +20,7 @@ from PIL import Image
 
 from studio.data.buckets import fit_to_bucket, make_buckets, nearest_bucket
 from studio.data.ingest import list_dataset
+from studio.data.pairs import find_pairs
 
 # Thresholds, with why.
 BLUR_THRESHOLD = 60.0  # variance of the Laplacian at a 512 px short side; sharp photos score in the hundreds
@@ -196,6 +198,30 @@ def _upscale_warning(upscaled: list[dict], resolution: int) -> dict:
                  f"(the smallest here is {smallest} px).", stems, values, advice_key="advice_larger")
 
 
+_PAIR_ADVICE = {
+    "unpaired_control": "Add the edited image under the control's name, or remove the control.",
+    "unpaired_target": "Add its 'before' image to control/ under the same name; edit training skips it until then.",
+    "aspect_mismatch": "Crop the control to its target's aspect ratio; training stretches it to the target's shape.",
+    "size_mismatch": "Use a control and target of about the same size; scaling blurs the smaller one.",
+    "identical": "Replace the control with the 'before' image, or remove the pair: it teaches no edit.",
+    "unreadable": "Replace the file; it cannot be decoded.",
+}
+
+
+def pair_warnings(scan) -> list[dict]:
+    """One warning per kind of pair problem (edit datasets), naming every file."""
+    by_code: dict[str, list] = {}
+    for p in scan.problems:
+        by_code.setdefault(p.code, []).append(p)
+    warnings = []
+    for code, problems in by_code.items():
+        files = [p.file for p in problems]
+        detail = " ".join(p.message for p in problems[:3])
+        warnings.append(_warn(f"pair_{code}", f"{len(files)} edit pair problem(s) ({code.replace('_', ' ')}): "
+                              f"{_names(files)}. {detail}", _PAIR_ADVICE[code], files, {"count": len(files)}))
+    return warnings
+
+
 # ---------------------------------------------------------------- the report
 
 
@@ -309,6 +335,8 @@ def quality_report(dataset_dir: Path, resolution: int = 1024, guidance: dict | N
                               "Shorten them (the end is silently dropped), or caption with a shorter "
                               "style.", too_long))
     values = list(tokens.values())
+    scan = find_pairs(dataset_dir)
+    warnings += pair_warnings(scan)
 
     report = {
         "dataset": str(dataset_dir),
@@ -334,6 +362,7 @@ def quality_report(dataset_dir: Path, resolution: int = 1024, guidance: dict | N
             "over_limit": too_long, "over_clip_77": sum(v > CLIP_MAX_TOKENS for v in values),
             "per_image": tokens,
         },
+        "pairs": {"count": len(scan.pairs), "problems": [dataclasses.asdict(p) for p in scan.problems]},
         "warnings": warnings,
     }
     return report
