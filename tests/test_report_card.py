@@ -92,6 +92,24 @@ def test_the_worker_draws_the_report_card_as_a_job(run, tmp_path):
     panel = card_view.card_panel(data, source, "en")
     assert [Path(p).name for p, _ in panel["grids"]] == ["grid_p0.png"] and "Picture 9 / 9" in panel["progress"]
 
+    # Promote from the Results tab: both files rewritten and verified, the card says which step.
+    from studio.ui import runs
+    from studio.ui.handlers import UserError
+
+    before = (copy / "card.safetensors").read_bytes()
+    with pytest.raises(UserError, match="Tick the box"):
+        card_view.promote_confirmed(data, source, "2", False, "en")
+    assert (copy / "card.safetensors").read_bytes() == before and not (copy / "previous-final").exists()
+    assert card_view.promote_confirmed(data, source, "2", True, "zh-CN").startswith("第 2 步现在是这次训练的最终 LoRA")
+    assert (copy / "card.safetensors").read_bytes() != before
+    view = runs.result_view(data, source, "en")
+    assert "❌" not in view["card"] and view["card"].count("✅") >= 5
+    assert "**Promoted:** the final LoRA files are the checkpoint of step 2" in view["card"]
+    assert "**Trained for** 2 steps" in view["card"]
+    assert {Path(f).name for f in view["files"]} >= {"card.safetensors", "card-comfyui.safetensors", "README.md"}
+    readme = (copy / "README.md").read_text()
+    assert "| Steps | 2 |" in readme and "![a photo of sks](report/grid_p0.png)" in readme
+
 
 def test_promote_a_checkpoint(run):
     from studio.lora_files import delta_weights

@@ -144,3 +144,19 @@ def test_a_report_job_can_be_cancelled_and_deleted_without_its_run(tmp_path):
     assert not thread.is_alive() and store.job(report.id).status == "cancelled"
     store.delete(report.id)
     assert not folder.exists() and Path(store.job(source).run_dir, "slow.safetensors").is_file()
+
+
+def test_promoting_asks_for_a_confirmation_and_a_step(tmp_path):
+    store = JobStore(tmp_path)
+    source = finished_run(store)
+    final = Path(store.job(source).run_dir) / "cat.safetensors"
+    with pytest.raises(UserError, match="Tick the box"):
+        card_view.promote_confirmed(tmp_path, source, "2", False, "en")
+    with pytest.raises(UserError, match="请先勾选"):
+        card_view.promote_confirmed(tmp_path, source, "2", None, "zh-CN")
+    with pytest.raises(UserError, match="Pick the checkpoint"):
+        card_view.promote_confirmed(tmp_path, source, None, True, "en")
+    later = store.create_job("later", {})
+    with pytest.raises(UserError, match="Only a job that succeeded"):
+        card_view.promote_confirmed(tmp_path, later, "2", True, "en")
+    assert final.read_bytes() == b"x"  # nothing was touched
