@@ -85,6 +85,9 @@ CATALOGUE = {d.code: d for d in [
     Diagnosis("SPAWN_FAILED", "The training process could not be started",
               "Read the message: usually the job asks for more GPUs than this worker has, or the run "
               "folder cannot be written. Fix that, then start the job again."),
+    Diagnosis("NOTHING_TO_COMPARE", "The run has nothing for a report card to compare",
+              "The message says what is missing: a report card needs a finished run with its config.yaml "
+              "and at least one kept checkpoint or its final LoRA files."),
     Diagnosis("INVALID_OUTPUT", "Training ended without usable LoRA files",
               "Check the free disk space and train.log, then run the job again; report it if it repeats."),
     Diagnosis("PROCESS_EXITED", "The training process ended unexpectedly",

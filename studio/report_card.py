@@ -91,8 +91,19 @@ def checkpoint_lora(run_dir: Path, checkpoint: Path, out_dir: Path, name: str, c
                      te_alpha=cfg.lora.text_encoder_alpha, save_comfyui=comfyui)
 
 
+def _prompts(cfg) -> list[str]:
+    return list(cfg.sample.prompts) or [f"a photo of {cfg.dataset.trigger_word}"]
+
+
+def cell_count(run_dir: str | Path, strengths: tuple[float, ...] = STRENGTHS) -> int:
+    """How many pictures the run's report card draws: the base once per prompt, then every row at
+    every strength above 0 (the worker's progress total, known before the model loads)."""
+    run_dir = Path(run_dir)
+    return len(_prompts(_config(run_dir))) * (1 + len(rows(run_dir)) * (len(strengths) - 1))
+
+
 def build_report_card(run_dir: str | Path, progress: Progress | None = None,
-                      strengths: tuple[float, ...] = STRENGTHS) -> dict:
+                      strengths: tuple[float, ...] = STRENGTHS, data_dir: str | Path | None = None) -> dict:
     import torch
 
     from studio.models import inspect_model, load_pipeline
@@ -100,13 +111,13 @@ def build_report_card(run_dir: str | Path, progress: Progress | None = None,
     run_dir = Path(run_dir)
     report = progress or (lambda done, total, message: None)
     cfg = _config(run_dir)
-    prompts = list(cfg.sample.prompts) or [f"a photo of {cfg.dataset.trigger_word}"]
+    prompts = _prompts(cfg)
     table = rows(run_dir)
-    total = len(prompts) * (1 + len(table) * (len(strengths) - 1))
+    total = cell_count(run_dir, strengths)
     out = run_dir / REPORT_DIR
     shutil.rmtree(out, ignore_errors=True)
     (out / "cells").mkdir(parents=True)
-    info = inspect_model(cfg.model.base, cfg.model.revision)
+    info = inspect_model(cfg.model.base, cfg.model.revision, data_dir)
     pipe = load_pipeline(info, cfg.model.transformer_file)
     pipe.to("cuda" if torch.cuda.is_available() else "cpu")
     done, started = 0, time.time()

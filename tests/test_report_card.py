@@ -61,6 +61,56 @@ def test_a_grid_of_checkpoints_and_strengths(run):
     assert f"{1 + 2 * 4}/{1 + 2 * 4} pictures" in out.stdout
 
 
+def test_the_worker_draws_the_report_card_as_a_job(run, tmp_path):
+    """The real child (studio.jobs.report) through the real worker: progress per picture, the grids
+    in the run's report/ folder, the Results tab's view of them."""
+    import shutil
+
+    import yaml
+
+    from studio.jobs import JobStore
+    from studio.ui import card_view
+    from studio.worker import Worker
+
+    data = tmp_path / "data"
+    store = JobStore(data)
+    copy = data / "runs" / "1-card"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("report"))
+    source = store.create_job("card", yaml.safe_load((copy / "config.yaml").read_text()), run_dir=str(copy))
+    store.claim_next("w")
+    store.finish(source, "succeeded", exit_code=0)
+    card_view.queue_report(data, source, "en")
+    [job] = [j for j in store.jobs() if j.kind == "report"]
+    assert Worker(data, poll_interval=0.05).run_once() == job.id
+    done = store.job(job.id)
+    assert done.status == "succeeded", (done.error_message, (Path(done.run_dir) / "train.log").read_text()[-3000:])
+    assert done.files == ["report/grid_p0.png"] and (done.step, done.max_steps) == (9, 9)
+    steps = [e for e in store.events(job.id, types=["step"])]
+    assert [e["step"] for e in steps] == list(range(1, 10)) and all(e["it_s"] > 0 for e in steps[1:])
+    with Image.open(copy / "report" / "grid_p0.png") as grid:
+        assert grid.size == (90 + 64 * STRENGTHS, 22 + 64 * 2)
+    panel = card_view.card_panel(data, source, "en")
+    assert [Path(p).name for p, _ in panel["grids"]] == ["grid_p0.png"] and "Picture 9 / 9" in panel["progress"]
+
+    # Promote from the Results tab: both files rewritten and verified, the card says which step.
+    from studio.ui import runs
+    from studio.ui.handlers import UserError
+
+    before = (copy / "card.safetensors").read_bytes()
+    with pytest.raises(UserError, match="Tick the box"):
+        card_view.promote_confirmed(data, source, "2", False, "en")
+    assert (copy / "card.safetensors").read_bytes() == before and not (copy / "previous-final").exists()
+    assert card_view.promote_confirmed(data, source, "2", True, "zh-CN").startswith("第 2 步现在是这次训练的最终 LoRA")
+    assert (copy / "card.safetensors").read_bytes() != before
+    view = runs.result_view(data, source, "en")
+    assert "❌" not in view["card"] and view["card"].count("✅") >= 5
+    assert "**Promoted:** the final LoRA files are the checkpoint of step 2" in view["card"]
+    assert "**Trained for** 2 steps" in view["card"]
+    assert {Path(f).name for f in view["files"]} >= {"card.safetensors", "card-comfyui.safetensors", "README.md"}
+    readme = (copy / "README.md").read_text()
+    assert "| Steps | 2 |" in readme and "![a photo of sks](report/grid_p0.png)" in readme
+
+
 def test_promote_a_checkpoint(run):
     from studio.lora_files import delta_weights
     from studio.training_utils import read_checkpoint

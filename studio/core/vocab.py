@@ -25,7 +25,8 @@ RESUMABLE_STATUSES = (INTERRUPTED, CANCELLED, FAILED)
 # ---------------------------------------------------------------- job kinds
 KIND_TRAIN = "train"  # a training run: `python -m studio train`
 KIND_TRYIT = "tryit"  # draw a prompt with and without a finished run's LoRA
-JOB_KINDS = (KIND_TRAIN, KIND_TRYIT)
+KIND_REPORT = "report"  # a finished run's report card: checkpoints x strengths (studio/report_card.py)
+JOB_KINDS = (KIND_TRAIN, KIND_TRYIT, KIND_REPORT)
 
 # ---------------------------------------------------------------- memory tiers
 # From most to least GPU memory; an out-of-memory retry moves one step right. `cpu` is a tier of

@@ -1,6 +1,7 @@
 """What the worker does for each kind of job: the input it writes into the run folder, the child
 process it starts, and how it checks the child's outputs. Training runs `python -m studio train`
-(docs/architecture.md); try-it runs studio/jobs/tryit.py. Both speak the same exit codes and
+(docs/architecture.md); try-it runs studio/jobs/tryit.py, the report card studio/jobs/report.py.
+All speak the same exit codes and
 metrics.jsonl events, so one outcome table (studio/jobs/outcomes.py) reads both.
 """
 
@@ -14,7 +15,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from studio.core.vocab import KIND_TRAIN, KIND_TRYIT
+from studio.core.vocab import KIND_REPORT, KIND_TRAIN, KIND_TRYIT
 from studio.jobs.record import Job
 
 
@@ -104,3 +105,43 @@ class TryItKind:
         missing = [name for name in self.IMAGES if not (run_dir / name).is_file()]
         return list(self.IMAGES), (f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing"
                                    if missing else None)
+
+
+REPORT_JOBS = "report-jobs"  # <run>/report-jobs/<job id>/: a report job's events and log
+
+
+class ReportKind:
+    """A finished run's report card (studio/report_card.py). The job's own folder is
+    `<run>/report-jobs/<id>/`; the grids it draws go into `<run>/report/`."""
+
+    name = KIND_REPORT
+    process = "report-card process"
+    activity = "the report card"
+
+    def __init__(self, data_dir: Path, report_command: Sequence[str] | None = None):
+        self.data_dir = data_dir
+        self.report_command = list(report_command) if report_command else [sys.executable, "-m", "studio.jobs.report"]
+
+    def prepare(self, job: Job, run_dir: Path) -> Path:
+        path = run_dir / "request.json"
+        path.write_text(json.dumps({**job.request, "run_dir": str(source_run(run_dir))}), encoding="utf-8")
+        return path
+
+    def command(self, job: Job, request_path: Path, run_dir: Path) -> list[str]:
+        return [*self.report_command, str(request_path), "--run-dir", str(run_dir), "--data-dir", str(self.data_dir)]
+
+    def check_outputs(self, run_dir: Path, done: dict[str, Any] | None) -> tuple[list[str], str | None]:
+        """(the grids, None) when report.json and every grid it lists exist."""
+        report = source_run(run_dir) / "report"
+        try:
+            grids = json.loads((report / "report.json").read_text(encoding="utf-8"))["grids"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return [], "report/report.json is missing or unreadable"
+        missing = [g for g in grids if not (report / g).is_file()]
+        files = [f"report/{g}" for g in grids]
+        return files, (f"{', '.join(missing)} missing from report/" if missing else None)
+
+
+def source_run(report_job_dir: Path) -> Path:
+    """The finished run a report job's folder belongs to."""
+    return Path(report_job_dir).parent.parent

@@ -22,7 +22,7 @@ import yaml
 
 from studio.config import TrainConfig
 from studio.core.secrets import redact
-from studio.core.vocab import ACTIVE_STATUSES, JOB_KINDS, KIND_TRAIN, KIND_TRYIT, RESUMABLE_STATUSES
+from studio.core.vocab import ACTIVE_STATUSES, JOB_KINDS, KIND_REPORT, KIND_TRAIN, KIND_TRYIT, RESUMABLE_STATUSES, SUCCEEDED
 from studio.jobs.progress import WorkerSide
 from studio.jobs.record import Job, validated_config
 
@@ -80,6 +80,27 @@ class JobStore(WorkerSide):
         with self._write() as conn:
             conn.execute("UPDATE jobs SET run_dir=? WHERE id=?",
                          (str(Path(source.run_dir) / "tryit" / str(job_id)), job_id))
+        return job_id
+
+    def create_report(self, source_job_id: int) -> int:
+        """Queue a report card for the succeeded training job `source_job_id`: its kept checkpoints
+        and final LoRA at several strengths (studio/report_card.py). The job's events and log go to
+        `<run>/report-jobs/<job id>/`, the grids to `<run>/report/`."""
+        source = self.job(source_job_id)
+        if source.kind != KIND_TRAIN or source.status != SUCCEEDED or not source.run_dir:
+            raise JobStateError(f"job {source_job_id} is a {source.status} {source.kind} job; "
+                                "only a training job that succeeded has a report card")
+        if source.config is None:
+            raise JobStateError(f"job {source_job_id} has settings this studio cannot read: {source.config_problem}")
+        waiting = [j.id for j in self.jobs(("queued",) + ACTIVE_STATUSES)
+                   if j.kind == KIND_REPORT and j.parent_job_id == source_job_id]
+        if waiting:
+            raise JobStateError(f"job {source_job_id} already has a report card on the way (job {waiting[0]})")
+        job_id = self.create_job(f"report {source.name}", source.config, parent_job_id=source_job_id,
+                                 kind=KIND_REPORT, request={"source_job_id": source_job_id})
+        with self._write() as conn:
+            conn.execute("UPDATE jobs SET run_dir=? WHERE id=?",
+                         (str(Path(source.run_dir) / "report-jobs" / str(job_id)), job_id))
         return job_id
 
     def rerun_with(self, job_id: int, config: TrainConfig | Mapping[str, Any]) -> int:
@@ -182,7 +203,8 @@ class JobStore(WorkerSide):
             runs_root = (self.data_dir / "runs").resolve()
             target = Path(run_dir).resolve()
             # Never delete outside <data>/runs, whatever the row says: a run folder, or a try-it
-            # folder inside one.
-            inside = target.parent == runs_root or (target.parent.name == "tryit" and target.parent.parent.parent == runs_root)
+            # or report-job folder inside one.
+            inside = target.parent == runs_root or (target.parent.name in ("tryit", "report-jobs")
+                                                    and target.parent.parent.parent == runs_root)
             if inside and target.is_dir():
                 shutil.rmtree(target)

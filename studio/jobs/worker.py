@@ -2,8 +2,8 @@
 
 It claims queued jobs from the job store one at a time, runs each as a child process in its
 own session (training: `python -m studio train`, or `accelerate launch` for several GPUs;
-try-it: studio/jobs/tryit.py — see studio/jobs/kinds.py) so a crash or OOM cannot take the
-worker or the UI down, copies the child's metrics.jsonl into the store, turns UI requests into
+try-it: studio/jobs/tryit.py; report card: studio/jobs/report.py — see studio/jobs/kinds.py) so
+a crash or OOM cannot take the worker or the UI down, copies the child's metrics.jsonl into the store, turns UI requests into
 control files, and records how each run ended (studio/jobs/outcomes.py). On start-up it
 reconciles jobs left running by a previous worker that died; on SIGTERM/SIGINT it lets the child
 checkpoint, marks the job `interrupted`, exits. While it runs, the modification time of its
@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from studio.core.secrets import redact
-from studio.core.vocab import CANCELLED, EVENT_WARNING, FAILED, INTERRUPTED, KIND_TRAIN, KIND_TRYIT, SUCCEEDED
+from studio.core.vocab import CANCELLED, EVENT_WARNING, FAILED, INTERRUPTED, KIND_REPORT, KIND_TRAIN, KIND_TRYIT, SUCCEEDED
 from studio.diagnostics import CATALOGUE
 from studio.jobs import outcomes
-from studio.jobs.kinds import TrainKind, TryItKind
+from studio.jobs.kinds import ReportKind, TrainKind, TryItKind
 from studio.jobs.process import HEARTBEAT_EVERY, lock_holder, pid_runs_in, signal_group, start_heartbeat, try_lock
 from studio.jobs.record import Job
 from studio.jobs.store import JobStore
@@ -73,14 +73,17 @@ class Worker:
         cancel_timeout: float = DEFAULT_CANCEL_TIMEOUT,
         grace_seconds: float | None = None,
         tryit_command: Sequence[str] | None = None,
+        report_command: Sequence[str] | None = None,
     ):
         """`train_command` replaces `[python, -m, studio, train]` and `tryit_command`
-        `[python, -m, studio.jobs.tryit]` (tests use stand-ins); `gpus` limits the devices given
+        `[python, -m, studio.jobs.tryit]`, `report_command` `[python, -m, studio.jobs.report]`
+        (tests use stand-ins); `gpus` limits the devices given
         to children (CUDA_VISIBLE_DEVICES)."""
         self.data_dir = Path(data_dir).resolve()
         self.store = JobStore(self.data_dir)
         self.kinds = {KIND_TRAIN: TrainKind(self.data_dir, train_command),
-                      KIND_TRYIT: TryItKind(self.data_dir, tryit_command)}
+                      KIND_TRYIT: TryItKind(self.data_dir, tryit_command),
+                      KIND_REPORT: ReportKind(self.data_dir, report_command)}
         self.poll_interval = poll_interval
         self.gpus = list(gpus) if gpus is not None else None
         self.cancel_timeout = cancel_timeout

@@ -57,15 +57,16 @@ def progress_html(job: dict, lang: str = "en") -> str:
     (built server-side so it needs no custom JS)."""
     step, max_steps = job.get("step") or 0, job.get("max_steps")
     status = job["status"]
+    unit = "_pictures" if job.get("kind") == "report" else ""  # a report card counts pictures drawn
     fraction = 1.0 if status == "succeeded" else (min(1.0, step / max_steps) if max_steps else 0.0)
     if status == "queued":
         text, fraction = t("monitor.waiting", lang), 0.0
     elif status in ACTIVE:
         it_s = f"{job['it_s']:.2f}" if isinstance(job.get("it_s"), (int, float)) else "–"
-        text = t("monitor.progress", lang, step=step, max_steps=max_steps or "?", it_s=it_s,
+        text = t(f"monitor.progress{unit}", lang, step=step, max_steps=max_steps or "?", it_s=it_s,
                  eta=_fmt_eta(job.get("eta_s")))
     else:  # ended: an ETA would be stale, the total time is what is known
-        text = t("monitor.progress_ended", lang, step=step, max_steps=max_steps or "?",
+        text = t(f"monitor.progress{unit}_ended", lang, step=step, max_steps=max_steps or "?",
                  total=_fmt_eta(total_time(job)))
     return (f'<div class="studio-progress" data-status="{html.escape(status)}">'
             f'<div style="font-weight:600">{html.escape(badge(status, lang))} — {html.escape(text)}</div>'

@@ -1,5 +1,5 @@
 """Results tab: for a finished job, the two LoRA files and the config to download, a model
-card, a try-it panel (with vs. without the LoRA, same seed, in a child process) and
+card, its report card (studio/ui/results_card.py), a try-it panel (with vs. without the LoRA, same seed, in a child process) and
 publishing to the Hugging Face Hub (token typed once or from HF_TOKEN; never stored)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import gradio as gr
 
 from studio.i18n import t
-from studio.ui import runs
+from studio.ui import results_card, runs
 from studio.ui.common import Context, L, guarded
 from studio.ui.components import View
 
@@ -35,6 +35,7 @@ def build(ctx: Context) -> None:
             without_lora = gr.Image(label=L("results.try_without"), interactive=False)
         try_folder = gr.State(None)
         try_timer = gr.Timer(2.0, active=False)
+    promoted = results_card.build(ctx, pick, refresh)
     with gr.Accordion(L("results.publish_heading"), open=False):
         repo = gr.Textbox(label=L("results.repo"))
         # type="password": the browser masks it; the handler uses it once and keeps nothing.
@@ -60,6 +61,8 @@ def build(ctx: Context) -> None:
     refresh.click(on_view, [pick, shown, prompt, ctx.lang], outputs, api_visibility="private")
     pick.input(on_view, [pick, shown, prompt, ctx.lang], outputs, api_visibility="private")
     ctx.results_view = View(on_view, [pick, shown, prompt, ctx.lang], outputs)
+    # A promoted checkpoint has new files, a new checklist and a new card.
+    promoted.then(on_view, [pick, shown, prompt, ctx.lang], outputs, api_visibility="private")
 
     @guarded(3, status_index=0)
     def on_try(job_id, text, weight, seed_v, lang):

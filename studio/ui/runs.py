@@ -271,13 +271,22 @@ def model_card(job: dict, lang: str = "en") -> str:
     lines = [t("card.title", lang, name=plain.removesuffix(".safetensors"))]
     if cfg.get("dataset", {}).get("trigger_word"):
         lines.append(t("card.trigger", lang, trigger=cfg["dataset"]["trigger_word"]))
+    promoted = promoted_step(Path(job.get("run_dir") or ""))  # the final LoRA is then that checkpoint's
     lines += [t("card.base", lang, base=base), t("card.licence", lang, licence=licence_text(base, lang)),
-              t("card.steps", lang, steps=job.get("step") or cfg.get("schedule", {}).get("max_steps"),
+              *([t("card.promoted", lang, step=promoted)] if promoted is not None else []),
+              t("card.steps", lang, steps=promoted or job.get("step") or cfg.get("schedule", {}).get("max_steps"),
                 resolution=cfg.get("dataset", {}).get("resolution"), rank=cfg.get("lora", {}).get("rank"),
                 lr=cfg.get("optimizer", {}).get("lr")),
               t("card.usage", lang, file=plain, comfy=comfy),
               t("card.samples", lang)]
     return "\n\n".join(lines)
+
+
+def promoted_step(run_dir: Path) -> int | None:
+    try:
+        return int(json.loads((run_dir / "promoted.json").read_text(encoding="utf-8"))["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def result_view(data_dir: Path, job_id: int | None, lang: str = "en") -> dict[str, Any]:
