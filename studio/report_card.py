@@ -76,9 +76,20 @@ def _metadata(run_dir: Path, step: int | None) -> dict:
     return meta
 
 
+def run_family(cfg):
+    """The model family of a run's base model, which writes its LoRA files: from the config's
+    model section without the network where it can (studio/families/choice.py), else from the
+    model's config files."""
+    from studio.families.base import inspect_model
+    from studio.families.choice import chosen
+
+    found = chosen({"base": cfg.model.base, "family": cfg.model.family})
+    return found[0] if found else inspect_model(cfg.model.base, cfg.model.revision).model_family
+
+
 def checkpoint_lora(run_dir: Path, checkpoint: Path, out_dir: Path, name: str, comfyui: bool = False) -> dict:
-    """Write a checkpoint's LoRA as LoRA files (the run's rank, alpha and metadata)."""
-    from studio.lora_files import save_lora
+    """Write a checkpoint's LoRA as LoRA files (the run's rank, alpha and metadata), in the
+    layouts of the run's model family."""
     from studio.training_utils import read_checkpoint
 
     cfg = _config(run_dir)
@@ -86,9 +97,10 @@ def checkpoint_lora(run_dir: Path, checkpoint: Path, out_dir: Path, name: str, c
     transformer = {k.removeprefix("transformer."): v for k, v in lora.items() if k.startswith("transformer.")}
     text = {k.removeprefix("text_encoder."): v for k, v in lora.items() if k.startswith("text_encoder.")}
     step = step_of(Path(checkpoint))
-    return save_lora(out_dir, name, transformer, cfg.lora.rank, cfg.lora.alpha, _metadata(run_dir, step),
-                     text_encoder_layers=text or None, te_rank=cfg.lora.text_encoder_rank,
-                     te_alpha=cfg.lora.text_encoder_alpha, save_comfyui=comfyui)
+    return run_family(cfg).write_lora(out_dir, name, transformer, cfg.lora.rank, cfg.lora.alpha,
+                                      _metadata(run_dir, step), text_encoder_layers=text or None,
+                                      te_rank=cfg.lora.text_encoder_rank, te_alpha=cfg.lora.text_encoder_alpha,
+                                      save_comfyui=comfyui)
 
 
 def _prompts(cfg) -> list[str]:

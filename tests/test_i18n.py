@@ -40,6 +40,10 @@ def test_generated_keys_are_translated():
         assert f"tier.{name}.title" in zh
     for code in diagnostics.CATALOGUE:
         assert f"diag.{code}.advice" in zh
+    from studio.families import families
+    for family in families():  # the Train tab's model choice
+        for variant in family.variants:
+            assert f"family.{family.name}.{variant}.licence" in zh and f"family.{family.name}.{variant}.description" in zh
 
 
 def test_placeholders_match_and_chinese_is_chinese():

@@ -113,7 +113,8 @@ def test_caption_notes_for_long_and_non_latin_captions(filled):
     assert "已保存" in note and "拉丁字母" in note
     h.save_caption(filled, "cat", "cat_1", "word " * 300)  # past schnell's 256, within dev's 512
     notes = {r[0]: r[3] for r in h.caption_table(filled, "cat")}
-    assert "T5 limit of 256" in notes["cat_1"] and "Latin" in notes["cat_0"] and notes["cat_2"] == ""
+    assert "the 256-token limit of FLUX.1 [schnell]" in notes["cat_1"]  # the registry's shortest limit
+    assert "Latin" in notes["cat_0"] and notes["cat_2"] == ""
     with pytest.raises(h.UserError, match="Click an image"):
         h.save_caption(filled, "cat", None, "x")
 

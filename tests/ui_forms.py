@@ -41,7 +41,7 @@ def _train_fields(dataset="cat", lang="en", advanced=None, **over):
     """build_config's arguments: the Train tab's form by field name, as the tab submits it."""
     values, _ = h.preset_values(over.get("preset", "portrait"), "cpu")
     values["schedule.warmup_steps"] = 2  # the preset's 20 > 20 steps
-    form = dict(base="demo", custom_base="", preset="portrait", tier="cpu", run_name="cat-lora", trigger="ohwx",
+    form = dict(family="flux1", variant="schnell", base="demo", custom_base="", preset="portrait", tier="cpu", run_name="cat-lora", trigger="ohwx",
                 **values)
     form.update({"schedule.max_steps": 20, "optimizer.lr": 1e-4, "lora.rank": 4, "dataset.resolution": 64,
                  "sample.prompts": "a photo of [trigger]\n\n", "sample.every": 10})

@@ -1,6 +1,7 @@
 """Which memory tier a GPU gets. The smallest GPU each tier needs is a fact of the model family
-(`Family.tier_min_gib`, `Family.tier_for`); FLUX.1 [dev] is asked when no family is named. torch
-is imported only inside detect_tier (the UI asks nvidia-smi instead and calls tier_for_memory)."""
+(`Family.tier_min_gib`, `Family.tier_for`); the first registered family (FLUX.1) is asked when
+none is named. torch is imported only inside detect_tier (the UI asks nvidia-smi instead and
+calls tier_for_memory)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ from studio.core.vocab import MEMORY_TIERS  # noqa: F401  (the one tier order)
 
 def tier_for_memory(gib: float | None, family=None, variant: str = "") -> str:
     """The memory tier for a GPU with `gib` GiB in total (None: no GPU, the cpu tier). `family`: a
-    Family or its name (default flux1). A GPU too small for the family still gets the lowest
-    tier here; `Family.tier_for` tells whether it fits at all."""
-    from studio.families import get_family
+    Family or its name (default: the first registered, FLUX.1). A GPU too small for the family
+    still gets the lowest tier here; `Family.tier_for` tells whether it fits at all."""
+    from studio.families import families, get_family
 
-    family = get_family(family or "flux1") if isinstance(family, (str, type(None))) else family
+    if family is None:
+        family = families()[0]
+    elif isinstance(family, str):
+        family = get_family(family)
     return family.tier_for(gib, variant) or "8gb"
 
 

@@ -15,8 +15,6 @@ from pathlib import Path
 from studio.core.paths import DATA_DIR_HELP, data_dir
 from studio.core.vocab import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
-T5_TOKENS = {"dev": 512, "schnell": 256}  # FLUX.1 max_sequence_length per variant
-
 
 def _data_dir(args) -> Path:
     return data_dir(args.data_dir)
@@ -97,7 +95,15 @@ def cmd_check(args) -> int:
     for key in ("min_images", "recommended_images", "min_resolution"):
         if getattr(args, key) is not None:
             guidance[key] = getattr(args, key)
-    t5 = args.t5_max_tokens or T5_TOKENS[args.model]
+    from studio.families.choice import token_limit
+
+    t5 = args.t5_max_tokens or token_limit(args.model)
+    if t5 is None:
+        from studio.families.choice import accepted_names
+
+        print(f"--model {args.model!r} is not a model the studio knows; give one of "
+              f"{', '.join(n for n in accepted_names() if n != 'auto')} (python -m studio families).", file=sys.stderr)
+        return EXIT_USAGE
     report = quality_report(dataset_dir, resolution=resolution or 1024, guidance=guidance or None,
                             trigger_word=args.trigger, t5_max_tokens=t5)
     if args.json:
@@ -195,8 +201,10 @@ def add_dataset_commands(subparsers) -> None:
     p.add_argument("--recommended-images", type=int, dest="recommended_images")
     p.add_argument("--min-resolution", type=int, dest="min_resolution")
     p.add_argument("--trigger", help="trigger word that captions should contain")
-    p.add_argument("--model", choices=sorted(T5_TOKENS), default="dev", help="sets the T5 token limit")
-    p.add_argument("--t5-max-tokens", type=int, help="override the T5 token limit")
+    p.add_argument("--model", default="dev", help="the base model whose text-token limit captions are checked "
+                   "against: a model.family name such as flux1-schnell (python -m studio families), or a "
+                   "variant name (dev, schnell); default dev")
+    p.add_argument("--t5-max-tokens", type=int, help="override the text-token limit")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--save", action="store_true", help="also store it in the dataset's report.json")
     p.set_defaults(func=cmd_check)

@@ -50,6 +50,30 @@ def nearest(setting: str) -> str | None:
     return match[0] if match else None
 
 
+def loose(name: str) -> tuple[Family, str] | None:
+    """A model.family name, or a bare variant name ('dev', 'schnell'), which means the first
+    registered family that has such a variant (the built-in FLUX.1 for those two)."""
+    found = lookup(name)
+    if found is not None:
+        return found
+    return next(((f, name) for f in families() if name in f.variants), None)
+
+
+def token_limit(name: str) -> int | None:
+    """The text-token limit of what `name` (see loose) names; a whole family: its strictest."""
+    found = loose(name)
+    if found is None:
+        return None
+    family, variant = found
+    return family.token_limit(variant) if variant else min(family.token_limit(v) for v in family.variants)
+
+
+def shortest_token_limit() -> tuple[int, str]:
+    """(limit, model title) of the registered model that reads the fewest text tokens: captions
+    shorter than this are read whole by every base model."""
+    return min(((v.token_limit, v.title) for f in families() for v in f.variants.values()), key=lambda lt: lt[0])
+
+
 def _is_hub_id(base: str) -> bool:
     return base.count("/") == 1 and not base.startswith(("/", ".", "~")) and not Path(base).exists()
 
@@ -76,6 +100,18 @@ def chosen(model: dict) -> tuple[Family, str] | None:
     except (ModelError, OSError, ValueError):
         return None
     return info.model_family, info.family
+
+
+def from_name(base: str) -> tuple[Family, str] | None:
+    """The published variant whose repository name a model id contains ('someone/FLUX.1-schnell-v2'
+    → flux1 schnell): a guess for names no config file can be read for. The longest name wins."""
+    lowered = (base or "").lower()
+    found = [(len(v.hub_id), family, name) for family in families() for name, v in family.variants.items()
+             if v.hub_id.split("/")[-1].lower() in lowered]
+    if not found:
+        return None
+    _, family, name = max(found, key=lambda item: item[0])
+    return family, name
 
 
 def read_from(info: ModelInfo) -> str:
@@ -121,5 +157,6 @@ def describe(family: Family) -> dict:
             "config_overrides": json.loads(json.dumps(family.config_overrides)), "variants": variants}
 
 
-__all__ = ["AUTO", "accepted_names", "chosen", "describe", "family_names", "get_family", "lookup", "mismatch",
+__all__ = ["AUTO", "accepted_names", "chosen", "describe", "family_names", "from_name", "get_family", "lookup",
+           "loose", "mismatch", "shortest_token_limit", "token_limit",
            "nearest", "read_from", "variant_alias"]

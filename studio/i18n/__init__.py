@@ -10,7 +10,8 @@ from the same choice.
 Some English strings already live in one place elsewhere, so they are generated instead of
 copied (one source of truth): config help texts (`cfg.<key>` from studio/config/schema.py), the
 wording of config problems (`problem.<code>` from studio/config/problems.py), preset
-titles and descriptions (`preset.<name>.*`, `tier.<name>.*` from presets/), and the
+titles and descriptions (`preset.<name>.*`, `tier.<name>.*` from presets/), each model family
+variant's description and licence (`family.<family>.<variant>.*` from studio/families), and the
 diagnostics catalogue (`diag.<CODE>.*` from studio/diagnostics.py); the Advanced settings'
 labels (`setting.<key>`) and choice labels (`choice.<key>.<value>`) are the config's own names in
 English. zh-CN.yaml translates them.
@@ -57,6 +58,12 @@ def _generated_english() -> dict[str, str]:
             preset = load_preset(name, kind)
             out[f"{prefix}.{name}.title"] = preset.title
             out[f"{prefix}.{name}.description"] = " ".join(preset.description.split())
+    from studio.families import families
+
+    for family in families():
+        for name, variant in family.variants.items():
+            out[f"family.{family.name}.{name}.description"] = variant.description
+            out[f"family.{family.name}.{name}.licence"] = variant.licence_text
     for code, diagnosis in diagnostics.CATALOGUE.items():
         out[f"diag.{code}.title"] = diagnosis.title
         out[f"diag.{code}.advice"] = diagnosis.advice

@@ -26,12 +26,13 @@ def L(key: str):
     return I18nData(NAMESPACE + key)
 
 
-def preset_choices(kind: str = "subject") -> list[tuple[Any, str]]:
-    """(title in the page's language, name) of each preset or memory tier, read now."""
+def preset_choices(kind: str = "subject", family: str | None = None, variant: str = "") -> list[tuple[Any, str]]:
+    """(title in the page's language, name) of each preset or memory tier, read now; subject
+    presets only those for `family` when one is given."""
     from studio.config import list_presets
 
     prefix = "preset" if kind == "subject" else "tier"
-    return [(L(f"{prefix}.{name}.title"), name) for name in list_presets(kind)]
+    return [(L(f"{prefix}.{name}.title"), name) for name in list_presets(kind, family=family, variant=variant)]
 
 
 def choice_labels(key: str, values: list[str]) -> list[tuple[Any, str]]:

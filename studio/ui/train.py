@@ -42,24 +42,43 @@ def _basic_widget(key: str, value):
     return gr.Number(precision=0 if kind == "int" else None, **common)
 
 
-def _model_choices() -> list:
-    # FLUX.1 repository ids are names and stay as they are; "demo" gets a label in the page's language.
-    return [(L("train.model_demo"), "demo")] + [(m, m) for m in h.MODEL_CHOICES if m != "demo"]
+def _model_choices(family: str, variant: str) -> list:
+    # Repository ids are names and stay as they are; "demo" gets a label in the page's language.
+    return [(L("train.model_demo"), m) if m == "demo" else (m, m) for m in h.model_choice.base_choices(family, variant)]
+
+
+def _with_choices(f: dict, lang: str) -> dict:
+    """A config's fields with the choice lists of its model (variants, base models, presets), so a
+    config of another family than the one shown fills the dropdowns with values they offer."""
+    mc, gpu = h.model_choice, h.detect_gpu()
+    return {**f, "variant": gr.update(choices=mc.variant_choices(f["family"], gpu, lang), value=f["variant"]),
+            "base": gr.update(choices=_model_choices(f["family"], f["variant"]), value=f["base"]),
+            "preset": gr.update(choices=preset_choices(family=f["family"], variant=f["variant"]), value=f["preset"])}
 
 
 def build(ctx: Context) -> None:
     d, c = ctx.data_dir, ctx.components
+    mc = h.model_choice
+    family0, variant0 = mc.default_model()
     values0, yaml0 = h.preset_values("portrait", "cpu")
-    gpu_text, suggested_tier = h.gpu_message("en")
+    gpu_text, suggested_tier = h.gpu_message("en", family0, variant0)
+    gpu0 = h.detect_gpu()
+    with gr.Row():  # the model first: presets, tier and the proposed settings follow it
+        c.add("train.family", gr.Dropdown(label=L("train.family"), choices=mc.family_choices(gpu0), value=family0,
+                                          elem_id="train-family"))
+        c.add("train.variant", gr.Dropdown(label=L("train.variant"), choices=mc.variant_choices(family0, gpu0),
+                                           value=variant0, elem_id="train-variant"))
+    model_md = gr.Markdown(mc.model_markdown(family0, variant0, gpu0), elem_id="train-family-text")
     with gr.Row():
         with gr.Column():
-            c.add("train.base", gr.Dropdown(label=L("train.model"), choices=_model_choices(), value="demo",
-                                            elem_id="train-model"))
+            base0 = mc.base_choices(family0, variant0)[0]  # the demo model, unless it is missing
+            c.add("train.base", gr.Dropdown(label=L("train.model"), choices=_model_choices(family0, variant0),
+                                            value=base0, elem_id="train-model"))
             c.add("train.custom_base", gr.Textbox(label=L("train.model_custom"), elem_id="train-model-custom"))
-            licence = gr.Markdown(h.licence_text("demo"), elem_id="train-licence")
+            licence = gr.Markdown(h.licence_text(base0), elem_id="train-licence")
         with gr.Column():
-            c.add("train.preset", gr.Dropdown(label=L("train.preset"), choices=preset_choices(), value="portrait",
-                                              elem_id="train-preset"))
+            c.add("train.preset", gr.Dropdown(label=L("train.preset"), choices=preset_choices(family=family0),
+                                              value="portrait", elem_id="train-preset"))
             preset_md = gr.Markdown(h.preset_text("portrait"), elem_id="train-preset-text")
         with gr.Column():
             c.add("train.tier", gr.Dropdown(label=L("train.tier"), choices=preset_choices("memory"),
@@ -102,15 +121,20 @@ def build(ctx: Context) -> None:
     names, setting_keys = h.form_names(), h.setting_keys()
     form, settings_out = c.of(TAB, names), c.of(TAB, setting_keys)
     preset, tier, base, custom_base, run_name = c.of(TAB, ("preset", "tier", "base", "custom_base", "run_name"))
+    family, variant = c.of(TAB, ("family", "variant"))
 
     def collect(lang, dataset, *values):
         return h.build_config(d, dataset=dataset, form=Components.named(names, values), lang=lang)
 
     form_in = [ctx.lang, ctx.dataset] + form
 
-    def on_preset(preset_v, tier_v, base_v, custom_v, lang):
+    def proposal(preset_v, tier_v, family_v, variant_v, base_v, custom_v):
+        model = h.form_model({"family": family_v, "variant": variant_v, "base": base_v, "custom_base": custom_v})
+        return h.preset_values(preset_v, tier_v, model["base"], model["family"])
+
+    def on_preset(preset_v, tier_v, family_v, variant_v, base_v, custom_v, lang):
         try:
-            proposed, text = h.preset_values(preset_v, tier_v, (custom_v or "").strip() or base_v)
+            proposed, text = proposal(preset_v, tier_v, family_v, variant_v, base_v, custom_v)
         except Exception:  # an unknown preset leaves the fields as they are
             return [gr.skip()] * (len(settings_out) + 3)
         # Plain values, not gr.skip() for the unchanged ones: gradio builds a new component for
@@ -118,10 +142,32 @@ def build(ctx: Context) -> None:
         return [*(proposed[k] for k in setting_keys), text, h.preset_text(preset_v, lang), h.tier_text(tier_v, lang)]
 
     proposal_out = settings_out + [yaml_view, preset_md, tier_md]
+    model_in = [family, variant, base, custom_base]
     # .input, not .change: an imported or remembered config sets these too and must not be reset.
     # The base model counts too: the demo model gets a short run, a real model the preset's.
     for comp in (preset, tier, base):
-        comp.input(on_preset, [preset, tier, base, custom_base, ctx.lang], proposal_out, api_visibility="private")
+        comp.input(on_preset, [preset, tier, *model_in, ctx.lang], proposal_out, api_visibility="private")
+
+    def on_model(family_v, variant_v, preset_v, lang):
+        """A family or variant chosen: its variants, base models, presets and tier, then the proposal."""
+        gpu = h.detect_gpu()
+        fam = h.model_choice
+        variants = [name for _, name in fam.variant_choices(family_v, gpu, lang)]
+        variant_v = variant_v if variant_v in variants else variants[0]
+        base_v = fam.suggested_base(family_v, variant_v, gpu)
+        tier_v = fam.suggested_tier(family_v, variant_v, base_v, gpu)
+        presets = [name for _, name in preset_choices(family=family_v, variant=variant_v)]
+        preset_v = preset_v if preset_v in presets else (presets[0] if presets else None)
+        filled = on_preset(preset_v, tier_v, family_v, variant_v, base_v, "", lang)
+        return [gr.update(choices=fam.variant_choices(family_v, gpu, lang), value=variant_v),
+                fam.model_markdown(family_v, variant_v, gpu, lang),
+                gr.update(choices=_model_choices(family_v, variant_v), value=base_v), "",
+                gr.update(choices=preset_choices(family=family_v, variant=variant_v), value=preset_v), tier_v,
+                h.licence_text(base_v, lang), *filled]
+
+    model_out = [variant, model_md, base, custom_base, preset, tier, licence] + proposal_out
+    for comp in (family, variant):
+        comp.input(on_model, [family, variant, preset, ctx.lang], model_out, api_visibility="private")
     base.change(lambda b, c, lang: h.licence_text(c or b, lang), [base, custom_base, ctx.lang], [licence],
                 api_visibility="private")
     custom_base.blur(lambda b, c, lang: h.licence_text(c or b, lang), [base, custom_base, ctx.lang], [licence],
@@ -154,16 +200,16 @@ def build(ctx: Context) -> None:
     def on_import(path, lang):
         if not path:
             return [gr.skip()] * (len(form) + 2)
-        f = h.fields_from_config(h.import_config(path, lang))
+        f = _with_choices(h.fields_from_config(h.import_config(path, lang)), lang)
         return [*(f[n] for n in names), f["yaml"], h.t("train.imported", lang)]
 
     import_file.upload(on_import, [import_file, ctx.lang], form + [yaml_view, status], api_visibility="private")
 
     fields_out = form + [yaml_view]
-    texts_out = [preset_md, tier_md, licence, plan_md]
+    texts_out = [preset_md, tier_md, licence, plan_md, model_md]
 
     @guarded(len(fields_out) + len(texts_out) + 1, status_index=-1)
-    def on_dataset(dataset, lang, preset_v, tier_v, base_v, custom_v, run_v):
+    def on_dataset(dataset, lang, family_v, variant_v, preset_v, tier_v, base_v, custom_v, run_v):
         # The settings of the newest job on this dataset; else the proposal with its trigger word.
         job = remembered.last_job(d, dataset)
         try:
@@ -173,15 +219,19 @@ def build(ctx: Context) -> None:
         if cfg is not None:
             f = h.fields_from_config(cfg)
             preset_v, tier_v, base_v, custom_v = f["preset"], f["tier"], f["base"], f["custom_base"]
+            family_v, variant_v = f["family"], f["variant"]
+            f = _with_choices(f, lang)
         else:
-            proposed, text = h.preset_values(preset_v, tier_v, (custom_v or "").strip() or base_v)
+            proposed, text = proposal(preset_v, tier_v, family_v, variant_v, base_v, custom_v)
             # Values as shown (not gr.skip(), which costs gradio a new component each).
-            f = {"base": base_v, "custom_base": custom_v, "preset": preset_v, "tier": tier_v, "run_name": run_v,
+            f = {"family": family_v, "variant": variant_v, "base": base_v, "custom_base": custom_v,
+                 "preset": preset_v, "tier": tier_v, "run_name": run_v,
                  "trigger": remembered.train_trigger(d, dataset), **proposed, "yaml": text}
         fields = [*(f[n] for n in names), f["yaml"]]
         # Texts this tab writes itself, in the page's language.
         texts = [h.preset_text(preset_v, lang) if preset_v else "", h.tier_text(tier_v, lang),
-                 h.licence_text((custom_v or "").strip() or base_v, lang), _plan(dataset, lang)]
+                 h.licence_text((custom_v or "").strip() or base_v, lang), _plan(dataset, lang),
+                 mc.model_markdown(family_v, variant_v, h.detect_gpu(), lang)]
         return [*fields, *texts, gr.skip()]
 
     def _plan(dataset, lang) -> str:
@@ -191,8 +241,12 @@ def build(ctx: Context) -> None:
             folder = None
         return plan_markdown(folder, h.detect_gpu(), lang)
 
-    ctx.dataset_views.append((on_dataset, [preset, tier, base, custom_base, run_name], fields_out + texts_out + [status]))
+    ctx.dataset_views.append((on_dataset, [family, variant, preset, tier, base, custom_base, run_name],
+                              fields_out + texts_out + [status]))
     # Choices read when the page loads, and the detected GPU in the page's language.
-    ctx.on_load += [(preset, lambda lang: gr.update(choices=preset_choices())),
+    ctx.on_load += [(family, lambda lang: gr.update(choices=mc.family_choices(h.detect_gpu(), lang))),
+                    (variant, lambda lang: gr.update(choices=mc.variant_choices(family0, h.detect_gpu(), lang))),
+                    (model_md, lambda lang: mc.model_markdown(family0, variant0, h.detect_gpu(), lang)),
+                    (preset, lambda lang: gr.update(choices=preset_choices(family=family0))),
                     (tier, lambda lang: gr.update(choices=preset_choices("memory"))),
-                    (gpu_md, lambda lang: h.gpu_message(lang)[0])]
+                    (gpu_md, lambda lang: h.gpu_message(lang, family0, variant0)[0])]

@@ -9,8 +9,14 @@ from typing import Any, Callable
 from studio.i18n import t
 from studio.ui.handlers.common import UserError, dataset_dir
 
-# FLUX.1 [schnell] reads 256 T5 tokens, [dev] 512: warn at the stricter limit (the message says both).
-T5_LIMIT = 256
+
+
+def caption_limit() -> tuple[int, str]:
+    """(tokens, model title): captions are checked against the base model that reads the fewest
+    text tokens (studio/families), since a dataset may be trained on any of them."""
+    from studio.families.choice import shortest_token_limit
+
+    return shortest_token_limit()
 
 
 def caption_images(data_dir: Path, name: str, captioner: str, trigger: str, class_word: str, placement: str,
@@ -36,10 +42,11 @@ def caption_images(data_dir: Path, name: str, captioner: str, trigger: str, clas
     return "\n".join(lines + caption_warnings(data_dir, name, lang))
 
 
-def caption_warnings(data_dir: Path, name: str, lang: str = "en", limit: int = T5_LIMIT) -> list[str]:
+def caption_warnings(data_dir: Path, name: str, lang: str = "en", limit: int | None = None) -> list[str]:
     from studio.data.ingest import list_dataset
     from studio.data.report import estimate_tokens
 
+    limit = limit or caption_limit()[0]
     out = []
     for item in list_dataset(dataset_dir(data_dir, name, lang)):
         if not item.caption:
@@ -54,7 +61,9 @@ def caption_note(stem: str, caption: str, lang: str, limit: int, tokens: int) ->
     from studio.captioning import non_latin_warning
 
     if tokens > limit:
-        return t("captions.too_long", lang, stem=stem, tokens=tokens, limit=limit)
+        shortest, model = caption_limit()
+        return t("captions.too_long", lang, stem=stem, tokens=tokens, limit=limit,
+                 model=model if limit == shortest else t("captions.the_model", lang))
     if non_latin_warning(caption):
         return t("captions.non_latin", lang, stem=stem)
     return ""
@@ -67,11 +76,11 @@ def caption_table(data_dir: Path, name: str | None, lang: str = "en") -> list[li
 
     if not name:
         return []
-    rows = []
+    rows, limit = [], caption_limit()[0]
     for item in list_dataset(dataset_dir(data_dir, name, lang)):
         caption = item.caption or ""
         tokens = estimate_tokens(caption) if caption else 0
-        rows.append([item.stem, caption, tokens, caption_note(item.stem, caption, lang, T5_LIMIT, tokens)])
+        rows.append([item.stem, caption, tokens, caption_note(item.stem, caption, lang, limit, tokens)])
     return rows
 
 
@@ -93,7 +102,7 @@ def save_caption(data_dir: Path, name: str, stem: str | None, text: str, lang: s
     message = t("captions.saved" if (text or "").strip() else "captions.cleared", lang, stem=stem)
     from studio.data.report import estimate_tokens
 
-    note = caption_note(stem, text or "", lang, T5_LIMIT, estimate_tokens(text or ""))
+    note = caption_note(stem, text or "", lang, caption_limit()[0], estimate_tokens(text or ""))
     return message + (f"\n\n⚠️ {note}" if note else "")
 
 

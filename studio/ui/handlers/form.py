@@ -13,15 +13,16 @@ from studio.i18n import t
 from studio.ui.handlers.common import UserError
 
 # The form's fields that are not settings of their own (chosen by pickers, or written into
-# several settings): base model (+ a custom one), preset, memory tier, run name, trigger word.
-CHOICE_FIELDS = ("base", "custom_base", "preset", "tier", "run_name", "trigger")
+# several settings): model family and variant, base model (+ a custom one), preset, memory tier,
+# run name, trigger word.
+CHOICE_FIELDS = ("family", "variant", "base", "custom_base", "preset", "tier", "run_name", "trigger")
 # Settings shown up front on the Train tab, each with its own label (`train.<label>`).
 BASIC = {"schedule.max_steps": "steps", "optimizer.lr": "lr", "lora.rank": "rank",
          "dataset.resolution": "resolution", "sample.every": "sample_every", "sample.prompts": "prompts"}
 BASIC_KEYS = tuple(BASIC)
 # Chosen elsewhere in the UI (dataset picker, model/tier pickers, run name), or fixed by the worker.
-NOT_IN_ADVANCED = set(BASIC_KEYS) | {"preset", "model.base", "dataset.path", "dataset.trigger_word",
-                                     "memory.tier", "save.output_dir", "save.run_name"}
+NOT_IN_ADVANCED = set(BASIC_KEYS) | {"preset", "model.base", "model.family", "dataset.path",
+                                     "dataset.trigger_word", "memory.tier", "save.output_dir", "save.run_name"}
 # Sample prompts are typed one per line in a box of several lines.
 LINES = "lines"
 
