@@ -339,3 +339,37 @@ def test_worker_runs_a_klein_job(klein, tmp_path):
     assert all(Path(job["run_dir"], f).is_file() for f in job["files"])
     start = store.events(job_id, types=["start"])[0]
     assert start["family"] == "base-4b" and start["licence"].startswith("Apache-2.0")
+
+
+@pytest.mark.parametrize("tier, precision", [("12gb", "nf4"), ("16gb", "int8")])
+def test_quantised_base_trains_and_saves(klein, tmp_path, monkeypatch, tier, precision):
+    """The 12 and 16 GB tiers' quantised bases (bitsandbytes NF4 / int8) through the engine, on the
+    CPU kernels with the same two GPU guards lifted as tests/test_quantised_cpu.py lifts."""
+    pytest.importorskip("bitsandbytes", reason="bitsandbytes is in requirements.txt")
+    from accelerate.state import AcceleratorState
+    from diffusers.quantizers.bitsandbytes import bnb_quantizer
+    from peft.tuners.lora import bnb as peft_bnb
+
+    from studio.train import loop, state
+
+    for cls in (bnb_quantizer.BnB4BitDiffusersQuantizer, bnb_quantizer.BnB8BitDiffusersQuantizer):
+        monkeypatch.setattr(cls, "validate_environment", lambda self, *a, **k: None)
+        monkeypatch.setattr(cls, "update_device_map", lambda self, device_map: {"": "cpu"})
+    monkeypatch.setattr(state, "gpu_only_settings", lambda cfg: [])
+    built = {}
+    original = loop.build_state
+    monkeypatch.setattr(loop, "build_state", lambda *a, **k: built.setdefault("state", original(*a, **k)))
+    cfg = resolve(tiny_config(klein, squares(tmp_path / "ds"), tmp_path / "out", schedule={"max_steps": 2},
+                              memory={"device": "auto", "base_precision": precision},
+                              optimizer={"name": "adamw", "lr": 1e-3}), tier=tier)
+    AcceleratorState._reset_state(reset_partial_state=True)  # bf16 mixed precision here, none elsewhere
+    try:
+        events = Events()
+        code = train(cfg, tmp_path / "run", events, data_dir=tmp_path / "data")
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    assert code == EXIT_OK, events.of("error")
+    layer = built["state"].transformer.single_transformer_blocks[0].attn.to_qkv_mlp_proj
+    assert isinstance(layer, peft_bnb.Linear4bit if precision == "nf4" else peft_bnb.Linear8bitLt)
+    for path in events.of("done")[-1]["files"]:
+        assert KLEIN.validate(path).rank == 4
