@@ -107,6 +107,21 @@ def test_detected_from_configs_and_key_names(klein, tmp_path):
     assert not KLEIN.detect_keys(["single_blocks.0.linear1.weight", "double_blocks.0.img_mod.lin.weight"])
 
 
+def test_single_file_transformer_replaces_the_folders(klein, tmp_path):
+    from diffusers import Flux2Transformer2DModel
+    from safetensors.torch import save_file
+
+    other = Flux2Transformer2DModel.from_pretrained(str(klein), subfolder="transformer")
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.01)
+    single = tmp_path / "klein-finetune.safetensors"
+    save_file(other.state_dict(), str(single))
+    pipe = KLEIN.load(inspect_model(str(klein)), str(single))
+    assert torch.equal(pipe.transformer.x_embedder.weight, other.x_embedder.weight)
+    assert not pipe.transformer.x_embedder.weight.requires_grad
+
+
 def test_interface_facts():
     assert {"attention", "diffusers_default", "all_linear"} <= set(KLEIN.target_sets)
     assert KLEIN.kind == "text-to-image" and KLEIN.text_encoder_targets == []
