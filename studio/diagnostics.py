@@ -34,6 +34,9 @@ CATALOGUE = {d.code: d for d in [
               "the built-in demo model."),
     Diagnosis("NO_IMAGES", "The dataset has no usable images",
               "Upload JPEG, PNG or WebP photos (at least 256 px on the short side) to the dataset."),
+    Diagnosis("NO_PAIRS", "This model trains edit LoRAs and the dataset has no pairs",
+              "Give each target image its 'before' image in the dataset's control/ folder under the same "
+              "name, or import a folder or zip with control/ and target/ subfolders."),
     Diagnosis("DATASET_CHECK", "The dataset check found something to improve",
               "Training goes on. The message names the images and what to do; the Dataset tab "
               "and python -m studio dataset check show the whole report."),

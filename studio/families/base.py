@@ -89,6 +89,8 @@ class Family:
     text_encoder_targets: list[str] = []     # LoRA targets of the trainable text encoder
     tier_min_gib: tuple = ()             # ((tier, smallest GPU GiB), …), largest first
     weight_gib: dict[str, float] = {}    # the transformer's weights per precision
+    kind: str = "text-to-image"          # "edit": trains on pairs (studio/data/pairs.py), samples need an input image
+    config_overrides: dict = {}          # config sections applied on top of any preset for this family
 
     # -- recognising a model (config files only)
     def detect(self, model_index: dict, transformer_cfg: dict) -> str | None:
@@ -145,6 +147,11 @@ class Family:
     def latents(self, pipe, params, generator, device):
         raise NotImplementedError
 
+    def reference_latents(self, pipe, params, device):
+        """Cached latent parameters of reference (control) images → the latents an edit family
+        conditions on (deterministic: no draw)."""
+        raise NotImplementedError
+
     def image_seq_len(self, latents) -> int:
         raise NotImplementedError
 
@@ -154,12 +161,19 @@ class Family:
     def training_guidance(self, info: ModelInfo, configured: float | None) -> float | None:
         raise NotImplementedError
 
-    def model_inputs(self, noisy, target, t, text: dict, guidance, dtype) -> tuple[dict, object]:
-        """(the transformer's keyword arguments, the target in the prediction's layout)."""
+    def model_inputs(self, noisy, target, t, text: dict, guidance, dtype, reference=None) -> tuple[dict, object]:
+        """(the transformer's keyword arguments, the target in the prediction's layout).
+        `reference`: reference-image latents (from `reference_latents`) for an edit family, else None."""
+        raise NotImplementedError
+
+    def prediction(self, output, target):
+        """The transformer's output (what `model(**kwargs)` returned) in the target's layout: an
+        edit family drops the reference tokens, whose prediction is not trained."""
         raise NotImplementedError
 
     def sample(self, pipe, cached: dict, prompt: str, text_encoder, seed: int, steps: int, guidance: float,
-               size: tuple[int, int], device):
+               size: tuple[int, int], device, control=None):
+        """One PIL image. `control`: the input image (PIL) of an edit family, else None."""
         raise NotImplementedError
 
     # -- LoRA: targets, blocks, files
@@ -196,6 +210,7 @@ def register(family: Family) -> Family:
 
 def _load_builtin() -> None:
     from . import flux1  # noqa: F401  (registers itself)
+    from . import flux1_kontext  # noqa: F401
 
 
 def families() -> list[Family]:
