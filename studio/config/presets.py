@@ -26,6 +26,7 @@ class Preset:
     guidance: dict
     config: dict
     kind: str  # "subject" or "memory"
+    families: list[str] | None = None  # the model families it suits; None: every text-to-image family
 
 
 def _preset_path(name: str, kind: str) -> Path:
@@ -53,11 +54,12 @@ def load_preset(name: str, kind: str = "subject") -> Preset:
     if not path.is_file():
         raise ConfigError(_not_found(name, kind))
     data = parse_yaml(read_text(path), str(path))
-    unknown = set(data) - {"title", "description", "guidance", "config"}
+    unknown = set(data) - {"title", "description", "guidance", "config", "families"}
     if unknown:
         raise ConfigError(Problem(str(path), "preset_unknown_keys", {"keys": sorted(unknown)}))
     preset = Preset(name=name, title=data.get("title", name), description=data.get("description", ""),
-                    guidance=data.get("guidance") or {}, config=data.get("config") or {}, kind=kind)
+                    guidance=data.get("guidance") or {}, config=data.get("config") or {}, kind=kind,
+                    families=data.get("families"))
     TrainConfig.from_dict(preset.config)  # a preset must itself be a valid partial config
     return preset
 
