@@ -37,6 +37,9 @@ CATALOGUE = {d.code: d for d in [
     Diagnosis("FAMILY_MISMATCH", "The base model is not of the family the settings name",
               "Set model.family to the family the message names (or auto), or choose a base model of "
               "the family you want; python -m studio families lists them."),
+    Diagnosis("NO_PAIRS", "This model trains edit LoRAs and the dataset has no pairs",
+              "Give each target image its 'before' image in the dataset's control/ folder under the same "
+              "name, or import a folder or zip with control/ and target/ subfolders."),
     Diagnosis("DATASET_CHECK", "The dataset check found something to improve",
               "Training goes on. The message names the images and what to do; the Dataset tab "
               "and python -m studio dataset check show the whole report."),

@@ -34,8 +34,10 @@ def test_detection_reads_the_configs(tiny_model, tiny_dev_model):
         info = inspect_model(str(folder))
         assert (info.family, info.family_name, info.token_limit) == (variant, "flux1", VARIANTS[variant].token_limit)
         assert info.guidance_embeds is VARIANTS[variant].guidance_embeds
-    # an edit pipeline around the same transformer is not plain FLUX.1; nor is another transformer
-    assert detect({"_class_name": "FluxKontextPipeline"}, {"_class_name": "FluxTransformer2DModel"}) is None
+    # an edit pipeline around the same transformer is not plain FLUX.1 (it is Kontext); nor is another transformer
+    assert FLUX1.detect({"_class_name": "FluxKontextPipeline"}, {"_class_name": "FluxTransformer2DModel"}) is None
+    assert detect({"_class_name": "FluxKontextPipeline"}, {"_class_name": "FluxTransformer2DModel"})[0].name \
+        == "flux1-kontext"
     assert detect({}, {"_class_name": "SD3Transformer2DModel"}) is None
     # a hand-written config without a class name is recognised by FLUX.1's own keys
     assert detect({}, {"num_single_layers": 2, "joint_attention_dim": 32, "guidance_embeds": True}) == (FLUX1, "dev")

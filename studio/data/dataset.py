@@ -28,6 +28,8 @@ class Sample:
     bucket: tuple[int, int]    # (width, height) in pixels
     resolution: int
     digest: str                # sha256 of the image file's bytes
+    control: Path | None = None  # an edit pair's control ("before") image (studio/data/pairs.py)
+    control_digest: str = ""
 
 
 def image_folder(path: str | Path) -> Path:
@@ -45,14 +47,16 @@ def _caption_for(image: Path, cfg: TrainConfig) -> str:
     return caption.replace("[trigger]", cfg.dataset.trigger_word)
 
 
-def load_samples(cfg: TrainConfig, warn=lambda code, message: None, t5_max_tokens: int = 512) -> list[Sample]:
+def load_samples(cfg: TrainConfig, warn=lambda code, message: None, t5_max_tokens: int = 512,
+                 edit: bool = False) -> list[Sample]:
     """The training samples, after the checks a dataset gets at import and in `dataset check`.
 
     A folder can reach training without being imported (a plain folder in dataset.path, files
     added by hand), so every image is checked here as import checks it: an image import would
     refuse is not trained on, with a NO_IMAGES warning saying why; when none is left the run
     stops. What `dataset check` only advises on (missing captions, blur, near-duplicates, …)
-    becomes DATASET_CHECK warnings. `warn(code, message)` receives both.
+    becomes DATASET_CHECK warnings. `warn(code, message)` receives both. `edit` (an edit family):
+    only targets with a control image are trained on (studio/data/pairs.py), each sample carrying it.
     """
     from PIL import Image
 
@@ -65,8 +69,11 @@ def load_samples(cfg: TrainConfig, warn=lambda code, message: None, t5_max_token
                    if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
     resolutions = [cfg.dataset.resolution, *cfg.dataset.extra_resolutions]
     limits = import_limits(min(resolutions))
+    controls = edit_controls(cfg, folder, warn) if edit else {}
     samples, kept = [], []
     for path in files:
+        if edit and path.stem not in controls:
+            continue
         problem = refused_by_import(path, limits)
         if problem:
             warn("NO_IMAGES", f"{path.name}: not trained on. {problem}")
@@ -81,13 +88,36 @@ def load_samples(cfg: TrainConfig, warn=lambda code, message: None, t5_max_token
                 bucket = nearest_bucket(*size, make_buckets(res))
             else:
                 bucket = (res, res)
-            samples.append(Sample(len(samples), path, caption, bucket, res, digest))
+            control = controls.get(path.stem)
+            samples.append(Sample(len(samples), path, caption, bucket, res, digest, control,
+                                  hashlib.sha256(control.read_bytes()).hexdigest() if control else ""))
     if not samples:
         raise StudioError("NO_IMAGES", f"{folder}: no usable images found (looked for "
                           f"{', '.join(sorted(IMAGE_SUFFIXES))}).")
     for code, message in quality_warnings(kept, cfg, t5_max_tokens):
         warn(code, message)
     return samples
+
+
+def edit_controls(cfg: TrainConfig, folder: Path, warn) -> dict[str, Path]:
+    """stem → control image of every pair (an edit family trains on pairs only); refuses a dataset
+    without pairs, or with augmentations (they would change a target but not its control)."""
+    from .pairs import CONTROL_DIR, UNPAIRED_TARGET, find_pairs
+
+    scan = find_pairs(folder)
+    if not scan.pairs:
+        raise StudioError("NO_PAIRS", f"{folder}: this model trains edit LoRAs from before/after pairs, and the "
+                          f"dataset has none. Put each target's 'before' image in {folder / CONTROL_DIR} under "
+                          "the target's name (photo.png + control/photo.jpg), or import a folder or zip with "
+                          "control/ and target/ subfolders.")
+    if cfg.dataset.augmentations:
+        raise StudioError("CONFIG_INVALID", "dataset.augmentations: not available for edit pairs (the control "
+                          "image would not get the same change as its target); remove them.")
+    skipped = [p.file for p in scan.problems if p.code == UNPAIRED_TARGET]
+    if skipped:
+        warn("NO_IMAGES", f"{len(skipped)} target(s) without a control image are not trained on: "
+                          f"{', '.join(skipped[:8])}. Add their 'before' images to {CONTROL_DIR}/.")
+    return {p.stem: p.control for p in scan.pairs}
 
 
 def import_limits(resolution: int):
@@ -196,6 +226,25 @@ def load_pixels(sample: Sample, augment=None):
     if augment is not None:
         image = augment(image)
     size, box = fit_to_bucket(*image.size, sample.bucket)
+    image = image.resize(size, Image.Resampling.LANCZOS).crop(box)
+    array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def load_control_pixels(sample: Sample):
+    """The sample's control image as a (3, H, W) tensor in [-1, 1], through its target's geometry:
+    resized to the size the target is resized to (not its own aspect), then the target's crop."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from .pairs import paired_geometry
+
+    with Image.open(sample.image) as target:
+        target_size = target.size
+    with Image.open(sample.control) as im:
+        image = im.convert("RGB")
+    size, box = paired_geometry(target_size, sample.bucket)
     image = image.resize(size, Image.Resampling.LANCZOS).crop(box)
     array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()

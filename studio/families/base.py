@@ -177,6 +177,11 @@ class Family:
     def latents(self, pipe, params, generator, device):
         raise NotImplementedError
 
+    def reference_latents(self, pipe, params, device):
+        """Cached latent parameters of reference (control) images → the latents an edit family
+        conditions on (deterministic: no draw)."""
+        raise NotImplementedError
+
     def image_seq_len(self, latents) -> int:
         raise NotImplementedError
 
@@ -186,12 +191,19 @@ class Family:
     def training_guidance(self, info: ModelInfo, configured: float | None) -> float | None:
         raise NotImplementedError
 
-    def model_inputs(self, noisy, target, t, text: dict, guidance, dtype) -> tuple[dict, object]:
-        """(the transformer's keyword arguments, the target in the prediction's layout)."""
+    def model_inputs(self, noisy, target, t, text: dict, guidance, dtype, reference=None) -> tuple[dict, object]:
+        """(the transformer's keyword arguments, the target in the prediction's layout).
+        `reference`: reference-image latents (from `reference_latents`) for an edit family, else None."""
+        raise NotImplementedError
+
+    def prediction(self, output, target):
+        """The transformer's output (what `model(**kwargs)` returned) in the target's layout: an
+        edit family drops the reference tokens, whose prediction is not trained."""
         raise NotImplementedError
 
     def sample(self, pipe, cached: dict, prompt: str, text_encoder, seed: int, steps: int, guidance: float,
-               size: tuple[int, int], device):
+               size: tuple[int, int], device, control=None):
+        """One PIL image. `control`: the input image (PIL) of an edit family, else None."""
         raise NotImplementedError
 
     # -- LoRA: targets, blocks, files
@@ -247,6 +259,7 @@ def register(family: Family) -> Family:
 def _load_builtin() -> None:
     from . import flux1  # noqa: F401  (registers itself)
     from . import flux2_klein  # noqa: F401
+    from . import flux1_kontext  # noqa: F401
 
 
 def families() -> list[Family]:

@@ -176,12 +176,16 @@ class Flux1(Family):
         return transformer_cfg["num_attention_heads"] * transformer_cfg["attention_head_dim"]
 
     # ------------------------------------------------------------ loading
+    def diffusers_pipeline(self):
+        """The diffusers pipeline class this family's models load with."""
+        return pipeline_class()
+
     def load(self, info: ModelInfo, transformer_file: str = "", dtype=None, revision: str = "",
              base_precision: str = "auto"):
-        """The FluxPipeline for a model, its transformer optionally replaced by a single file and
+        """The family's pipeline for a model, its transformer optionally replaced by a single file and
         optionally quantised (QLoRA style: the frozen base is stored in 8/4 bits, LoRA trains in fp32)."""
         import torch
-        from diffusers import FluxPipeline, FluxTransformer2DModel
+        from diffusers import FluxTransformer2DModel
 
         from ..models import keep_4bit_layers_on_training_kernels, quantization_config, quiet_loading, require_file
 
@@ -201,7 +205,7 @@ class Flux1(Family):
                 kwargs["transformer"] = FluxTransformer2DModel.from_pretrained(
                     info.path, subfolder="transformer", quantization_config=quant, torch_dtype=dtype,
                     **({"revision": revision} if revision else {}))
-            pipe = FluxPipeline.from_pretrained(info.path, **kwargs)
+            pipe = self.diffusers_pipeline().from_pretrained(info.path, **kwargs)
         except ModelError:
             raise
         except (OSError, ValueError, EnvironmentError) as exc:
@@ -279,20 +283,40 @@ class Flux1(Family):
         return (h // 2) * (w // 2)
 
 
-    def model_inputs(self, noisy, target, t, text: dict, guidance: float | None, dtype) -> tuple[dict, object]:
-        """The transformer's keyword arguments for noisy latents, and the target in the same packing."""
+    def reference_latents(self, pipe, params, device):
+        """A reference (control) image's latents from its cached distribution: the mode, shifted and
+        scaled, as FluxKontextPipeline encodes its input image (no draw: the condition is fixed)."""
+        vae = pipe.vae.config
+        mean = params.to(device)[:, : params.shape[1] // 2]
+        return (mean - vae.shift_factor) * vae.scaling_factor
+
+    def model_inputs(self, noisy, target, t, text: dict, guidance: float | None, dtype,
+                     reference=None) -> tuple[dict, object]:
+        """The transformer's keyword arguments for noisy latents, and the target in the same packing.
+        `reference` (edit training): reference-image latents, packed and joined after the image tokens
+        with their own position ids (first id 1), as FluxKontextPipeline does; `prediction` then keeps
+        only the image tokens."""
         import torch
 
         b, _, h, w = noisy.shape
         device = noisy.device
         embeds = text["embeds"]
-        kwargs = dict(hidden_states=pack(noisy).to(dtype), timestep=t.to(dtype),
+        tokens, ids = pack(noisy), image_ids(b, h, w, device, dtype)
+        if reference is not None:
+            ref_ids = image_ids(b, reference.shape[2], reference.shape[3], device, dtype)
+            ref_ids[..., 0] = 1
+            tokens, ids = torch.cat([tokens, pack(reference)], dim=1), torch.cat([ids, ref_ids], dim=0)
+        kwargs = dict(hidden_states=tokens.to(dtype), timestep=t.to(dtype),
                       guidance=None if guidance is None else torch.full((b,), guidance, device=device,
                                                                         dtype=torch.float32),
                       pooled_projections=text["pooled"].to(dtype), encoder_hidden_states=embeds.to(dtype),
                       txt_ids=torch.zeros(embeds.shape[1], 3, device=device, dtype=dtype),
-                      img_ids=image_ids(b, h, w, device, dtype), return_dict=False)
+                      img_ids=ids, return_dict=False)
         return kwargs, pack(target)
+
+    def prediction(self, output, target):
+        """The transformer's output in the target's layout: the image tokens (reference tokens dropped)."""
+        return output[0][:, : target.shape[1]]
 
     def training_guidance(self, info: ModelInfo, configured: float | None) -> float | None:
         """The guidance value a [dev] model is trained at (1.0 unless set); None for [schnell]."""
@@ -300,8 +324,9 @@ class Flux1(Family):
 
     # ------------------------------------------------------------ sampling
     def sample(self, pipe, cached: dict, prompt: str, text_encoder, seed: int, steps: int, guidance: float,
-               size: tuple[int, int], device):
-        """One image from cached prompt embeddings (the text encoders are freed after caching)."""
+               size: tuple[int, int], device, control=None):
+        """One image from cached prompt embeddings (the text encoders are freed after caching).
+        `control`: the input image of an edit family (None for text-to-image)."""
         import torch
 
         dtype = pipe.vae.dtype
@@ -312,7 +337,12 @@ class Flux1(Family):
         return pipe(prompt_embeds=cached["prompt_embeds"][None].to(device, dtype),
                     pooled_prompt_embeds=pooled.to(device, dtype), num_inference_steps=steps,
                     guidance_scale=guidance, height=height, width=width,
-                    generator=torch.Generator(device).manual_seed(seed)).images[0]
+                    generator=torch.Generator(device).manual_seed(seed), **self.sample_image_args(control, size)
+                    ).images[0]
+
+    def sample_image_args(self, control, size) -> dict:
+        """The pipeline's extra arguments for an input image; FLUX.1 text-to-image takes none."""
+        return {}
 
     # ------------------------------------------------------------ LoRA
     def write_lora(self, *args, **kwargs):

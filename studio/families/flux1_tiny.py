@@ -35,10 +35,11 @@ def _corpus(n: int = 2000):
         yield " ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 12)))
 
 
-def build_demo_model(out_dir: str | Path, size: str = "tiny", dev: bool = False, seed: int = 0) -> Path:
-    """Write a FLUX-shaped FluxPipeline with random weights, fully offline, in diffusers layout."""
+def tiny_components(size: str = "tiny", dev: bool = False, seed: int = 0) -> dict:
+    """The components of a FLUX.1-shaped pipeline with random weights (the keyword arguments of
+    FluxPipeline and FluxKontextPipeline, which share the architecture), built offline."""
     import torch
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel, T5Tokenizer
 
     from ..models import quiet_loading
@@ -47,7 +48,6 @@ def build_demo_model(out_dir: str | Path, size: str = "tiny", dev: bool = False,
     if size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
     s = SIZES[size]
-    out = Path(out_dir)
     torch.manual_seed(seed)
     transformer = FluxTransformer2DModel(
         patch_size=1, in_channels=s["latent"] * 4, num_layers=s["double"], num_single_layers=s["single"],
@@ -72,8 +72,16 @@ def build_demo_model(out_dir: str | Path, size: str = "tiny", dev: bool = False,
     scheduler = FlowMatchEulerDiscreteScheduler(
         shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
         base_image_seq_len=256, max_image_seq_len=4096)
-    pipe = FluxPipeline(scheduler=scheduler, vae=vae, text_encoder=clip, tokenizer=clip_tok,
-                        text_encoder_2=t5, tokenizer_2=t5_tok, transformer=transformer)
+    return dict(scheduler=scheduler, vae=vae, text_encoder=clip, tokenizer=clip_tok,
+                text_encoder_2=t5, tokenizer_2=t5_tok, transformer=transformer)
+
+
+def build_demo_model(out_dir: str | Path, size: str = "tiny", dev: bool = False, seed: int = 0) -> Path:
+    """Write a FLUX-shaped FluxPipeline with random weights, fully offline, in diffusers layout."""
+    from diffusers import FluxPipeline
+
+    out = Path(out_dir)
+    pipe = FluxPipeline(**tiny_components(size, dev, seed))
     tmp = out.with_name(out.name + ".partial")
     pipe.save_pretrained(tmp)
     (tmp / "README.md").write_text(

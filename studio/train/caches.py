@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from ..data.dataset import TensorCache, component_fingerprint, load_pixels
+from ..data.dataset import TensorCache, component_fingerprint, load_control_pixels, load_pixels
 
 
 @dataclass
@@ -22,6 +22,7 @@ class Caches:
     latents: dict[int, torch.Tensor]           # sample id → latent distribution parameters (empty: encode per step)
     augment: object | None                     # the augmentation pipeline (latents are then never cached)
     stats: dict[str, int] = field(default_factory=dict)
+    controls: dict[int, torch.Tensor] = field(default_factory=dict)  # sample id → its control's latent parameters
 
 
 def encode_text(cfg, family, info, pipe, captions: list[str], device, data_dir: Path, warn, stats: dict) -> dict:
@@ -52,6 +53,11 @@ def encode_image(family, pipe, sample, augment, device) -> torch.Tensor:
     return family.encode_image(pipe, load_pixels(sample, augment).unsqueeze(0).to(device))
 
 
+def encode_control(family, pipe, sample, device) -> torch.Tensor:
+    """A sample's control image through its target's geometry → latent distribution parameters."""
+    return family.encode_image(pipe, load_control_pixels(sample).unsqueeze(0).to(device))
+
+
 def build_caches(cfg, family, info, pipe, samples, prompts: list[str], device, data_dir: Path, warn,
                  between: Callable[[], None]) -> Caches:
     """Encode every caption, prompt and (unless augmenting) image once, then free the text encoders.
@@ -79,8 +85,23 @@ def build_caches(cfg, family, info, pipe, samples, prompts: list[str], device, d
             latents[s.id] = hit["parameters"]
             between()
         stats.update(latent_hits=cache.hits, latent_misses=cache.misses)
+    controls: dict[int, torch.Tensor] = {}
+    if cfg.dataset.cache_latents and any(s.control for s in samples):
+        # A control's geometry follows its target (size and bucket), so both digests are in the key.
+        cache = TensorCache(data_dir / "cache" / "latents")
+        vae_ident = component_fingerprint(info.path, "vae")
+        pipe.vae.to(device)
+        for s in samples:
+            key = TensorCache.key("control", vae_ident, s.control_digest, s.digest, s.bucket)
+            hit = cache.get(key)
+            if hit is None:
+                hit = {"parameters": encode_control(family, pipe, s, device)}
+                cache.put(key, hit)
+            controls[s.id] = hit["parameters"]
+            between()
+        stats.update(control_hits=cache.hits, control_misses=cache.misses)
     family.free_text_encoders(pipe, keep_trainable=cfg.lora.train_text_encoder)
     if device.type == "cuda":
         pipe.vae.to("cpu")  # back on the GPU only to sample
         torch.cuda.empty_cache()
-    return Caches(text, latents, augment, stats)
+    return Caches(text, latents, augment, stats, controls)

@@ -1,4 +1,5 @@
-"""Sample images during training: the configured prompts at fixed seeds, saved with their prompt."""
+"""Sample images during training: the configured prompts at fixed seeds, saved with their prompt.
+An edit run draws each prompt from a fixed control image of the dataset (state.sample_controls)."""
 
 from __future__ import annotations
 
@@ -23,17 +24,20 @@ def make_samples(state) -> None:
     try:
         for k, prompt in enumerate(state.sample_prompts):
             seed = cfg.sample.seed + k
+            control = sample_input(state, k)
             # Under mixed precision the prepared model returns fp32 (accelerate's output wrapper), so the
             # latents reach a bf16 VAE as fp32: sample under the training autocast, as the step runs.
             with torch.no_grad(), state.accelerator.autocast():
                 image = state.family.sample(pipe, state.text[prompt], prompt, state.text_encoder, seed,
                                             cfg.sample.steps, cfg.sample.guidance,
-                                            (cfg.sample.width, cfg.sample.height), device)
+                                            (cfg.sample.width, cfg.sample.height), device, control=control)
             rel = f"samples/step{state.step:06d}_p{k}.png"
             meta = PngInfo()
             meta.add_text("prompt", prompt)
             meta.add_text("step", str(state.step))
             meta.add_text("seed", str(seed))
+            if control is not None:
+                meta.add_text("control", state.sample_controls[k].name)
             image.save(state.run_dir / rel, pnginfo=meta)
             state.report.emit("sample", step=state.step, path=rel, prompt=prompt, seed=seed)
     finally:
@@ -42,3 +46,18 @@ def make_samples(state) -> None:
         if device.type == "cuda":
             pipe.vae.to("cpu")
         model.train(was_training)
+
+
+def sample_input(state, k: int):
+    """Prompt k's input image (an edit run), cropped to the sample size, else None."""
+    if not state.sample_controls:
+        return None
+    from PIL import Image
+
+    from ..data.buckets import fit_to_bucket
+
+    size = (state.cfg.sample.width, state.cfg.sample.height)
+    with Image.open(state.sample_controls[k]) as im:
+        image = im.convert("RGB")
+    resize, box = fit_to_bucket(*image.size, size)
+    return image.resize(resize, Image.Resampling.LANCZOS).crop(box)

@@ -8,7 +8,7 @@ the step counter.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -60,6 +60,7 @@ class TrainState:
     ema: object | None
     plan: BatchPlan
     step: int = 0
+    sample_controls: list = field(default_factory=list)  # an edit family's input image per sample prompt
 
     @property
     def text(self) -> dict[str, dict]:
@@ -146,7 +147,7 @@ def build_state(cfg: TrainConfig, run_dir: Path, reporter: Reporter, resume: boo
     def warn(code: str, message: str) -> None:
         reporter.emit("warning", code=code, message=message)
 
-    samples = load_samples(cfg, warn=warn, t5_max_tokens=info.token_limit)
+    samples = load_samples(cfg, warn=warn, t5_max_tokens=info.token_limit, edit=family.kind == "edit")
     accelerator = build_accelerator(cfg)
     for folder in (run_dir, run_dir / "samples", control.folder):
         folder.mkdir(parents=True, exist_ok=True)
@@ -184,4 +185,12 @@ def build_state(cfg: TrainConfig, run_dir: Path, reporter: Reporter, resume: boo
                       samples=samples, accelerator=accelerator, device=device, generator=generator,
                       host_generator=host_generator, pipe=pipe, transformer=transformer, text_encoder=text_encoder,
                       model=model, caches=caches, sample_prompts=prompts, targets=targets, optimizer=optimizer,
-                      scheduler=scheduler, lora_params=lora_params, ema=ema, plan=plan)
+                      scheduler=scheduler, lora_params=lora_params, ema=ema, plan=plan,
+                      sample_controls=sample_controls(samples, len(prompts)))
+
+
+def sample_controls(samples, count: int) -> list:
+    """Fixed input images for the sample prompts of an edit run: the controls of the first pairs,
+    in dataset order (prompt k gets pair k, cycling when there are fewer pairs than prompts)."""
+    controls = list(dict.fromkeys(s.control for s in samples if s.control is not None))
+    return [controls[k % len(controls)] for k in range(count)] if controls else []

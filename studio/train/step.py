@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from .caches import encode_image
+from .caches import encode_control, encode_image
 from .timesteps import sample_timesteps
 
 
@@ -38,27 +38,43 @@ def latent_batch(state, ids: list[int]) -> torch.Tensor:
     return state.family.latents(state.pipe, params, state.generator, device)
 
 
+def reference_batch(state, ids: list[int]) -> torch.Tensor | None:
+    """Reference (control) latents of an edit batch, or None when the samples have no control image."""
+    if state.samples[ids[0]].control is None:
+        return None
+    device = state.device
+    if state.caches.controls:
+        params = torch.stack([state.caches.controls[i] for i in ids]).to(device, non_blocking=True)
+    else:
+        state.pipe.vae.to(device)
+        params = torch.stack([encode_control(state.family, state.pipe, state.samples[i], device) for i in ids])
+    return state.family.reference_latents(state.pipe, params, device)
+
+
 def loss(state, ids: list[int]) -> torch.Tensor:
     """One flow-matching loss on the batch of sample `ids`."""
     latents = latent_batch(state, ids)
+    reference = reference_batch(state, ids)
     text = text_batch(state, ids)
     dtype = state.accelerator.unwrap_model(state.model).dtype
     guidance = state.family.training_guidance(state.info, state.cfg.training.guidance)
     return flow_matching_loss(state.model, state.family, state.cfg, latents, text, guidance, state.generator,
-                              state.device, dtype)
+                              state.device, dtype, reference=reference)
 
 
-def flow_matching_loss(model, family, cfg, latents, text: dict, guidance, generator, device, dtype) -> torch.Tensor:
+def flow_matching_loss(model, family, cfg, latents, text: dict, guidance, generator, device, dtype,
+                       reference=None) -> torch.Tensor:
     """The loss of `model` on normalised latents and text conditioning: noise level t by the
     configured scheme, noisy = (1−t)·x + t·ε, target ε − x, MSE in the family's packed layout.
-    (bench/gpu_flux.py times exactly this on the full-size model.)"""
+    `reference`: an edit family's reference latents; they condition the prediction, the loss is
+    on the target's tokens only. (bench/gpu_flux.py times exactly this on the full-size model.)"""
     noise = torch.randn(latents.shape, generator=generator, device=device)
     t = sample_timesteps(cfg, latents.shape[0], family.image_seq_len(latents), generator, device,
                          family.resolution_shift)
     t_ = t.view(-1, 1, 1, 1)
     noisy = (1 - t_) * latents + t_ * noise
-    kwargs, target = family.model_inputs(noisy, noise - latents, t, text, guidance, dtype)
-    pred = model(**kwargs)[0]
+    kwargs, target = family.model_inputs(noisy, noise - latents, t, text, guidance, dtype, reference=reference)
+    pred = family.prediction(model(**kwargs), target)
     return torch.nn.functional.mse_loss(pred.float(), target.float())
 
 
