@@ -29,7 +29,7 @@ class Pair:
 
 @dataclass(frozen=True)
 class PairProblem:
-    code: str  # no_control | no_target | duplicate_control | aspect_mismatch | size_mismatch | identical
+    code: str  # no_control | no_target | duplicate_control | aspect_mismatch | size_mismatch | identical | unreadable
     file: str  # the file it names, relative to the targets' folder ("cat.png", "control/cat.jpg")
     message: str
     values: dict = field(default_factory=dict)
