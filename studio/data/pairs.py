@@ -14,8 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from studio.core.paths import IMAGE_SUFFIXES
+
 CONTROL_DIR = "control"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 ASPECT_TOLERANCE = 0.01  # relative: 1024x768 and 1023x768 are one shape, 1024x768 and 1024x1024 are not
 
 
