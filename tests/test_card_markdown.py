@@ -15,7 +15,7 @@ from studio.ui import runs
 
 VALUES = {"name": "cat-lora", "trigger": "ohwx", "base": "demo", "licence": "Apache-2.0 许可", "steps": 20,
           "resolution": 512, "rank": 16, "lr": 0.0001, "file": "cat-lora.safetensors",
-          "comfy": "cat-lora-comfyui.safetensors"}
+          "comfy": "cat-lora-comfyui.safetensors", "step": 12}
 
 
 def rendered_text(markdown: str) -> str:

@@ -53,7 +53,8 @@ class PairProblem:
     stem: str
     file: str                 # the file the problem is about, relative to the targets' folder ("control/a.jpg")
     code: str
-    message: str              # what is wrong and what to do
+    message: str              # what is wrong and what to do (English)
+    values: dict = field(default_factory=dict, compare=False)  # the message's parts, for other languages
 
 
 @dataclass
@@ -132,25 +133,27 @@ def check_pair(stem: str, control: Path, target: Path, control_name: str, target
     cs, ts = _size(control), _size(target)
     for size, name in ((cs, control_name), (ts, target_name)):
         if size is None:
-            return [PairProblem(stem, name, UNREADABLE, f"{name} cannot be read as an image; replace it.")]
+            return [PairProblem(stem, name, UNREADABLE, f"{name} cannot be read as an image; replace it.",
+                                {"stem": stem, "error": name})]
     problems = []
+    values = {"stem": stem, "control": f"{cs[0]}x{cs[1]}", "target": f"{ts[0]}x{ts[1]}"}
     ca, ta = cs[0] / cs[1], ts[0] / ts[1]
     if abs(ca - ta) / ta > ASPECT_TOLERANCE:
         problems.append(PairProblem(
             stem, control_name, ASPECT_MISMATCH,
             f"{control_name} is {cs[0]}×{cs[1]} but {target_name} is {ts[0]}×{ts[1]}: training stretches the "
-            "control to the target's shape. Crop the control to the target's aspect ratio."))
+            "control to the target's shape. Crop the control to the target's aspect ratio.", values))
     ratio = max(cs[0] / ts[0], ts[0] / cs[0], cs[1] / ts[1], ts[1] / cs[1])
     if ratio > SIZE_RATIO_LIMIT:
         problems.append(PairProblem(
             stem, control_name, SIZE_MISMATCH,
             f"{control_name} ({cs[0]}×{cs[1]}) and {target_name} ({ts[0]}×{ts[1]}) differ {ratio:.1f}× in size: "
-            "the smaller one is blurred by scaling. Use a control and target of about the same size."))
+            "the smaller one is blurred by scaling. Use a control and target of about the same size.", values))
     if _same_pixels(control, target):
         problems.append(PairProblem(
             stem, control_name, IDENTICAL,
             f"{control_name} and {target_name} are the same picture: the pair teaches no edit. Replace the "
-            "control with the 'before' image or remove the pair."))
+            "control with the 'before' image or remove the pair.", values))
     return problems
 
 
@@ -170,12 +173,14 @@ def find_pairs(folder: str | Path) -> PairScan:
             name = f"{CONTROL_DIR}/{control.name}"
             scan.problems.append(PairProblem(stem, name, UNPAIRED_CONTROL,
                                              f"{name} has no target image {stem}.* beside the control folder; "
-                                             f"add the edited image as {stem}.png or remove the control."))
+                                             f"add the edited image as {stem}.png or remove the control.",
+                                             {"stem": stem}))
             continue
         if control is None:
             scan.problems.append(PairProblem(stem, target.name, UNPAIRED_TARGET,
                                              f"{target.name} has no control image: add its 'before' image as "
-                                             f"{CONTROL_DIR}/{stem}.png. Edit training skips it until then."))
+                                             f"{CONTROL_DIR}/{stem}.png. Edit training skips it until then.",
+                                             {"stem": stem}))
             continue
         problems = check_pair(stem, control, target, f"{CONTROL_DIR}/{control.name}", target.name)
         scan.problems += problems

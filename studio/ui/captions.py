@@ -1,5 +1,6 @@
 """Captions tab: auto-caption (basic / Florence-2 / BLIP) with a trigger word, edit each
-caption beside its image, bulk find/replace and prefix/suffix, with token and language notes."""
+caption beside its image, bulk find/replace and prefix/suffix, with token and language notes,
+and one instruction for every pair of an edit dataset."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from studio.ui import handlers as h
 from studio.ui import report_view as rv
 from studio.ui import remembered
 from studio.ui.common import Context, L, choice_labels, guarded
+from studio.ui.pairs_view import instruction_for_all
 
 CAPTIONERS = ["basic", "florence2", "blip"]
 PLACEMENTS = ["start", "end", "none"]
@@ -54,6 +56,10 @@ def build(ctx: Context) -> None:
             replace = gr.Textbox(label=L("captions.replace"))
             apply_replace = gr.Button(L("captions.apply_replace"))
         apply_affix = gr.Button(L("captions.apply_affix"))
+    with gr.Accordion(L("pairs.instruction_heading"), open=False):
+        with gr.Row():
+            instruction = gr.Textbox(label=L("pairs.instruction"), scale=3, elem_id="captions-pair-instruction")
+            apply_instruction = gr.Button(L("pairs.apply"), scale=1, elem_id="captions-pair-apply")
 
     @guarded(3, status_index=2)
     def on_view(dataset, lang):
@@ -109,6 +115,14 @@ def build(ctx: Context) -> None:
     apply_affix.click(on_affix, [ctx.dataset, prefix, suffix, ctx.lang], [status],
                       api_visibility="private").then(on_view, [ctx.dataset, ctx.lang], view_out,
                                                      api_visibility="private")
+
+    @guarded(1)
+    def on_instruction(dataset, text, lang):
+        return instruction_for_all(d, dataset, text, lang)
+
+    apply_instruction.click(on_instruction, [ctx.dataset, instruction, ctx.lang], [status],
+                            api_visibility="private").then(on_view, [ctx.dataset, ctx.lang], view_out,
+                                                           api_visibility="private")
 
     @guarded(7, status_index=2)
     def on_dataset(dataset, lang):

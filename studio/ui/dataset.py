@@ -1,5 +1,6 @@
 """Dataset tab: create/pick a dataset (or add the demo dataset), upload photos or zips, see and
-prune the images, and read the quality report with what to do about each warning."""
+prune the images, see an edit dataset's pairs side by side with their problems, and read the
+quality report with what to do about each warning."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from studio.i18n import t
 from studio.ui import handlers as h
 from studio.ui import remembered
 from studio.ui import report_view as rv
+from studio.ui.pairs_view import pair_view
 from studio.ui.common import Context, L, guarded, preset_choices
 
 
@@ -28,6 +30,9 @@ def build(ctx: Context) -> None:
     status = gr.Markdown(elem_id="dataset-status")
     gallery = gr.Gallery(label=L("dataset.gallery"), columns=6, height=360, allow_preview=True,
                          elem_id="dataset-gallery")
+    # An edit dataset (a control/ folder): each pair side by side, and what stops a pair.
+    pairs_md = gr.Markdown(visible=False, elem_id="dataset-pairs-problems")
+    pairs = gr.Gallery(label=L("pairs.gallery"), columns=3, height=360, visible=False, elem_id="dataset-pairs")
     with gr.Row():
         to_remove = gr.Dropdown(label=L("dataset.remove_pick"), multiselect=True, choices=[], scale=3)
         remove = gr.Button(L("dataset.remove"), variant="stop", scale=1)
@@ -63,17 +68,21 @@ def build(ctx: Context) -> None:
     def on_upload(dataset, files, lang):
         return h.upload_files(d, dataset, files, ctx.max_upload_mb, lang), None
 
-    @guarded(4, status_index=3)
+    @guarded(6, status_index=3)
     def on_view(dataset, preset_name, res, lang):
+        hidden = gr.update(visible=False, value=None)
         if not dataset:
-            return [], gr.update(choices=[], value=[]), "", gr.skip()
+            return [], gr.update(choices=[], value=[]), "", gr.skip(), hidden, hidden
         report = h.run_report(d, dataset, preset_name, int(res or 512), None)
         items = rv.gallery_items(d, dataset, report, lang)
         stems = [caption.split(" · ")[0] for _, caption in items]
-        return items, gr.update(choices=stems, value=[]), rv.report_markdown(report, lang), gr.skip()
+        edit = pair_view(d, dataset, lang)
+        shown = [gr.update(visible=True, value=edit["items"]), gr.update(visible=True, value=edit["problems"])] \
+            if edit["edit"] else [hidden, hidden]
+        return items, gr.update(choices=stems, value=[]), rv.report_markdown(report, lang), gr.skip(), *shown
 
     view_in = [ctx.dataset, preset, resolution, ctx.lang]
-    view_out = [gallery, to_remove, report_md, status]
+    view_out = [gallery, to_remove, report_md, status, pairs, pairs_md]
     add.click(on_upload, [ctx.dataset, upload, ctx.lang], [status, upload], api_visibility="private").then(
         on_view, view_in, view_out, api_visibility="private")
 

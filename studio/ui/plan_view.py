@@ -1,5 +1,6 @@
 """The Train tab's plan: what fits on this computer, in the page's language (studio/plan.py
-makes it; no torch). Shown for the chosen dataset, with the GPU nvidia-smi reports."""
+makes it; no torch). Shown for the chosen dataset, with the GPU nvidia-smi reports, and its
+proposal put into the form with one click (`plan_values`)."""
 
 from __future__ import annotations
 
@@ -41,3 +42,35 @@ def plan_markdown(dataset_dir: Path | None, gpu: tuple[str, float] | None, lang:
               t("plan.disk", lang, lora=round(plan.disk_mib["lora files"]), checkpoints=round(plan.disk_mib["checkpoints"]),
                 caches=round(plan.disk_mib["caches"]), download=round(plan.disk_mib["base model download"]))]
     return "\n".join(lines)
+
+
+def plan_values(dataset_dir: Path | None, gpu: tuple[str, float] | None, preset: str | None,
+                lang: str = "en") -> dict:
+    """The plan's proposal as Train-tab values: {"values": {setting key: widget value}, "yaml",
+    "base", "tier", "message"}. The chosen preset's settings for the proposed model and tier, with
+    the plan's resolution, steps and batch size on top. UserError when there is nothing to apply."""
+    import yaml
+
+    from studio.plan import make_plan
+    from studio.ui.handlers import UserError, proposed_config
+    from studio.ui.handlers.form import setting_values
+
+    if dataset_dir is None or not Path(dataset_dir).is_dir():
+        raise UserError(t("dataset.none_selected", lang))
+    plan = make_plan(dataset_dir, gpu[0] if gpu else None, gpu[1] if gpu else None)
+    if not plan.images:
+        raise UserError(t("plan.no_photos", lang))
+    if plan.tier is None:
+        raise UserError(t("plan.nothing_fits", lang, hardware=plan.hardware,
+                          need=min(r.peak_gib for r in plan.rows)))
+    # "FLUX.1 [dev]" → the hub id the model picker offers; the demo model is "demo".
+    base = "demo" if plan.model == "demo" else "black-forest-labs/FLUX.1-" + plan.model.split("[")[1].rstrip("]")
+    cfg = proposed_config(preset or "portrait", plan.tier, base).to_dict()
+    cfg["dataset"]["resolution"], cfg["schedule"]["max_steps"] = plan.resolution, plan.steps
+    cfg["training"]["batch_size"] = plan.batch_size
+    values = setting_values(cfg)
+    model = t("train.model_demo", lang) if base == "demo" else base
+    return {"values": values, "yaml": yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True), "base": base,
+            "tier": plan.tier, "message": t("plan.applied", lang, model=model, tier=plan.tier,
+                                            resolution=plan.resolution,
+                                            steps=plan.steps, batch=plan.batch_size)}

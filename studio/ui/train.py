@@ -12,7 +12,7 @@ from studio.ui import handlers as h
 from studio.ui import remembered
 from studio.ui.common import Context, L, choice_labels, guarded, preset_choices
 from studio.ui.components import Components
-from studio.ui.plan_view import plan_markdown
+from studio.ui.plan_view import plan_markdown, plan_values
 
 TAB = "train"
 
@@ -87,6 +87,7 @@ def build(ctx: Context) -> None:
             tier_md = gr.Markdown(h.tier_text(suggested_tier))
     # What fits on this computer for the chosen dataset (studio/plan.py), in the page's language.
     plan_md = gr.Markdown(elem_id="train-plan")
+    apply_plan = gr.Button(L("plan.apply"), size="sm", elem_id="train-plan-apply")
     gr.Markdown(L("train.basic_heading"))
     with gr.Row():
         c.add("train.run_name", gr.Textbox(label=L("train.run_name"), value="my-lora", elem_id="train-run-name"))
@@ -204,6 +205,17 @@ def build(ctx: Context) -> None:
         return [*(f[n] for n in names), f["yaml"], h.t("train.imported", lang)]
 
     import_file.upload(on_import, [import_file, ctx.lang], form + [yaml_view, status], api_visibility="private")
+
+    @guarded(len(settings_out) + 5, status_index=-1)
+    def on_apply_plan(dataset, preset_v, lang):
+        # The proposal's model, tier, resolution, steps and batch size; the user's preset stays.
+        folder = h.dataset_dir(d, dataset, lang)
+        p = plan_values(folder, h.detect_gpu(), preset_v, lang)
+        return [*(p["values"][k] for k in setting_keys), p["base"], p["tier"], p["yaml"], h.tier_text(p["tier"], lang),
+                p["message"]]
+
+    apply_plan.click(on_apply_plan, [ctx.dataset, preset, ctx.lang], settings_out + [base, tier, yaml_view, tier_md, status],
+                     api_visibility="private")
 
     fields_out = form + [yaml_view]
     texts_out = [preset_md, tier_md, licence, plan_md, model_md]
