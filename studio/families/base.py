@@ -219,6 +219,7 @@ def register(family: Family) -> Family:
 def _load_builtin() -> None:
     from . import flux1  # noqa: F401  (registers itself)
     from . import flux2_klein  # noqa: F401
+    from . import flux2_dev  # noqa: F401
 
 
 def families() -> list[Family]:
