@@ -261,6 +261,8 @@ def _load_builtin() -> None:
     from . import flux2_klein  # noqa: F401
     from . import flux1_kontext  # noqa: F401
 
+    from . import flux2_dev  # noqa: F401
+
 
 def families() -> list[Family]:
     _load_builtin()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from .base import Family
+from .base import Family, ModelError, ModelInfo
 from .flux1 import BLOCKS, block_counts, block_of  # noqa: F401  (the same two block containers)
 
 TRANSFORMER_CLASS = "Flux2Transformer2DModel"
@@ -91,6 +91,10 @@ class Flux2Family(Family):
     block_of = staticmethod(block_of)
     block_counts = staticmethod(block_counts)
 
+    def pipeline_class(self):
+        import diffusers
+        return getattr(diffusers, self.pipeline_class_name)
+
     def target_modules(self, lora, transformer) -> list[str]:
         return target_modules(lora, transformer, self.target_sets)
 
@@ -105,6 +109,17 @@ class Flux2Family(Family):
 
     def trainable_text_encoder(self, pipe):
         return None
+
+    def text_encoders_to(self, pipe, device) -> None:
+        pipe.text_encoder.to(device)
+
+    def encode_text(self, pipe, caption: str, device, token_limit: int) -> dict:
+        """Caption → {prompt_embeds: the text model's stacked hidden states}, float32 on the CPU, for the cache."""
+        import torch
+
+        with torch.no_grad():
+            embeds, _ = pipe.encode_prompt(prompt=caption, device=device, max_sequence_length=token_limit)
+        return {"prompt_embeds": embeds[0].float().cpu()}
 
     def text_inputs(self, pipe, cached: list[dict], captions: list[str], text_encoder, device) -> dict:
         import torch
@@ -150,7 +165,51 @@ class Flux2Family(Family):
                       img_ids=helpers._prepare_latent_ids(noisy).to(device), return_dict=False)
         return kwargs, helpers._pack_latents(target)
 
+    # ------------------------------------------------------------ loading
+    def load(self, info: ModelInfo, transformer_file: str = "", dtype=None, revision: str = "",
+             base_precision: str = "auto"):
+        """The family's pipeline, its transformer optionally from a single file and optionally
+        quantised (the frozen base in 8/4 bits, the LoRA in fp32), everything frozen."""
+        import torch
+        from diffusers import Flux2Transformer2DModel
+
+        from ..models import keep_4bit_layers_on_training_kernels, quantization_config, quiet_loading, require_file
+
+        dtype = dtype or torch.float32
+        quiet_loading()
+        kwargs = {"dtype": dtype, **({"revision": revision} if revision else {})}
+        quant = quantization_config(base_precision)
+        quantised = {"quantization_config": quant} if quant else {}
+        try:
+            if transformer_file:
+                require_file(transformer_file, "model.transformer_file")
+                kwargs["transformer"] = Flux2Transformer2DModel.from_single_file(
+                    transformer_file, config=info.path, subfolder="transformer", torch_dtype=dtype, **quantised)
+            elif quant is not None:
+                kwargs["transformer"] = Flux2Transformer2DModel.from_pretrained(
+                    info.path, subfolder="transformer", torch_dtype=dtype, **quantised,
+                    **({"revision": revision} if revision else {}))
+            pipe = self.pipeline_class().from_pretrained(info.path, **kwargs)
+        except ModelError:
+            raise
+        except (OSError, ValueError, EnvironmentError) as exc:
+            raise ModelError(f"Cannot load the base model from {info.path}: {exc}. Check that every "
+                             "component folder is complete (see the README's troubleshooting).") from None
+        if base_precision == "nf4":
+            keep_4bit_layers_on_training_kernels(pipe.transformer)
+        pipe.set_progress_bar_config(disable=True)
+        for part in (pipe.transformer, pipe.vae, pipe.text_encoder):
+            part.requires_grad_(False)
+        return pipe
+
     # ------------------------------------------------------------ LoRA files
+    def write_lora(self, out_dir, name, transformer_layers, rank, alpha, metadata, **kwargs) -> dict:
+        from .flux2_layouts import write_lora
+
+        variant = str(metadata.get("model_variant") or "")
+        variant = variant if variant in self.variants else self.guess_variant(metadata.get("base_model", ""))
+        return write_lora(self, variant, out_dir, name, transformer_layers, rank, alpha, metadata, **kwargs)
+
     def validate(self, path):
         from .flux2_layouts import validate
         return validate(path)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import ModelError, ModelInfo, Variant, register
+from .base import ModelInfo, Variant, register
 from .flux2 import TRANSFORMER_CLASS, Flux2Family
 
 APACHE = ("Apache-2.0: LoRAs trained on FLUX.2 [klein] 4B, and the images they make, may be used "
@@ -90,10 +90,6 @@ class Flux2Klein(Flux2Family):
     def full_config(self, variant: str) -> dict:
         return dict(FULL_CONFIGS[size_of(variant)])
 
-    def pipeline_class(self):
-        from diffusers import Flux2KleinPipeline
-        return Flux2KleinPipeline
-
     # ------------------------------------------------------------ recognising a model
     def detect(self, model_index: dict, transformer_cfg: dict) -> str | None:
         pipeline = model_index.get("_class_name")
@@ -119,43 +115,6 @@ class Flux2Klein(Flux2Family):
                          vae_scale_factor=2 ** (len(vae_cfg.get("block_out_channels", [1, 1, 1, 1])) - 1),
                          latent_channels=vae_cfg.get("latent_channels", 32), family_name=self.name)
 
-    # ------------------------------------------------------------ loading
-    def load(self, info: ModelInfo, transformer_file: str = "", dtype=None, revision: str = "",
-             base_precision: str = "auto"):
-        """The Flux2KleinPipeline, its transformer optionally from a single file and optionally
-        quantised (the frozen base in 8/4 bits, the LoRA in fp32), everything frozen."""
-        import torch
-        from diffusers import Flux2KleinPipeline, Flux2Transformer2DModel
-
-        from ..models import keep_4bit_layers_on_training_kernels, quantization_config, quiet_loading, require_file
-
-        dtype = dtype or torch.float32
-        quiet_loading()
-        kwargs = {"dtype": dtype, **({"revision": revision} if revision else {})}
-        quant = quantization_config(base_precision)
-        quantised = {"quantization_config": quant} if quant else {}
-        try:
-            if transformer_file:
-                require_file(transformer_file, "model.transformer_file")
-                kwargs["transformer"] = Flux2Transformer2DModel.from_single_file(
-                    transformer_file, config=info.path, subfolder="transformer", torch_dtype=dtype, **quantised)
-            elif quant is not None:
-                kwargs["transformer"] = Flux2Transformer2DModel.from_pretrained(
-                    info.path, subfolder="transformer", torch_dtype=dtype, **quantised,
-                    **({"revision": revision} if revision else {}))
-            pipe = Flux2KleinPipeline.from_pretrained(info.path, **kwargs)
-        except ModelError:
-            raise
-        except (OSError, ValueError, EnvironmentError) as exc:
-            raise ModelError(f"Cannot load the base model from {info.path}: {exc}. Check that every "
-                             "component folder is complete (see the README's troubleshooting).") from None
-        if base_precision == "nf4":
-            keep_4bit_layers_on_training_kernels(pipe.transformer)
-        pipe.set_progress_bar_config(disable=True)
-        for part in (pipe.transformer, pipe.vae, pipe.text_encoder):
-            part.requires_grad_(False)
-        return pipe
-
     # ------------------------------------------------------------ text
     def _chat(self, pipe, caption: str) -> str:
         return pipe.tokenizer.apply_chat_template([{"role": "user", "content": caption}], tokenize=False,
@@ -163,17 +122,6 @@ class Flux2Klein(Flux2Family):
 
     def count_tokens(self, pipe, caption: str) -> int:
         return len(pipe.tokenizer(self._chat(pipe, caption), truncation=False)["input_ids"])
-
-    def text_encoders_to(self, pipe, device) -> None:
-        pipe.text_encoder.to(device)
-
-    def encode_text(self, pipe, caption: str, device, token_limit: int) -> dict:
-        """Caption → {prompt_embeds: the stacked Qwen3 hidden states}, float32 on the CPU, for the cache."""
-        import torch
-
-        with torch.no_grad():
-            embeds, _ = pipe.encode_prompt(prompt=caption, device=device, max_sequence_length=token_limit)
-        return {"prompt_embeds": embeds[0].float().cpu()}
 
     def free_text_encoders(self, pipe, keep_trainable: bool) -> None:
         """The encoder is not needed after caching. A base model's samples use guidance against the
@@ -202,14 +150,6 @@ class Flux2Klein(Flux2Family):
         return pipe(prompt_embeds=cached["prompt_embeds"][None].to(device, dtype), negative_prompt_embeds=negative,
                     num_inference_steps=steps, guidance_scale=guidance if guided else 1.0, height=height,
                     width=width, generator=torch.Generator(device).manual_seed(seed)).images[0]
-
-    # ------------------------------------------------------------ LoRA files
-    def write_lora(self, out_dir, name, transformer_layers, rank, alpha, metadata, **kwargs) -> dict:
-        from .flux2_layouts import write_lora
-
-        variant = str(metadata.get("model_variant") or "")
-        variant = variant if variant in VARIANTS else self.guess_variant(metadata.get("base_model", ""))
-        return write_lora(self, variant, out_dir, name, transformer_layers, rank, alpha, metadata, **kwargs)
 
     # ------------------------------------------------------------ the offline model
     def build_tiny(self, out_dir, size: str = "tiny", variant: str = "base-4b", seed: int = 0) -> Path:
