@@ -45,7 +45,7 @@ ALLOWED_IN_CHINESE = {
     "logit", "adam", "adamw", "prodigy", "diffusers", "comfyui", "forge", "kohya", "bitsandbytes", "accelerate",
     "hugging", "face", "hub", "apache", "black", "forest", "labs", "nvidia", "cuda", "gpu", "cpu", "jpeg", "png",
     "webp", "heic", "zip", "px", "kb", "mb", "gb", "gib", "english", "ohwx", "readme", "config", "yaml", "txt",
-    "safetensors", "md",
+    "safetensors", "md", "auto", "kontext", "klein", "qwen", "mistral", "base",
 }
 
 pytestmark = [

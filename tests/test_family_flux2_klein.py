@@ -126,7 +126,7 @@ def test_interface_facts():
     assert {"attention", "diffusers_default", "all_linear"} <= set(KLEIN.target_sets)
     assert KLEIN.kind == "text-to-image" and KLEIN.text_encoder_targets == []
     assert KLEIN.variant_weight_gib("base-9b")["bf16"] > KLEIN.variant_weight_gib("base-4b")["bf16"] > 7
-    assert KLEIN.variant_tier_min_gib("4b")[0][1] < KLEIN.variant_tier_min_gib("9b")[0][1]
+    assert KLEIN.variant_tiers("4b")[0][1] < KLEIN.variant_tiers("9b")[0][1]
     assert KLEIN.block_of("single_transformer_blocks.3.attn.to_out.lora_A.default.weight") == "single.3"
     # FLUX.2's shift grows with the image: 512 px has 1024 tokens, 1024 px 4096
     assert 1 < KLEIN.resolution_shift(1024) < KLEIN.resolution_shift(4096)

@@ -65,7 +65,8 @@ TINY_README = ("# Flux LoRA Studio tiny FLUX.2 [klein] model ({size})\n\nRandom 
 
 
 def size_of(variant: str) -> str:
-    return variant.removeprefix("base-")
+    """'base-9b' → '9b'; '' (no variant chosen yet) → the 4 B, the size most cards train."""
+    return variant.removeprefix("base-") or "4b"
 
 
 class Flux2Klein(Flux2Family):
@@ -81,10 +82,10 @@ class Flux2Klein(Flux2Family):
     # base models' guidance scale for samples (the distilled ones ignore it).
     config_overrides = {"training": {"timestep_sampling": "resolution_shift"}, "sample": {"guidance": 4.0}}
 
-    def variant_tier_min_gib(self, variant: str) -> tuple:
+    def variant_tiers(self, variant: str = "") -> tuple:
         return TIER_MIN_GIB[size_of(variant)]
 
-    def variant_weight_gib(self, variant: str) -> dict[str, float]:
+    def variant_weight_gib(self, variant: str = "") -> dict[str, float]:
         return WEIGHT_GIB[size_of(variant)]
 
     def full_config(self, variant: str) -> dict:
