@@ -37,6 +37,8 @@ CATALOGUE = {d.code: d for d in [
     Diagnosis("FAMILY_MISMATCH", "The base model is not of the family the settings name",
               "Set model.family to the family the message names (or auto), or choose a base model of "
               "the family you want; python -m studio families lists them."),
+    Diagnosis("NO_INPUT_IMAGE", "An edit LoRA needs a picture to edit",
+              "Choose an input image in the Results tab's try-it panel (JPEG, PNG or WebP) and run it again."),
     Diagnosis("NO_PAIRS", "This model trains edit LoRAs and the dataset has no pairs",
               "Give each target image its 'before' image in the dataset's control/ folder under the same "
               "name, or import a folder or zip with control/ and target/ subfolders."),

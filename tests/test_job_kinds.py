@@ -18,7 +18,7 @@ from studio.config import ConfigError, TrainConfig
 from studio.core.vocab import EXIT_CANCELLED, EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_OOM
 from studio.jobs import Job, JobStateError, JobStore, outcomes
 from studio.jobs.schema import MIGRATIONS
-from studio.ui import runs
+from studio.ui import runs, tryit_view
 from studio.worker import Worker, try_lock, worker_running
 
 TESTS = Path(__file__).resolve().parent
@@ -134,11 +134,11 @@ def test_try_it_is_a_job_that_the_worker_runs_on_the_runs_own_settings(tmp_path)
     store = JobStore(tmp_path)
     source = finished_run(store, sample={"width": 320, "height": 256, "steps": 6, "guidance": 2.0})
     queued_training = store.create_job("later", {})
-    folder = runs.start_try_it(tmp_path, source, "a cat on a sofa", 0.75, 11)
+    folder = tryit_view.start_try_it(tmp_path, source, "a cat on a sofa", 0.75, 11)
     [tryit] = [j for j in store.jobs() if j.kind == "tryit"]
     assert folder == Path(store.job(source).run_dir) / "tryit" / str(tryit.id)
     assert tryit.status == "queued" and tryit.parent_job_id == source
-    assert runs.try_it_result(str(folder)) == {"state": "running"}
+    assert tryit_view.try_it_result(str(folder)) == {"state": "running"}
     assert any(row[0] == tryit.id for row in runs.job_rows(tmp_path))  # in the job list
 
     worker = Worker(tmp_path, train_command=[sys.executable, "-c", "raise SystemExit(0)"], poll_interval=0.02,
@@ -151,7 +151,7 @@ def test_try_it_is_a_job_that_the_worker_runs_on_the_runs_own_settings(tmp_path)
     assert (seen["width"], seen["height"], seen["steps"], seen["guidance"]) == (320, 256, 6, 2.0)
     assert (seen["prompt"], seen["strength"], seen["seed"]) == ("a cat on a sofa", 0.75, 11)
     assert seen["lora"].endswith("cat.safetensors") and seen["data_dir"] == str(tmp_path.resolve())
-    result = runs.try_it_result(str(folder))
+    result = tryit_view.try_it_result(str(folder))
     assert result["state"] == "done" and Path(result["with"]).is_file()
     assert store.job(queued_training).status == "queued"
     store.delete(tryit.id)
@@ -160,17 +160,17 @@ def test_try_it_is_a_job_that_the_worker_runs_on_the_runs_own_settings(tmp_path)
 
 def test_a_failed_try_it_reports_its_error_to_the_results_tab(tmp_path):
     store = JobStore(tmp_path)
-    folder = runs.start_try_it(tmp_path, finished_run(store), "fail", 1.0, 0)
+    folder = tryit_view.start_try_it(tmp_path, finished_run(store), "fail", 1.0, 0)
     Worker(tmp_path, poll_interval=0.02, tryit_command=FAKE_TRYIT).run_once()
     [tryit] = [j for j in store.jobs() if j.kind == "tryit"]
     assert tryit.status == "failed" and tryit.error_code == "MODEL_MISSING"
-    result = runs.try_it_result(str(folder))
+    result = tryit_view.try_it_result(str(folder))
     assert result["state"] == "failed" and "no such model" in result["error"]
 
 
 def test_a_try_it_job_can_be_cancelled_while_it_draws(tmp_path):
     store = JobStore(tmp_path)
-    folder = runs.start_try_it(tmp_path, finished_run(store), "slow", 1.0, 0)
+    folder = tryit_view.start_try_it(tmp_path, finished_run(store), "slow", 1.0, 0)
     [tryit] = [j for j in store.jobs() if j.kind == "tryit"]
     with pytest.raises(JobStateError, match="only training jobs"):
         store.duplicate(tryit.id)
@@ -187,7 +187,7 @@ def test_a_try_it_job_can_be_cancelled_while_it_draws(tmp_path):
     thread.join(20)
     assert not thread.is_alive() and store.job(tryit.id).status == "cancelled"
     assert store.job(tryit.id).error_message == "cancelled."  # it stopped when asked, nothing forced
-    assert runs.try_it_result(str(folder))["state"] == "failed"
+    assert tryit_view.try_it_result(str(folder))["state"] == "failed"
 
 
 # --------------------------------------------------------------------------- worker liveness

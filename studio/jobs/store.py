@@ -64,10 +64,12 @@ class JobStore(WorkerSide):
             )
             return int(cursor.lastrowid)
 
-    def create_tryit(self, source_job_id: int, lora: str, prompt: str, strength: float, seed: int) -> int:
+    def create_tryit(self, source_job_id: int, lora: str, prompt: str, strength: float, seed: int,
+                     image: str = "") -> int:
         """Queue a try-it job: draw `prompt` with and without `lora` (a file of the finished run
-        `source_job_id`), on that run's base model and sample settings. It writes into
-        `<run>/tryit/<job id>/` and is listed, cancelled and deleted like any job."""
+        `source_job_id`), on that run's base model and sample settings; for an edit LoRA `image` is
+        the picture to edit. It writes into `<run>/tryit/<job id>/` and is listed, cancelled and
+        deleted like any job."""
         source = self.job(source_job_id)
         if source.config is None:
             raise JobStateError(f"job {source_job_id} has settings this studio cannot read: {source.config_problem}")
@@ -75,6 +77,8 @@ class JobStore(WorkerSide):
             raise JobStateError(f"job {source_job_id} never ran; it has no LoRA to try")
         request = {"source_job_id": source_job_id, "lora": str(lora), "prompt": prompt,
                    "strength": float(strength), "seed": int(seed)}
+        if image:
+            request["image"] = str(image)
         job_id = self.create_job(f"try {source.name}", source.config, parent_job_id=source_job_id,
                                  kind=KIND_TRYIT, request=request)
         with self._write() as conn:

@@ -4,7 +4,8 @@ The worker runs it for jobs of kind "tryit" (studio/jobs/kinds.py), so drawing w
 behind training instead of competing with it for GPU memory, shows in the job list and can be
 cancelled. It loads the base model and the LoRA, then draws the same prompt and seed twice:
 without the LoRA and with it at the chosen strength, on the run's sample settings (size, steps,
-guidance). It reports like training does: metrics.jsonl events and the same exit codes
+guidance). An edit LoRA edits the request's input image (`image`, kept as before.png beside the
+two results). It reports like training does: metrics.jsonl events and the same exit codes
 (studio/core/vocab.py); it also writes status.json, which the Results tab polls.
 """
 
@@ -40,10 +41,13 @@ def run(request: dict, out: Path, reporter, data_dir: Path | None = None) -> Non
     reporter.emit(EVENT_START, max_steps=len(DRAWS), start_step=0, num_images=0, model=request["base"],
                   device=str(device))
 
+    size = (int(request["width"]), int(request["height"]))
+    image_args = input_image_args(info.model_family, request.get("image") or "", size, out)
+
     def draw(step: int, name: str) -> None:
         kwargs = dict(prompt=request["prompt"], num_inference_steps=int(request["steps"]),
-                      width=int(request["width"]), height=int(request["height"]),
-                      generator=torch.Generator(device).manual_seed(int(request["seed"])))
+                      width=size[0], height=size[1],
+                      generator=torch.Generator(device).manual_seed(int(request["seed"])), **image_args)
         if info.guidance_embeds:
             kwargs["guidance_scale"] = float(request["guidance"])
         pipe(**kwargs).images[0].save(out / f"{name}.png")
@@ -54,6 +58,25 @@ def run(request: dict, out: Path, reporter, data_dir: Path | None = None) -> Non
     pipe.load_lora_weights(request["lora"], adapter_name="trained")
     pipe.set_adapters(["trained"], adapter_weights=[float(request["strength"])])
     draw(2, "with")
+
+
+def input_image_args(family, path: str, size: tuple[int, int], out: Path) -> dict:
+    """The pipeline's input-image arguments: the picture to edit for an edit family (kept as
+    before.png), nothing for a text-to-image one."""
+    if family.kind != "edit":
+        return {}
+    if not path:
+        raise StudioError("NO_INPUT_IMAGE", "This LoRA edits pictures: give an input image to edit.")
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            image = im.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise StudioError("NO_INPUT_IMAGE", f"The input image {Path(path).name} cannot be read ({exc}); "
+                          "choose a JPEG, PNG or WebP picture.") from None
+    image.save(out / "before.png")
+    return family.sample_image_args(image, size)
 
 
 def _code_of(exc: BaseException) -> tuple[str, int]:
@@ -84,8 +107,10 @@ def main(argv: list[str]) -> int:
         run(request, out, reporter, data_dir(args.data_dir))
         files = [f"{name}.png" for name in DRAWS]
         reporter.emit(EVENT_DONE, status=SUCCEEDED, files=files)
+        before = out / "before.png"
         status.write_text(json.dumps({"state": "done", "with": str(out / "with.png"),
-                                      "without": str(out / "without.png")}))
+                                      "without": str(out / "without.png"),
+                                      "before": str(before) if before.is_file() else None}))
         return EXIT_OK
     except Exception as exc:  # the UI shows this line; the traceback stays in the log
         traceback.print_exc()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import gradio as gr
 
 from studio.i18n import t
-from studio.ui import results_card, runs
+from studio.ui import results_card, runs, tryit_view
 from studio.ui.common import Context, L, guarded
 from studio.ui.components import View
 
@@ -29,6 +29,9 @@ def build(ctx: Context) -> None:
             prompt = gr.Textbox(label=L("results.try_prompt"), scale=3, elem_id="results-try-prompt")
             strength = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label=L("results.try_strength"))
             seed = gr.Number(label=L("results.try_seed"), value=1234, precision=0)
+        # An edit LoRA edits this picture (the run's first "before" image unless the user gives one).
+        try_input = gr.Image(label=L("results.try_input"), type="filepath", sources=["upload"], height=240,
+                             elem_id="results-try-input")
         try_run = gr.Button(L("results.try_run"))
         with gr.Row():
             with_lora = gr.Image(label=L("results.try_with"), interactive=False)
@@ -45,7 +48,7 @@ def build(ctx: Context) -> None:
 
     shown = gr.State(None)  # the job the Results tab showed last
 
-    @guarded(7, status_index=4)
+    @guarded(8, status_index=4)
     def on_view(job_id, last, typed, lang):
         jobs = [j for j in runs.store(d).list_jobs(FINISHED) if j["kind"] == "train"]  # try-its have no LoRA
         choices = runs.job_choices(d, FINISHED, lang, jobs=jobs)
@@ -53,11 +56,14 @@ def build(ctx: Context) -> None:
             job_id = next((j["id"] for j in jobs if j["status"] == "succeeded"), jobs[0]["id"] if jobs else None)
         view = runs.result_view(d, job_id, lang)
         # A prompt the user typed for this job stays; another job starts from its own prompt.
-        prompt_v = gr.skip() if job_id == last and (typed or "").strip() else view["prompt"]
+        same = job_id == last
+        prompt_v = gr.skip() if same and (typed or "").strip() else view["prompt"]
+        job = runs.store(d).get_job(int(job_id)) if job_id is not None else None
+        image_v = gr.skip() if same else tryit_view.default_input(job)
         return (gr.update(choices=choices, value=job_id), view["files"] or None, view["card"], view["samples"], "",
-                prompt_v, job_id)
+                prompt_v, job_id, image_v)
 
-    outputs = [pick, files, card, gallery, status, prompt, shown]
+    outputs = [pick, files, card, gallery, status, prompt, shown, try_input]
     refresh.click(on_view, [pick, shown, prompt, ctx.lang], outputs, api_visibility="private")
     pick.input(on_view, [pick, shown, prompt, ctx.lang], outputs, api_visibility="private")
     ctx.results_view = View(on_view, [pick, shown, prompt, ctx.lang], outputs)
@@ -65,15 +71,15 @@ def build(ctx: Context) -> None:
     promoted.then(on_view, [pick, shown, prompt, ctx.lang], outputs, api_visibility="private")
 
     @guarded(3, status_index=0)
-    def on_try(job_id, text, weight, seed_v, lang):
-        folder = runs.start_try_it(d, job_id, text, weight, int(seed_v or 0), lang)
+    def on_try(job_id, text, weight, seed_v, image, lang):
+        folder = tryit_view.start_try_it(d, job_id, text, weight, int(seed_v or 0), lang, image=image)
         return t("results.try_running", lang), str(folder), gr.Timer(active=True)
 
-    try_run.click(on_try, [pick, prompt, strength, seed, ctx.lang], [status, try_folder, try_timer],
+    try_run.click(on_try, [pick, prompt, strength, seed, try_input, ctx.lang], [status, try_folder, try_timer],
                   api_visibility="private")
 
     def on_try_tick(folder, lang):
-        result = runs.try_it_result(folder)
+        result = tryit_view.try_it_result(folder)
         if result["state"] == "running":
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         if result["state"] == "done":

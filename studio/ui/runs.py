@@ -367,30 +367,3 @@ def publish(data_dir: Path, job_id: int | None, repo_id: str, token: str, privat
     except Exception as exc:  # the library's message may quote the request; strip the token
         raise UserError(t("common.error", lang, error=str(exc).replace(token, "[REDACTED]"))) from None
     return t("results.published", lang, url=url)
-
-
-def start_try_it(data_dir: Path, job_id: int | None, prompt: str, strength: float, seed: int,
-                 lang: str = "en") -> Path:
-    """Queue a try-it job (the worker draws with and without the LoRA; torch never loads in the UI
-    process). Returns the folder it writes `with.png`, `without.png` and `status.json` to."""
-    if job_id is None:
-        raise UserError(t("results.none", lang))
-    s = store(data_dir)
-    loras = [f for f in result_files(s.get_job(int(job_id)))
-             if f.endswith(".safetensors") and not f.endswith("-comfyui.safetensors")]
-    if not loras:
-        raise UserError(t("results.no_files", lang))
-    return Path(s.job(s.create_tryit(int(job_id), loras[0], prompt, strength, seed)).run_dir)
-
-
-def try_it_result(folder: str | None) -> dict[str, Any]:
-    """{'state': 'running'|'done'|'failed', 'with':path, 'without':path, 'error':text}."""
-    if not folder:
-        return {"state": "none"}
-    status = Path(folder) / "status.json"
-    if not status.is_file():
-        return {"state": "running"}
-    try:
-        return json.loads(status.read_text(encoding="utf-8"))
-    except ValueError:
-        return {"state": "running"}
