@@ -50,9 +50,10 @@ def test_the_report_card_writes_with_the_runs_family(tmp_path, monkeypatch):
 
     import torch
 
-    from studio.train import checkpoint
+    from studio import training_utils
 
-    monkeypatch.setattr(checkpoint, "read_checkpoint",
+    # the report card reads checkpoints through studio.training_utils
+    monkeypatch.setattr(training_utils, "read_checkpoint",
                         lambda path: ({"transformer.blocks.0.lora_A.weight": torch.zeros(2, 2)}, {}))
     run = tmp_path / "run"
     run.mkdir()
