@@ -107,6 +107,22 @@ def _prompts(cfg) -> list[str]:
     return list(cfg.sample.prompts) or [f"a photo of {cfg.dataset.trigger_word}"]
 
 
+def _edit_inputs(cfg, family, count: int) -> list[dict]:
+    """Per prompt, the pipeline's input-image arguments: for an edit family the "before" images of
+    the run's first pairs, cropped to the sample size (prompt k edits pair k, as the training
+    samples do); nothing for a text-to-image family."""
+    if family.kind != "edit":
+        return [{} for _ in range(count)]
+    from studio.data.pairs import find_pairs, fitted_input
+
+    pairs = find_pairs(cfg.dataset.path).pairs if cfg.dataset.path and Path(cfg.dataset.path).is_dir() else []
+    if not pairs:
+        raise ValueError(f"{cfg.dataset.path or 'the run'}: no before/after pairs left to draw the edit report "
+                         "card from; restore the dataset's control/ folder.")
+    size = (cfg.sample.width, cfg.sample.height)
+    return [family.sample_image_args(fitted_input(pairs[k % len(pairs)].control, size), size) for k in range(count)]
+
+
 def cell_count(run_dir: str | Path, strengths: tuple[float, ...] = STRENGTHS) -> int:
     """How many pictures the run's report card draws: the base once per prompt, then every row at
     every strength above 0 (the worker's progress total, known before the model loads)."""
@@ -133,11 +149,13 @@ def build_report_card(run_dir: str | Path, progress: Progress | None = None,
     pipe = load_pipeline(info, cfg.model.transformer_file)
     pipe.to("cuda" if torch.cuda.is_available() else "cpu")
     done, started = 0, time.time()
+    inputs = _edit_inputs(cfg, info.model_family, len(prompts))
 
     def draw(prompt_index: int) -> "object":
         kwargs = dict(prompt=prompts[prompt_index], num_inference_steps=cfg.sample.steps, width=cfg.sample.width,
                       height=cfg.sample.height,
-                      generator=torch.Generator(pipe.device).manual_seed(cfg.sample.seed + prompt_index))
+                      generator=torch.Generator(pipe.device).manual_seed(cfg.sample.seed + prompt_index),
+                      **inputs[prompt_index])
         if info.guidance_embeds:
             kwargs["guidance_scale"] = cfg.sample.guidance
         return pipe(**kwargs).images[0]

@@ -302,6 +302,29 @@ def test_worker_runs_an_edit_job_from_an_imported_pairs_dataset(kontext_model, t
     assert samples and all(Path(job["run_dir"], e["path"]).is_file() for e in samples)
     assert Image.open(Path(job["run_dir"], samples[0]["path"])).text["control"] == "pair_0.png"
 
+    # The report card edits the run's first "before" image; try-it edits the picture it is given.
+    from studio.events import JsonlReporter
+    from studio.jobs.tryit import run as try_it
+    from studio.report_card import build_report_card
+
+    card = build_report_card(job["run_dir"], data_dir=tmp_path / "data")
+    assert len(card["grids"]) == 1 and Path(job["run_dir"], "report", card["grids"][0]).is_file()
+    out = tmp_path / "tryit"
+    out.mkdir()
+    lora = next(f for f in job["files"] if not f.endswith("-comfyui.safetensors"))
+    request = {"base": str(kontext_model), "lora": str(Path(job["run_dir"]) / lora), "prompt": INSTRUCTION,
+               "strength": 1.0, "seed": 1, "width": 64, "height": 64, "steps": 2, "guidance": 2.5}
+    drawn = {}
+    for name in ("pair_0", "pair_1"):
+        reporter = JsonlReporter(out / f"{name}.jsonl")
+        try_it({**request, "image": str(tmp_path / "data/datasets/edits/images/control" / f"{name}.png")}, out,
+               reporter, tmp_path / "data")
+        reporter.close()
+        drawn[name] = [np.asarray(Image.open(out / f"{n}.png")).copy() for n in ("before", "without", "with")]
+    assert not np.array_equal(drawn["pair_0"][0], drawn["pair_1"][0])  # before.png is the input given
+    assert not np.array_equal(drawn["pair_0"][1], drawn["pair_1"][1])  # the base edits that input
+    assert not np.array_equal(drawn["pair_0"][2], drawn["pair_0"][1])  # and the LoRA changes the edit
+
 
 def test_the_edit_preset_suits_kontext():
     from studio.config import load_preset, validate

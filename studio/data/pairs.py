@@ -193,3 +193,14 @@ def paired_geometry(target_size: tuple[int, int], bucket: tuple[int, int]):
     """(resize size, crop box) for both images of a pair, from the target's size: the control is
     resized to exactly the size the target is resized to, then both get the same crop."""
     return fit_to_bucket(*target_size, bucket)
+
+
+def fitted_input(path: str | Path, size: tuple[int, int]):
+    """An input ("before") image resized and centre-cropped to `size` (width, height): what samples,
+    the report card and try-it previews edit."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        image = im.convert("RGB")
+    resize, box = fit_to_bucket(*image.size, size)
+    return image.resize(resize, Image.Resampling.LANCZOS).crop(box)

@@ -52,12 +52,6 @@ def sample_input(state, k: int):
     """Prompt k's input image (an edit run), cropped to the sample size, else None."""
     if not state.sample_controls:
         return None
-    from PIL import Image
+    from ..data.pairs import fitted_input
 
-    from ..data.buckets import fit_to_bucket
-
-    size = (state.cfg.sample.width, state.cfg.sample.height)
-    with Image.open(state.sample_controls[k]) as im:
-        image = im.convert("RGB")
-    resize, box = fit_to_bucket(*image.size, size)
-    return image.resize(resize, Image.Resampling.LANCZOS).crop(box)
+    return fitted_input(state.sample_controls[k], (state.cfg.sample.width, state.cfg.sample.height))
