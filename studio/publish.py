@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from studio.core.secrets import redact
-from studio.families.flux1 import VARIANTS, guess_variant
+from studio.families.base import ModelError, Variant, get_family
 from studio.sharing import DEMO_NAME, shareable_config
 
 log = logging.getLogger(__name__)
@@ -36,10 +36,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int, int, str], None]
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
-BFL_BASES = {name: v.hub_id for name, v in VARIANTS.items()}
-DEV_LICENCE_NAME = VARIANTS["dev"].licence_id
-DEV_LICENCE_LINK = "https://huggingface.co/black-forest-labs/FLUX.1-dev/blob/main/LICENSE.md"
-TAGS = ["flux", "lora", "diffusers", "text-to-image", "template:sd-lora"]
+TAGS = ["flux", "lora", "diffusers", "template:sd-lora"]
 # What the Hub accepts as <namespace>/<name> (huggingface_hub's own rule, checked again there).
 REPO_ID_PATTERN = re.compile(r"(?:[\w\-.]{1,96}/)?[\w\-.]{1,96}")
 SAMPLE_NAME = re.compile(r"step(\d+)_p(\d+)\.png")
@@ -109,22 +106,44 @@ def _samples(run: Path) -> list[dict]:
 
 def _base_model(metadata: dict[str, str], family: str) -> str | None:
     """A Hub id for `base_model:`: the trained base if it is a Hub id, else the BFL model of its
-    family; None for the studio's demo model, which is not on the Hub."""
+    family and variant; None for the studio's demo model, which is not on the Hub."""
     if family == "demo":
         return None
     base = metadata.get("base_model", "")
     is_hub_id = (REPO_ID_PATTERN.fullmatch(base) and "/" in base and not base.startswith((".", "/", "~"))
                  and not Path(base).exists())
-    return base if is_hub_id else BFL_BASES[family]
+    return base if is_hub_id else _variant(metadata).hub_id
+
+
+def _model_family(metadata: dict[str, str]):
+    """The LoRA's model family (studio/families), from its metadata; FLUX.1 for files that do not say."""
+    try:
+        return get_family(metadata.get("model_family") or "flux1")
+    except ModelError:
+        return get_family("flux1")
 
 
 def _family(metadata: dict[str, str]) -> str:
-    family = metadata.get("base_family", "")
-    if family in BFL_BASES or family == "demo":
-        return family
-    if metadata.get("base_model") == DEMO_NAME:
+    """The base's variant ("dev", "schnell", "base-4b", …), or "demo" for the studio's demo model."""
+    if metadata.get("base_family") == "demo" or metadata.get("base_model") == DEMO_NAME:
         return "demo"
-    return guess_variant(metadata.get("base_model", ""))
+    family = _model_family(metadata)
+    for said in (metadata.get("model_variant", ""), metadata.get("base_family", "")):
+        if said in family.variants:
+            return said
+    return family.guess_variant(metadata.get("base_model", ""))
+
+
+def _variant(metadata: dict[str, str]) -> Variant:
+    """The published model the LoRA belongs to (the demo model draws like FLUX.1 [schnell])."""
+    family = _family(metadata)
+    if family == "demo":
+        return get_family("flux1").variants["schnell"]
+    return _model_family(metadata).variants[family]
+
+
+def _licence_link(variant: Variant) -> str:
+    return f"https://huggingface.co/{variant.hub_id}/blob/main/LICENSE.md"
 
 
 def shareable_config_text(run: Path) -> str:
@@ -152,13 +171,17 @@ def model_card(run_dir, repo_id: str | None = None) -> str:
         last[s["index"]] = s
     widget = [{"text": s["prompt"] or trigger, "output": {"url": s["path"]}} for _, s in sorted(last.items())]
 
+    variant, model_family = _variant(metadata), _model_family(metadata)
+    edit = model_family.kind == "edit"
+    task = "image-to-image" if edit else "text-to-image"
     front: dict = {"base_model": base} if base else {}
-    if family == "dev":
-        front.update(license="other", license_name=DEV_LICENCE_NAME, license_link=DEV_LICENCE_LINK)
-    else:
+    if family == "demo" or variant.licence_id == "apache-2.0":
         front["license"] = "apache-2.0"
-    front.update(tags=list(TAGS) if family != "demo" else [t for t in TAGS if t != "flux"],
-                 library_name="diffusers", pipeline_tag="text-to-image")
+    else:
+        front.update(license="other", license_name=variant.licence_id, license_link=_licence_link(variant))
+    tags = [*TAGS[:3], task, *TAGS[3:]]
+    front.update(tags=[t for t in tags if family != "demo" or t != "flux"],
+                 library_name="diffusers", pipeline_tag=task)
     if trigger:
         front["instance_prompt"] = trigger
     if widget:
@@ -168,8 +191,8 @@ def model_card(run_dir, repo_id: str | None = None) -> str:
     repo = repo_id or "<username>/<repo>"
     title = repo.split("/")[-1]
     prompt = json.dumps(widget[0]["text"] if widget else f"a photo of {trigger}", ensure_ascii=False)
-    defaults = VARIANTS["schnell" if family == "demo" else family]
-    steps, guidance = str(defaults.steps), str(defaults.guidance)
+    steps, guidance = str(variant.steps), str(variant.guidance)
+    pipeline = "FluxPipeline" if family == "demo" else model_family.pipeline_class_name
     images = metadata.get("dataset_size", "?")
     if family == "demo":
         what = (f"A LoRA for Flux LoRA Studio's built-in demo model ({DEMO_NAME}), trained on {images} images. "
@@ -180,19 +203,22 @@ def model_card(run_dir, repo_id: str | None = None) -> str:
                 'pipe = FluxPipeline.from_pretrained("studio/demo/model")']
         base_name = "the demo model"
     else:
-        what = f"A FLUX.1 [{family}] LoRA trained with Flux LoRA Studio on {images} images."
-        load = [f'pipe = FluxPipeline.from_pretrained("{base}", dtype=torch.bfloat16).to("cuda")']
-        base_name = f"the FLUX.1 [{family}] model"
+        what = (f"A {variant.title} edit LoRA trained with Flux LoRA Studio on {images} before/after pairs."
+                if edit else f"A {variant.title} LoRA trained with Flux LoRA Studio on {images} images.")
+        load = [f'pipe = {pipeline}.from_pretrained("{base}", dtype=torch.bfloat16).to("cuda")']
+        base_name = f"the {variant.title} model"
+    source = 'image=load_image("before.png"), prompt=' if edit else ""
     body = [
         f"# {title}", "",
         what, "",
         "## Trigger word", "",
         f"Use `{trigger}` in the prompt to activate the LoRA." if trigger else "This LoRA has no trigger word.", "",
         "## Use it with diffusers", "",
-        "```python", "import torch", "from diffusers import FluxPipeline", "",
+        "```python", "import torch", f"from diffusers import {pipeline}",
+        *(["from diffusers.utils import load_image"] if edit else []), "",
         *load,
         f'pipe.load_lora_weights("{repo}", weight_name="{lora.name}")',
-        f'image = pipe({prompt}, num_inference_steps={steps}, guidance_scale={guidance}).images[0]',
+        f'image = pipe({source}{prompt}, num_inference_steps={steps}, guidance_scale={guidance}).images[0]',
         'image.save("out.png")', "```", "",
         "## Use it in ComfyUI (or Forge)", "",
         f"Download [`{comfy.name}`]({comfy.name}) (kohya/BFL layout) into `ComfyUI/models/loras/` and load it "
@@ -204,7 +230,7 @@ def model_card(run_dir, repo_id: str | None = None) -> str:
         *_settings_table(config, metadata), "",
         "The full resolved configuration is in [`config.yaml`](config.yaml).", "",
         "## Licence", "",
-        _licence_paragraph(family), "",
+        _licence_paragraph(family, variant), "",
     ]
     return redact(f"---\n{head}---\n\n" + "\n".join(body))
 
@@ -262,15 +288,16 @@ def _settings_table(config: dict, metadata: dict[str, str]) -> list[str]:
     return lines
 
 
-def _licence_paragraph(family: str) -> str:
+def _licence_paragraph(family: str, variant: Variant) -> str:
     if family == "demo":
         return (f"This LoRA was trained on Flux LoRA Studio's own demo model ({DEMO_NAME}), not on FLUX.1. "
                 "The demo model is part of the studio and, like it, released under Apache-2.0; so is this LoRA.")
-    if family == "dev":
-        return ("This LoRA was trained on FLUX.1 [dev] and is covered by the "
-                f"[FLUX.1 [dev] Non-Commercial License]({DEV_LICENCE_LINK}): it and the images it makes may be "
+    if variant.licence_id != "apache-2.0":
+        name = variant.licence_text.split(":")[0]
+        return (f"This LoRA was trained on {variant.title} and is covered by the "
+                f"[{name}]({_licence_link(variant)}): it and the images it makes may be "
                 "used for non-commercial purposes only, unless you hold a commercial licence from Black Forest Labs.")
-    return ("This LoRA was trained on FLUX.1 [schnell], which is released under the Apache-2.0 licence; "
+    return (f"This LoRA was trained on {variant.title}, which is released under the Apache-2.0 licence; "
             "the LoRA is released under Apache-2.0 as well and may be used commercially.")
 
 

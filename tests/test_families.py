@@ -57,7 +57,7 @@ def test_variant_facts_have_one_source():
     for name, v in VARIANTS.items():
         assert sharing.LICENCE_TEXTS[name] == v.licence_text == models.LICENCES[name]
         assert sharing.LICENCE_IDS[name] == v.licence_id
-        assert publish.BFL_BASES[name] == v.hub_id
+        assert publish._base_model({"base_model": "/local/model", "base_family": name}, name) == v.hub_id
     assert (VARIANTS["dev"].token_limit, VARIANTS["schnell"].token_limit) == (512, 256)
     assert (VARIANTS["dev"].steps, VARIANTS["dev"].guidance) == (28, 3.5)
     assert FLUX1.guess_variant("someone/flux1-SCHNELL-finetune") == "schnell"

@@ -150,6 +150,33 @@ def test_model_card_dev_is_non_commercial(dev_run):
     assert "<username>/<repo>" in card   # no repo id given: a placeholder, not a guess
 
 
+@pytest.mark.parametrize("family,variant,pipeline,hub_id,licence", [
+    ("flux2-klein", "base-4b", "Flux2KleinPipeline", "black-forest-labs/FLUX.2-klein-base-4B", "apache-2.0"),
+    ("flux2-klein", "base-9b", "Flux2KleinPipeline", "black-forest-labs/FLUX.2-klein-base-9B", "other"),
+    ("flux1-kontext", "dev", "FluxKontextPipeline", "black-forest-labs/FLUX.1-Kontext-dev", "other"),
+])
+def test_model_card_follows_the_model_family(family, variant, pipeline, hub_id, licence, real_run, tmp_path):
+    from studio.families import get_family
+
+    run = tmp_path / "demo"
+    shutil.copytree(real_run, run)
+    _set_metadata(run / "demo.safetensors", model_family=family, model_variant=variant, base_family=variant,
+                  base_model="/models/local-copy")
+    card = model_card(run, repo_id="alice/x")
+    meta = front_matter(card)
+    title = get_family(family).variants[variant].title
+    assert meta["base_model"] == hub_id and meta["license"] == licence
+    assert f"from diffusers import {pipeline}" in card and f"A {title} " in card and "FluxPipeline" not in card
+    if licence == "other":
+        assert meta["license_link"] == f"https://huggingface.co/{hub_id}/blob/main/LICENSE.md"
+        assert "non-commercial purposes only" in card.split("## Licence")[1]
+    else:
+        assert "may be used commercially" in card.split("## Licence")[1]
+    edit = family == "flux1-kontext"
+    assert meta["pipeline_tag"] == ("image-to-image" if edit else "text-to-image")
+    assert ('image=load_image("before.png")' in card) is edit
+
+
 def test_model_card_keeps_a_hub_base_model(dev_run, tmp_path):
     run = tmp_path / "demo"
     shutil.copytree(dev_run, run)
