@@ -48,7 +48,8 @@ def test_wrong_types_are_rejected(data, message):
 def test_every_preset_loads_and_validates(preset, tier):
     p = load_preset(preset)
     assert p.description and p.guidance["min_images"] > 0 and p.guidance["min_resolution"] >= 256
-    cfg = resolve({"dataset": {"path": "/data/x"}}, preset=preset, tier=tier)
+    model = {"family": p.families[0]} if p.families else {}  # an edit preset is for an edit family
+    cfg = resolve({"dataset": {"path": "/data/x"}, "model": model}, preset=preset, tier=tier)
     assert validate(cfg) == []
     assert cfg.memory.tier == tier
 

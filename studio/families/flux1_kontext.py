@@ -30,7 +30,7 @@ VARIANTS = {
         licence_text="FLUX.1 [dev] Non-Commercial License: Kontext [dev], its outputs and LoRAs trained on it "
                      "are for non-commercial use unless you hold a commercial licence from Black Forest Labs.",
         token_limit=512, guidance_embeds=True, steps=28, guidance=2.5, kohya_version="flux1",
-        description="image editing from an instruction, 28 steps, non-commercial licence"),
+        description="image editing from an instruction, 28 steps, non-commercial licence", parameters_b=11.90),
 }
 
 

@@ -26,7 +26,8 @@ VARIANTS = {
         licence_text="FLUX [dev] Non-Commercial License: LoRAs trained on FLUX.2 [dev], and the images they make, "
                      "are for non-commercial use unless you hold a commercial licence from Black Forest Labs.",
         token_limit=512, guidance_embeds=True, steps=50, guidance=4.0, kohya_version="flux2_dev",
-        description="guidance-distilled 32 B, 50 steps; non-commercial licence; needs a 48 GB card or more"),
+        description="guidance-distilled 32 B, 50 steps; non-commercial licence; needs a 48 GB card or more",
+        parameters_b=32.22),
 }
 FULL_CONFIG = dict(patch_size=1, in_channels=128, num_layers=8, num_single_layers=48, attention_head_dim=128,
                    num_attention_heads=48, joint_attention_dim=15360, timestep_guidance_channels=256, mlp_ratio=3.0,
@@ -43,10 +44,12 @@ class Flux2Dev(Flux2Family):
     kind = "text-to-image"
     tokens_name = "Mistral"
     variants = VARIANTS
-    # The weights alone (60.0 / 30.0 / 16.9 GiB) set the smallest card of each tier; below the NF4
-    # tier's 24 GiB only block offload fits.
+    # The transformer's weights take 60.0 / 30.0 / 16.9 GiB (bf16 / int8 / NF4), but the Mistral text
+    # encoder (44.7 GiB in bf16, not quantised by the studio yet) must fit while captions are cached:
+    # a 48 GB card is the smallest that trains it (int8 base), an 80 GB one trains the bf16 base.
     weight_gib = {"bf16": 60.02, "int8": 30.01, "nf4": 16.88}
-    tier_min_gib = (("24gb", 80.0), ("16gb", 40.0), ("12gb", 24.0))
+    tier_min_gib = (("24gb", 80.0), ("16gb", 46.0))
+    min_gpu_gib = 46.0  # a "48 GB" card reports about 47 GiB
     config_overrides = {"training": {"timestep_sampling": "resolution_shift"}, "sample": {"guidance": 4.0}}
 
     def full_config(self, variant: str) -> dict:

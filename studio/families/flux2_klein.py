@@ -25,12 +25,14 @@ APACHE = ("Apache-2.0: LoRAs trained on FLUX.2 [klein] 4B, and the images they m
 NON_COMMERCIAL = ("FLUX Non-Commercial License: LoRAs trained on FLUX.2 [klein] 9B, and the images they make, "
                   "are for non-commercial use unless you hold a commercial licence from Black Forest Labs.")
 TOKEN_LIMIT = 512  # Flux2KleinPipeline's max_sequence_length
+PARAMETERS_B = {"4b": 3.88, "9b": 9.08}  # transformer parameters (meta-device count of the published configs)
 
 
 def _variant(name, title, hub, licence_id, licence, distilled, size, description) -> Variant:
     return Variant(name=name, title=title, hub_id=hub, licence_id=licence_id, licence_text=licence,
                    token_limit=TOKEN_LIMIT, guidance_embeds=False, steps=4 if distilled else 50,
-                   guidance=1.0 if distilled else 4.0, kohya_version=f"flux2_klein_{size}", description=description)
+                   guidance=1.0 if distilled else 4.0, kohya_version=f"flux2_klein_{size}", description=description,
+                   parameters_b=PARAMETERS_B[size])
 
 
 VARIANTS = {
