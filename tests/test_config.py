@@ -201,7 +201,9 @@ def test_an_unknown_tier_names_the_valid_tiers(where):
 def test_a_warmup_the_user_did_not_set_fits_a_short_run(preset, steps):
     """Every preset with 50 or fewer steps trains: its warm-up becomes a tenth of the run, and the
     resolved config says so beside the value."""
-    cfg = resolve({}, preset=preset, tier="cpu", overrides=[f"schedule.max_steps={steps}"])
+    families = load_preset(preset).families
+    cfg = resolve({"model": {"family": families[0]}} if families else {}, preset=preset, tier="cpu",
+                  overrides=[f"schedule.max_steps={steps}"])
     assert validate(cfg) == []
     preset_warmup = load_preset(preset).config["schedule"]["warmup_steps"]
     if preset_warmup >= steps:
