@@ -150,9 +150,13 @@ class Flux2Family(Family):
         """FLUX.2 [dev] is trained at a guidance value (its scripts: 1.0 unless set); [klein] takes none."""
         return (configured or 1.0) if info.guidance_embeds else None
 
-    def model_inputs(self, noisy, target, t, text: dict, guidance, dtype) -> tuple[dict, object]:
-        """The transformer's keyword arguments for patchified noisy latents, and the target as tokens."""
+    def model_inputs(self, noisy, target, t, text: dict, guidance, dtype, reference=None) -> tuple[dict, object]:
+        """The transformer's keyword arguments for patchified noisy latents, and the target as tokens.
+        FLUX.2 families here are text-to-image: reference images are not trained (kind is not "edit")."""
         import torch
+
+        if reference is not None:
+            raise ValueError(f"{self.name} trains text-to-image LoRAs; reference images are not supported")
 
         helpers = pipeline_helpers()
         b, device = noisy.shape[0], noisy.device
@@ -164,6 +168,9 @@ class Flux2Family(Family):
                       txt_ids=helpers._prepare_text_ids(embeds).to(device),
                       img_ids=helpers._prepare_latent_ids(noisy).to(device), return_dict=False)
         return kwargs, helpers._pack_latents(target)
+
+    def prediction(self, output, target):
+        return output[0]
 
     # ------------------------------------------------------------ loading
     def load(self, info: ModelInfo, transformer_file: str = "", dtype=None, revision: str = "",

@@ -83,7 +83,7 @@ class Flux2Dev(Flux2Family):
         pipe.text_encoder = None
 
     def sample(self, pipe, cached: dict, prompt: str, text_encoder, seed: int, steps: int, guidance: float,
-               size: tuple[int, int], device):
+               size: tuple[int, int], device, control=None):
         """One image from cached prompt embeddings, guidance as the transformer's input."""
         import torch
 

@@ -136,7 +136,7 @@ class Flux2Klein(Flux2Family):
 
     # ------------------------------------------------------------ sampling
     def sample(self, pipe, cached: dict, prompt: str, text_encoder, seed: int, steps: int, guidance: float,
-               size: tuple[int, int], device):
+               size: tuple[int, int], device, control=None):
         """One image from cached prompt embeddings: a base model with guidance against the empty
         prompt (when guidance > 1), a distilled model without."""
         import torch
