@@ -1,8 +1,13 @@
-"""Full-size FLUX.1 LoRA training step on a GPU, per memory tier: s/step, peak memory, MFU.
+"""Full-size FLUX LoRA training step on a GPU, per memory tier: s/step, peak memory, MFU.
 
-    python bench/gpu_flux.py [--tiers 24gb,16gb,12gb,8gb] [--resolutions 512,1024] [--steps 10]
+    python bench/gpu_flux.py [--family flux1|flux1-kontext|flux2-klein|flux2-dev] [--variant V]
+                             [--tiers 24gb,16gb,12gb,8gb] [--resolutions 512,1024] [--steps 10]
                              [--compile] [--json OUT.json] [--peak-tflops 989]
     python bench/gpu_flux.py --tiny --device cpu --steps 2      # CPU smoke test of the code path
+
+Every family of the studio (studio/families) can be measured: `--family` picks it, `--variant` the
+published model (default: the one LoRAs are trained on); bench/gpu_families.py gives each family's
+config, input shapes and FLOPs. What follows describes FLUX.1, the default.
 
 What it builds: the FLUX.1 transformer architecture (19 double + 38 single blocks, 24 heads x
 128 = 3072 wide, in_channels 64, joint_attention_dim 4096, pooled 768, guidance embeddings,
@@ -135,13 +140,12 @@ def tier_settings(tier: str) -> dict:
             "optimizer": cfg.get("optimizer", {}).get("name", "adamw")}
 
 
-def build_model(cfg: dict, device: torch.device, dtype: torch.dtype, quant: str | None, seed: int = 0):
-    """FluxTransformer2DModel with random weights, made on meta and materialised on `device`."""
-    from accelerate import init_empty_weights
-    from diffusers import FluxTransformer2DModel
+def build_model(cfg: dict, device: torch.device, dtype: torch.dtype, quant: str | None, seed: int = 0,
+                family=None):
+    """The family's transformer with random weights, made on meta and materialised on `device`."""
+    from bench.gpu_families import family_of
 
-    with init_empty_weights():
-        model = FluxTransformer2DModel(**cfg)
+    model = (family or family_of("flux1")).meta_transformer(cfg)
     bnb = None
     if quant:
         import bitsandbytes as bnb
@@ -200,51 +204,40 @@ def quantised_layers(model) -> int:
 
 
 def run_config(tier: str, args):
-    """The studio's resolved config for a tier (its memory preset), with the bench's LoRA rank."""
+    """The studio's resolved config for a tier (its memory preset) and the family's own settings,
+    with the bench's LoRA rank."""
     from studio.config import resolve
 
     user = {"lora": {"rank": args.rank, "alpha": args.rank, "targets": "diffusers_default"},
-            "optimizer": {"lr": 1e-4}}
+            "optimizer": {"lr": 1e-4}, "model": {"family": args.family}}
     if args.optimizer != "tier":
         user["optimizer"]["name"] = args.optimizer
     return resolve(user, tier=tier)
 
 
-def add_lora(cfg, model):
+def add_lora(cfg, model, family):
     """The engine's adapters on the engine's targets; returns (LoRA parameters, number of adapted layers)."""
-    from studio.families.flux1 import FLUX1
     from studio.train.lora import add_transformer_lora
 
-    targets = add_transformer_lora(cfg, FLUX1, model)
+    targets = add_transformer_lora(cfg, family, model)
     return [p for p in model.parameters() if p.requires_grad], len(targets)
 
 
-def make_optimizer(cfg, model, device: torch.device):
+def make_optimizer(cfg, model, device: torch.device, family):
     """The engine's parameter groups and optimiser (fused AdamW on a GPU, as the presets set it)."""
-    from studio.families.flux1 import FLUX1
     from studio.train.optim import build_optimizer, param_groups
 
     if device.type == "cuda":
         cfg.optimizer.fused = True
-    return build_optimizer(cfg, param_groups(cfg, model, None, FLUX1.block_of))
+    return build_optimizer(cfg, param_groups(cfg, model, None, family.block_of))
 
 
-def inputs(cfg: dict, resolution: int, text_tokens: int, device: torch.device, seed: int):
-    """Random normalised latents and text conditioning in the shapes the data pipeline gives."""
-    g = torch.Generator(device).manual_seed(seed)
-    h = w = resolution // 8  # VAE latent grid; packing 2x2 → (h/2)·(w/2) tokens of 4·16 = 64
-    latents = torch.randn((1, cfg["in_channels"] // 4, h, w), generator=g, device=device)
-    text = {"embeds": torch.randn((1, text_tokens, cfg["joint_attention_dim"]), generator=g, device=device),
-            "pooled": torch.randn((1, cfg["pooled_projection_dim"]), generator=g, device=device)}
-    return latents, text
-
-
-def engine_step(run_cfg, model, latents, text, guidance, generator, device, dtype):
+def engine_step(run_cfg, model, family, latents, text, reference, guidance, generator, device, dtype):
     """The engine's loss (studio.train.step.flow_matching_loss) for one batch."""
-    from studio.families.flux1 import FLUX1
     from studio.train.step import flow_matching_loss
 
-    return flow_matching_loss(model, FLUX1, run_cfg, latents, text, guidance, generator, device, dtype)
+    return flow_matching_loss(model, family, run_cfg, latents, text, guidance, generator, device, dtype,
+                              reference=reference)
 
 
 # --------------------------------------------------------------------------- one tier
@@ -256,7 +249,11 @@ def sync(device):
 
 
 def bench_tier(tier: str, args, device: torch.device) -> list[dict]:
-    cfg = TINY if args.tiny else FULL
+    from bench import gpu_families
+
+    family = gpu_families.family_of(args.family)
+    variant = args.variant or gpu_families.default_variant(family)
+    cfg = gpu_families.transformer_config(family, variant, args.tiny)
     settings = tier_settings(tier)
     gpu = device.type == "cuda"
     dtype = torch.bfloat16 if gpu else torch.float32
@@ -273,8 +270,8 @@ def bench_tier(tier: str, args, device: torch.device) -> list[dict]:
         log(f"[{tier}] {note}")
 
     t0 = time.perf_counter()
-    model = build_model(cfg, device, dtype, quant, seed=args.seed)
-    params, n_targets = add_lora(run_cfg, model)
+    model = build_model(cfg, device, dtype, quant, seed=args.seed, family=family)
+    params, n_targets = add_lora(run_cfg, model, family)
     n_quantised = quantised_layers(model)
     if settings["gradient_checkpointing"]:
         model.enable_gradient_checkpointing()
@@ -284,7 +281,7 @@ def bench_tier(tier: str, args, device: torch.device) -> list[dict]:
                                    num_blocks_per_group=1, use_stream=args.offload_stream and gpu)
     if args.compile and gpu:
         model.compile_repeated_blocks(fullgraph=False)
-    optimizer = make_optimizer(run_cfg, model, device)
+    optimizer = make_optimizer(run_cfg, model, device, family)
     build_s = time.perf_counter() - t0
     log(f"[{tier}] built in {build_s:.1f}s: base {quant or str(dtype).replace('torch.', '')}, "
         f"{n_quantised} quantised linear layers, {n_targets} LoRA layers, checkpointing {settings['gradient_checkpointing']}, offload {offload}, "
@@ -299,15 +296,15 @@ def bench_tier(tier: str, args, device: torch.device) -> list[dict]:
                   "date": _dt.date.today().isoformat(), "base": quant or str(dtype).replace("torch.", ""),
                   "gradient_checkpointing": settings["gradient_checkpointing"], "block_offload": offload,
                   "optimizer": optimizer_name, "compile": bool(args.compile and gpu), "lora_rank": args.rank,
-                  "model": "tiny" if args.tiny else "flux1-full", "notes": notes,
+                  "model": f"{family.name}-{variant}-{'tiny' if args.tiny else 'full'}", "notes": notes,
                   "quantised_linear_layers": n_quantised, "lora_layers": n_targets}
-        image_tokens = (res // 16) ** 2
-        fwd = forward_flops(cfg, image_tokens, text_tokens, args.rank)
+        latents, text, reference = gpu_families.make_inputs(family, cfg, res, text_tokens, device, args.seed)
+        image_tokens = gpu_families.image_tokens(family, res) * (2 if reference is not None else 1)
+        fwd = gpu_families.forward_flops(family, cfg, model, image_tokens, text_tokens, args.rank)
         record.update(image_tokens=image_tokens, text_tokens=text_tokens, forward_tflop=fwd / 1e12,
                       step_tflop=3 * fwd / 1e12)
-        latents, text = inputs(cfg, res, text_tokens, device, args.seed)
         generator = torch.Generator(device).manual_seed(args.seed)
-        guidance = 1.0 if cfg["guidance_embeds"] else None
+        guidance = 1.0 if cfg.get("guidance_embeds") else None
         try:
             if gpu:
                 torch.cuda.empty_cache()
@@ -316,7 +313,8 @@ def bench_tier(tier: str, args, device: torch.device) -> list[dict]:
             for i in range(args.warmup + args.steps):
                 sync(device)
                 start = time.perf_counter()
-                loss = engine_step(run_cfg, model, latents, text, guidance, generator, device, dtype)
+                loss = engine_step(run_cfg, model, family, latents, text, reference, guidance, generator, device,
+                                   dtype)
                 loss.backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -330,7 +328,7 @@ def bench_tier(tier: str, args, device: torch.device) -> list[dict]:
             results.append(record)
             optimizer.zero_grad(set_to_none=True)  # free what the failed step left for the next resolution
             loss = None
-            del latents, text
+            del latents, text, reference
             gc.collect()
             torch.cuda.empty_cache()
             continue
@@ -345,7 +343,7 @@ def bench_tier(tier: str, args, device: torch.device) -> list[dict]:
         print(f"{tier} {res}px: {s:.3f} s/step, {mem}, {record['achieved_tflops']:.3g} TFLOP/s "
               f"({record['step_tflop']:.3g} TFLOP/step), {mfu}", flush=True)
         results.append(record)
-        del latents, text
+        del latents, text, reference
     del model, optimizer, params
     gc.collect()
     if gpu:
@@ -362,6 +360,8 @@ def device_name(device: torch.device) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--family", default="flux1", help="the model family (python -m studio families)")
+    p.add_argument("--variant", default="", help="its variant (default: the one LoRAs are trained on)")
     p.add_argument("--tiers", default="24gb,16gb,12gb,8gb")
     p.add_argument("--resolutions", default=None, help="default 512,1024 (tiny: 64,128)")
     p.add_argument("--steps", type=int, default=10, help="timed steps per resolution (median reported)")

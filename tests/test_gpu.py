@@ -155,3 +155,35 @@ def test_gpu_bench_flops_formula():
 def test_gpu_bench_refuses_without_cuda(capsys):
     assert _bench().main(["--steps", "1"]) == 2
     assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("family", ["flux1-kontext", "flux2-klein", "flux2-dev"])
+def test_gpu_bench_measures_every_family(family, tmp_path, capsys):
+    """`--family`: each family's own transformer, LoRA targets and step inputs (Kontext: reference
+    tokens beside the target's) through the same bench path, bf16-tier and NF4-tier settings."""
+    out = tmp_path / "bench.json"
+    code = _bench().main(["--family", family, "--tiny", "--device", "cpu", "--steps", "1", "--warmup", "0",
+                          "--tiers", "24gb,12gb", "--resolutions", "64", "--json", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-3000:]
+    results = json.loads(out.read_text())["results"]
+    assert [r["tier"] for r in results] == ["24gb", "12gb"]
+    for r in results:
+        assert r["loss_finite"] and r["lora_layers"] > 0 and r["model"].startswith(f"{family}-")
+        assert r["image_tokens"] == (32 if family == "flux1-kontext" else 16)  # 64 px: 16 tokens, twice with a reference
+    assert results[1]["base"] == "nf4" and results[1]["quantised_linear_layers"] >= results[1]["lora_layers"]
+
+
+def test_gpu_bench_flux2_flops_are_bounded_by_the_parameter_count():
+    """FLUX.2's FLOPs from its linear layers: below 2·parameters·tokens + attention (a double block's
+    streams each carry their own tokens), and above 75 % of it, for the published 4 B and 32 B."""
+    from bench import gpu_families as g
+
+    for name, variant in (("flux2-klein", "base-4b"), ("flux2-dev", "dev")):
+        family = g.family_of(name)
+        cfg = g.transformer_config(family, variant, tiny=False)
+        model = family.meta_transformer(cfg)
+        params = sum(p.numel() for p in model.parameters())
+        n, width = 4096 + 512, cfg["num_attention_heads"] * cfg["attention_head_dim"]
+        bound = 2 * params * n + 4 * n * n * width * (cfg["num_layers"] + cfg["num_single_layers"])
+        assert 0.75 * bound < g.forward_flops(family, cfg, model, 4096, 512, 0) < bound, name
