@@ -39,7 +39,7 @@ def test_a_family_named_after_its_variant_is_its_own_alias():
 
 @pytest.mark.parametrize("value, code, suggestion", [
     ("flux1-shnell", "unknown_family_near", "flux1-schnell"),
-    ("flux-dev", "unknown_family_near", "flux1-dev"),
+    ("flux1_dev", "unknown_family_near", "flux1-dev"),
     ("sdxl", "unknown_family", None),
 ])
 def test_an_unknown_family_names_the_nearest_known_one(value, code, suggestion):

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 
 from conftest import Events, make_images, tiny_config
 from faulty_trainer import FaultHooks
-from studio.config import resolve
+from studio.config import ConfigError, resolve
 from studio.engine import build_state, train
 from studio.events import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from studio.train.step import loss as step_loss
@@ -331,5 +331,7 @@ def test_the_edit_preset_suits_kontext():
 
     preset = load_preset("edit")
     assert preset.families == ["flux1-kontext"] and load_preset("portrait").families is None
-    cfg = resolve({"dataset": {"path": "/x"}}, preset="edit", tier="cpu")
+    cfg = resolve({"dataset": {"path": "/x"}, "model": {"family": "flux1-kontext"}}, preset="edit", tier="cpu")
+    with pytest.raises(ConfigError, match="not for the flux1 model family"):  # the demo model cannot edit
+        resolve({"dataset": {"path": "/x"}}, preset="edit", tier="cpu")
     assert validate(cfg) == [] and cfg.sample.prompts[0].startswith("make it")

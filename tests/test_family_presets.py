@@ -63,7 +63,12 @@ def test_a_preset_naming_an_unknown_family_is_an_error(preset_dir):
 
 
 def test_the_shipped_presets_all_suit_flux1():
-    assert list_presets(family="flux1-dev") == list_presets(family="flux1-schnell") == list_presets()
+    """Every shipped subject preset suits FLUX.1; the edit preset only the edit family."""
+    from studio.config import load_preset
+
+    text_to_image = [name for name in list_presets() if load_preset(name).families is None]
+    assert list_presets(family="flux1-dev") == list_presets(family="flux1-schnell") == text_to_image
+    assert "edit" not in text_to_image and list_presets(family="flux1-kontext") == ["edit"]
 
 
 def test_presets_command_filters_by_family(preset_dir, capsys):

@@ -45,7 +45,9 @@ def test_the_proposal_for_a_gpu_fills_the_form(tmp_path):
     assert (cfg.model.base, cfg.memory.tier, cfg.dataset.resolution, cfg.schedule.max_steps) == \
         ("black-forest-labs/FLUX.1-dev", "16gb", 768, 1000)
     assert "resolution: 768" in p["yaml"] and "tier: 16gb" in p["yaml"]
-    assert set(p["values"]) == set(form_names()) - {"base", "custom_base", "preset", "tier", "run_name", "trigger"}
+    # the chosen model (family, variant, base) and what is the user's own stay as they are
+    assert set(p["values"]) == set(form_names()) - {"base", "custom_base", "preset", "tier", "run_name", "trigger",
+                                                    "family", "variant"}
 
 
 def test_the_proposal_without_a_gpu_is_the_demo_model_on_the_cpu(tmp_path):
