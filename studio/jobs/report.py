@@ -10,19 +10,13 @@ the time left, which the Monitor and Results tabs show like a training step.
 
 from __future__ import annotations
 
-import argparse
-import json
-import signal
 import sys
 import time
 import traceback
 from pathlib import Path
 
-from studio.core.paths import DATA_DIR_HELP, data_dir
-from studio.core.vocab import (
-    EVENT_DONE, EVENT_ERROR, EVENT_START, EVENT_STEP, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_OOM, FAILED, SUCCEEDED,
-)
-from studio.events import JsonlReporter
+from studio.core.vocab import EVENT_DONE, EVENT_ERROR, EVENT_START, EVENT_STEP, EXIT_OK, FAILED, SUCCEEDED
+from studio.jobs.child import code_of, start
 
 
 class ProgressEvents:
@@ -43,41 +37,23 @@ class ProgressEvents:
         self.reporter.emit(EVENT_STEP, **fields)
 
 
-def _code_of(exc: BaseException) -> tuple[str, int]:
-    from studio.models import ModelError
+def main(argv: list[str]) -> int:
     from studio.report_card import ReportCardError
 
-    if type(exc).__name__ == "OutOfMemoryError":
-        return "OUT_OF_MEMORY", EXIT_OOM
-    if isinstance(exc, ReportCardError):
-        return "NOTHING_TO_COMPARE", EXIT_FAILED
-    return ("MODEL_MISSING" if isinstance(exc, ModelError) else "INTERNAL"), EXIT_FAILED
-
-
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m studio.jobs.report")
-    parser.add_argument("request")
-    parser.add_argument("--run-dir", help="where to write the job's events (default: the request's folder)")
-    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
-    args = parser.parse_args(argv)
-    request_path = Path(args.request)
-    out = Path(args.run_dir) if args.run_dir else request_path.parent
-    out.mkdir(parents=True, exist_ok=True)
-    request = json.loads(request_path.read_text(encoding="utf-8"))
-    reporter = JsonlReporter(out / "metrics.jsonl")
-    # Cancel or shutdown: stop between two pictures and say so with the usual exit code.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(EXIT_INTERRUPTED))
+    child = start(argv, "python -m studio.jobs.report",
+                  "where to write the job's events (default: the request's folder)")
+    reporter = child.reporter
     try:
         from studio.report_card import build_report_card, cell_count
 
-        source = Path(request["run_dir"])
+        source = Path(child.request["run_dir"])
         reporter.emit(EVENT_START, max_steps=cell_count(source), start_step=0, run=source.name)
-        result = build_report_card(source, progress=ProgressEvents(reporter), data_dir=data_dir(args.data_dir))
+        result = build_report_card(source, progress=ProgressEvents(reporter), data_dir=child.data_dir)
         reporter.emit(EVENT_DONE, status=SUCCEEDED, files=[f"report/{name}" for name in result["grids"]])
         return EXIT_OK
     except Exception as exc:  # the UI shows this line; the traceback stays in the log
         traceback.print_exc()
-        code, exit_code = _code_of(exc)
+        code, exit_code = code_of(exc, {ReportCardError: "NOTHING_TO_COMPARE"})
         reporter.emit(EVENT_ERROR, code=code, message=f"{exc.__class__.__name__}: {exc}" if code == "INTERNAL" else str(exc))
         reporter.emit(EVENT_DONE, status=FAILED, files=[])
         return exit_code

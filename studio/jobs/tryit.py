@@ -11,20 +11,14 @@ two results). It reports like training does: metrics.jsonl events and the same e
 
 from __future__ import annotations
 
-import argparse
 import json
-import signal
 import sys
 import traceback
 from pathlib import Path
 
-from studio.core.paths import DATA_DIR_HELP, data_dir
-from studio.core.vocab import (
-    EVENT_DONE, EVENT_ERROR, EVENT_SAMPLE, EVENT_START, EVENT_STEP, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_OOM, FAILED,
-    SUCCEEDED,
-)
+from studio.core.vocab import EVENT_DONE, EVENT_ERROR, EVENT_SAMPLE, EVENT_START, EVENT_STEP, EXIT_OK, FAILED, SUCCEEDED
 from studio.diagnostics import StudioError
-from studio.events import JsonlReporter
+from studio.jobs.child import code_of, start
 
 DRAWS = ("without", "with")
 
@@ -79,32 +73,12 @@ def input_image_args(family, path: str, size: tuple[int, int], out: Path) -> dic
     return family.sample_image_args(image, size)
 
 
-def _code_of(exc: BaseException) -> tuple[str, int]:
-    if isinstance(exc, StudioError):
-        return exc.code, EXIT_FAILED
-    if type(exc).__name__ == "OutOfMemoryError":
-        return "OUT_OF_MEMORY", EXIT_OOM
-    from studio.models import ModelError
-
-    return ("MODEL_MISSING" if isinstance(exc, ModelError) else "INTERNAL"), EXIT_FAILED
-
-
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m studio.jobs.tryit")
-    parser.add_argument("request")
-    parser.add_argument("--run-dir", help="where to write the images (default: the request's folder)")
-    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
-    args = parser.parse_args(argv)
-    request_path = Path(args.request)
-    out = Path(args.run_dir) if args.run_dir else request_path.parent
-    out.mkdir(parents=True, exist_ok=True)
-    request = json.loads(request_path.read_text(encoding="utf-8"))
-    reporter = JsonlReporter(out / "metrics.jsonl")
+    child = start(argv, "python -m studio.jobs.tryit", "where to write the images (default: the request's folder)")
+    out, reporter = child.out, child.reporter
     status = out / "status.json"
-    # Cancel or shutdown: stop between two drawing steps and say so with the usual exit code.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(EXIT_INTERRUPTED))
     try:
-        run(request, out, reporter, data_dir(args.data_dir))
+        run(child.request, out, reporter, child.data_dir)
         files = [f"{name}.png" for name in DRAWS]
         reporter.emit(EVENT_DONE, status=SUCCEEDED, files=files)
         before = out / "before.png"
@@ -114,7 +88,7 @@ def main(argv: list[str]) -> int:
         return EXIT_OK
     except Exception as exc:  # the UI shows this line; the traceback stays in the log
         traceback.print_exc()
-        code, exit_code = _code_of(exc)
+        code, exit_code = code_of(exc)
         message = f"{exc.__class__.__name__}: {exc}"
         reporter.emit(EVENT_ERROR, code=code, message=message)
         reporter.emit(EVENT_DONE, status=FAILED, files=[])
