@@ -152,6 +152,17 @@ def _adapter_config(pairs, rank, alpha) -> dict:
     return {"r": int(rank), "lora_alpha": float(alpha), "target_modules": sorted(pairs)}
 
 
+# Our metadata keys → the kohya / modelspec keys other tools read (Forge, ComfyUI's info nodes).
+KOHYA_NAMES = (("base_model", "ss_sd_model_name"), ("steps", "ss_max_train_steps"), ("resolution", "ss_resolution"),
+               ("dataset_size", "ss_num_train_images"), ("learning_rate", "ss_learning_rate"), ("seed", "ss_seed"),
+               ("trigger_word", "modelspec.trigger_phrase"), ("resolution", "modelspec.resolution"))
+
+
+def kohya_names(metadata: dict, out: dict) -> dict:
+    """The kohya / modelspec copies of the studio's metadata values given in `metadata`."""
+    return {kohya: out[ours] for ours, kohya in KOHYA_NAMES if ours in metadata}
+
+
 def _file_metadata(name, metadata, rank, alpha, has_text_encoder) -> dict[str, str]:
     clash = RESERVED_METADATA_KEYS & set(metadata)
     if clash:
@@ -180,12 +191,7 @@ def _file_metadata(name, metadata, rank, alpha, has_text_encoder) -> dict[str, s
         "modelspec.title": name,
         "modelspec.date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    for ours, kohya in (("base_model", "ss_sd_model_name"), ("steps", "ss_max_train_steps"),
-                        ("resolution", "ss_resolution"), ("dataset_size", "ss_num_train_images"),
-                        ("learning_rate", "ss_learning_rate"), ("seed", "ss_seed"),
-                        ("trigger_word", "modelspec.trigger_phrase"), ("resolution", "modelspec.resolution")):
-        if ours in metadata:
-            derived[kohya] = out[ours]
+    derived.update(kohya_names(metadata, out))
     # The caller's own ss_* / modelspec.* values win over the ones derived here.
     return dict(sorted({**derived, **out}.items()))
 

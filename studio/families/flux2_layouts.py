@@ -123,12 +123,9 @@ def file_metadata(name: str, metadata: dict, rank: int, alpha: float, family, va
         "modelspec.license": v.licence_id, "modelspec.title": name,
         "modelspec.date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    for ours, kohya in (("base_model", "ss_sd_model_name"), ("steps", "ss_max_train_steps"),
-                        ("resolution", "ss_resolution"), ("dataset_size", "ss_num_train_images"),
-                        ("learning_rate", "ss_learning_rate"), ("seed", "ss_seed"),
-                        ("trigger_word", "modelspec.trigger_phrase"), ("resolution", "modelspec.resolution")):
-        if ours in metadata:
-            derived[kohya] = out[ours]
+    from ..lora_files import kohya_names
+
+    derived.update(kohya_names(metadata, out))
     # family and variant are facts of the file, not the caller's to change
     return dict(sorted({**derived, **out, "model_family": family.name, "model_variant": variant}.items()))
 
