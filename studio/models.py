@@ -124,6 +124,41 @@ def quantization_config(base_precision: str):
     return None
 
 
+def load_frozen_pipeline(info: ModelInfo, transformer_class, pipeline_class, parts: tuple[str, ...],
+                         transformer_file: str = "", dtype=None, revision: str = "", base_precision: str = "auto"):
+    """A family's pipeline (what `Family.load` returns): its transformer optionally from a single
+    file and optionally quantised (QLoRA style: the frozen base in 8/4 bits, the LoRA in fp32), the
+    named `parts` frozen, progress bars off; any loading failure becomes a ModelError naming the folder."""
+    import torch
+
+    dtype = dtype or torch.float32
+    quiet_loading()
+    kwargs = {"dtype": dtype, **({"revision": revision} if revision else {})}
+    quant = quantization_config(base_precision)
+    quantised = {"quantization_config": quant} if quant else {}
+    try:
+        if transformer_file:
+            require_file(transformer_file, "model.transformer_file")
+            kwargs["transformer"] = transformer_class.from_single_file(
+                transformer_file, config=info.path, subfolder="transformer", torch_dtype=dtype, **quantised)
+        elif quant is not None:
+            kwargs["transformer"] = transformer_class.from_pretrained(
+                info.path, subfolder="transformer", torch_dtype=dtype, **quantised,
+                **({"revision": revision} if revision else {}))
+        pipe = pipeline_class.from_pretrained(info.path, **kwargs)
+    except ModelError:
+        raise
+    except (OSError, ValueError, EnvironmentError) as exc:
+        raise ModelError(f"Cannot load the base model from {info.path}: {exc}. Check that every "
+                         "component folder is complete (see the README's troubleshooting).") from None
+    if base_precision == "nf4":
+        keep_4bit_layers_on_training_kernels(pipe.transformer)
+    pipe.set_progress_bar_config(disable=True)
+    for part in parts:
+        getattr(pipe, part).requires_grad_(False)
+    return pipe
+
+
 def load_pipeline(info: ModelInfo, transformer_file: str = "", dtype=None, revision: str = "",
                   base_precision: str = "auto"):
     """The pipeline of a model, loaded by its family (studio/families)."""

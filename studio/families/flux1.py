@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Family, ModelError, ModelInfo, Variant, register
+from .base import Family, ModelInfo, Variant, register
 
 VARIANTS = {
     "dev": Variant(
@@ -184,39 +184,13 @@ class Flux1(Family):
              base_precision: str = "auto"):
         """The family's pipeline for a model, its transformer optionally replaced by a single file and
         optionally quantised (QLoRA style: the frozen base is stored in 8/4 bits, LoRA trains in fp32)."""
-        import torch
         from diffusers import FluxTransformer2DModel
 
-        from ..models import keep_4bit_layers_on_training_kernels, quantization_config, quiet_loading, require_file
+        from ..models import load_frozen_pipeline
 
-        dtype = dtype or torch.float32
-        quiet_loading()
-        kwargs = {"dtype": dtype}
-        if revision:
-            kwargs["revision"] = revision
-        quant = quantization_config(base_precision)
-        try:
-            if transformer_file:
-                require_file(transformer_file, "model.transformer_file")
-                kwargs["transformer"] = FluxTransformer2DModel.from_single_file(
-                    transformer_file, config=info.path, subfolder="transformer", torch_dtype=dtype,
-                    **({"quantization_config": quant} if quant else {}))
-            elif quant is not None:
-                kwargs["transformer"] = FluxTransformer2DModel.from_pretrained(
-                    info.path, subfolder="transformer", quantization_config=quant, torch_dtype=dtype,
-                    **({"revision": revision} if revision else {}))
-            pipe = self.diffusers_pipeline().from_pretrained(info.path, **kwargs)
-        except ModelError:
-            raise
-        except (OSError, ValueError, EnvironmentError) as exc:
-            raise ModelError(f"Cannot load the base model from {info.path}: {exc}. Check that every "
-                             "component folder is complete (see the README's troubleshooting).") from None
-        if base_precision == "nf4":
-            keep_4bit_layers_on_training_kernels(pipe.transformer)
-        pipe.set_progress_bar_config(disable=True)
-        for part in (pipe.transformer, pipe.vae, pipe.text_encoder, pipe.text_encoder_2):
-            part.requires_grad_(False)
-        return pipe
+        return load_frozen_pipeline(info, FluxTransformer2DModel, self.diffusers_pipeline(),
+                                    ("transformer", "vae", "text_encoder", "text_encoder_2"), transformer_file, dtype,
+                                    revision, base_precision)
 
     # ------------------------------------------------------------ text
     def count_tokens(self, pipe, caption: str) -> int:

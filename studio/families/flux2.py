@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from .base import Family, ModelError, ModelInfo
+from .base import Family, ModelInfo
 from .flux1 import BLOCKS, block_counts, block_of  # noqa: F401  (the same two block containers)
 
 TRANSFORMER_CLASS = "Flux2Transformer2DModel"
@@ -177,37 +177,13 @@ class Flux2Family(Family):
              base_precision: str = "auto"):
         """The family's pipeline, its transformer optionally from a single file and optionally
         quantised (the frozen base in 8/4 bits, the LoRA in fp32), everything frozen."""
-        import torch
         from diffusers import Flux2Transformer2DModel
 
-        from ..models import keep_4bit_layers_on_training_kernels, quantization_config, quiet_loading, require_file
+        from ..models import load_frozen_pipeline
 
-        dtype = dtype or torch.float32
-        quiet_loading()
-        kwargs = {"dtype": dtype, **({"revision": revision} if revision else {})}
-        quant = quantization_config(base_precision)
-        quantised = {"quantization_config": quant} if quant else {}
-        try:
-            if transformer_file:
-                require_file(transformer_file, "model.transformer_file")
-                kwargs["transformer"] = Flux2Transformer2DModel.from_single_file(
-                    transformer_file, config=info.path, subfolder="transformer", torch_dtype=dtype, **quantised)
-            elif quant is not None:
-                kwargs["transformer"] = Flux2Transformer2DModel.from_pretrained(
-                    info.path, subfolder="transformer", torch_dtype=dtype, **quantised,
-                    **({"revision": revision} if revision else {}))
-            pipe = self.pipeline_class().from_pretrained(info.path, **kwargs)
-        except ModelError:
-            raise
-        except (OSError, ValueError, EnvironmentError) as exc:
-            raise ModelError(f"Cannot load the base model from {info.path}: {exc}. Check that every "
-                             "component folder is complete (see the README's troubleshooting).") from None
-        if base_precision == "nf4":
-            keep_4bit_layers_on_training_kernels(pipe.transformer)
-        pipe.set_progress_bar_config(disable=True)
-        for part in (pipe.transformer, pipe.vae, pipe.text_encoder):
-            part.requires_grad_(False)
-        return pipe
+        return load_frozen_pipeline(info, Flux2Transformer2DModel, self.pipeline_class(),
+                                    ("transformer", "vae", "text_encoder"), transformer_file, dtype, revision,
+                                    base_precision)
 
     # ------------------------------------------------------------ LoRA files
     def write_lora(self, out_dir, name, transformer_layers, rank, alpha, metadata, **kwargs) -> dict:
