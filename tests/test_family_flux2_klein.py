@@ -356,11 +356,22 @@ def test_worker_runs_a_klein_job(klein, tmp_path):
     assert start["family"] == "base-4b" and start["licence"].startswith("Apache-2.0")
 
 
-@pytest.mark.parametrize("tier, precision", [("12gb", "nf4"), ("16gb", "int8")])
-def test_quantised_base_trains_and_saves(klein, tmp_path, monkeypatch, tier, precision):
+@pytest.mark.parametrize("tier, precision, avx512_bf16", [("12gb", "nf4", False), ("12gb", "nf4", True),
+                                                         ("16gb", "int8", False)],
+                         ids=["nf4-cpu", "nf4-cpu-avx512bf16", "int8-cpu"])
+def test_quantised_base_trains_and_saves(klein, tmp_path, monkeypatch, tier, precision, avx512_bf16):
     """The 12 and 16 GB tiers' quantised bases (bitsandbytes NF4 / int8) through the engine, on the
-    CPU kernels with the same two GPU guards lifted as tests/test_quantised_cpu.py lifts."""
+    CPU kernels with the same two GPU guards lifted as tests/test_quantised_cpu.py lifts. NF4 runs
+    both as on this CPU and as on one with AVX512-BF16 (bitsandbytes' flag forced), where the
+    packed inference kernel must never be entered."""
     pytest.importorskip("bitsandbytes", reason="bitsandbytes is in requirements.txt")
+    from bitsandbytes.nn import modules
+
+    monkeypatch.setattr(modules, "has_avx512bf16", lambda: avx512_bf16)
+    packed = []
+    original_pack = modules._convert_weight_packed_for_cpu
+    monkeypatch.setattr(modules, "_convert_weight_packed_for_cpu",
+                        lambda *a, **k: packed.append(a[1].shape) or original_pack(*a, **k))
     from accelerate.state import AcceleratorState
     from diffusers.quantizers.bitsandbytes import bnb_quantizer
     from peft.tuners.lora import bnb as peft_bnb
@@ -386,5 +397,7 @@ def test_quantised_base_trains_and_saves(klein, tmp_path, monkeypatch, tier, pre
     assert code == EXIT_OK, events.of("error")
     layer = built["state"].transformer.single_transformer_blocks[0].attn.to_qkv_mlp_proj
     assert isinstance(layer, peft_bnb.Linear4bit if precision == "nf4" else peft_bnb.Linear8bitLt)
+    assert packed == []  # samples and steps stayed on the dequantising kernels on either CPU
+    assert not any(getattr(m, "support_avx512bf16_for_cpu", False) for m in built["state"].transformer.modules())
     for path in events.of("done")[-1]["files"]:
         assert KLEIN.validate(path).rank == 4
