@@ -118,6 +118,16 @@ def _cpu(processes) -> float:
     return total
 
 
+def shown(page, selector: str, text: str, ready: bool = False) -> None:
+    """Wait until `selector`'s text contains `text`, checked on every frame the page draws:
+    Playwright's expect() retries after 100, 250, 500 and 1000 ms, which would round each wait
+    up to its next retry. `ready`: also wait for the page load's answer (<html data-studio-ready>)."""
+    page.wait_for_function(
+        "([sel, text, ready]) => { const e = document.querySelector(sel);"
+        " return (!ready || document.documentElement.dataset.studioReady === '1')"
+        " && !!e && e.innerText.includes(text); }", arg=[selector, text, ready], polling="raf")
+
+
 def page_latency(data_dir: Path, rounds: int) -> dict[str, list[float]]:
     """Seconds a person waits in the page for a reload, a preset switch and a dataset pick, and
     the CPU seconds each costs the server (app.py) and the browser: on a machine shared with
@@ -180,16 +190,15 @@ def page_latency(data_dir: Path, rounds: int) -> dict[str, list[float]]:
             expect(page.locator("#dataset-gallery")).to_contain_text("photos-a_0 ")
             for r in range(rounds + 1):  # round 0 warms up (first page, first imports in the app)
                 with Timed("page reload", r > 0):
-                    page.reload()
-                    page.wait_for_selector("html[data-studio-ready]", state="attached")
-                    expect(report).to_contain_text("20 image(s)")  # sent with the gallery, in one answer
+                    page.reload(wait_until="commit")
+                    shown(page, "#dataset-report", "20 image(s)", ready=True)  # sent with the gallery
 
                 target = "photos-b" if r % 2 == 0 else "photos-a"
                 page.locator("#dataset-pick input").first.click()
                 with Timed("dataset pick", r > 0):
                     page.get_by_role("option", name=target, exact=True).click()
-                    expect(page.locator("#dataset-gallery")).to_contain_text(f"{target}_0 ")
-                    expect(report).to_contain_text("20 image(s)")
+                    shown(page, "#dataset-gallery", f"{target}_0 ")
+                    shown(page, "#dataset-report", "20 image(s)")
 
                 page.get_by_role("tab", name="3 · Train").click()
                 preset = "Art style" if r % 2 == 0 else "Product / object"  # the page starts on portrait
@@ -197,7 +206,8 @@ def page_latency(data_dir: Path, rounds: int) -> dict[str, list[float]]:
                 page.locator("#train-preset input").first.click()
                 with Timed("preset switch", r > 0):
                     page.get_by_role("option", name=preset, exact=True).click()
-                    expect(page.locator("#train-preset-text")).not_to_have_text(before)
+                    page.wait_for_function("b => { const e = document.querySelector('#train-preset-text');"
+                                           " return e && e.innerText !== b; }", arg=before, polling="raf")
                 page.get_by_role("tab", name="1 · Dataset").click()
             browser.close()
     finally:

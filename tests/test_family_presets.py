@@ -78,3 +78,15 @@ def test_presets_command_filters_by_family(preset_dir, capsys):
         assert "fakeonly" in out and "devonly" not in out and "[families: fakefam]" in out
         assert main(["presets", "--family", "fakefm"]) == EXIT_CONFIG
         assert "did you mean 'fakefam'?" in capsys.readouterr().err
+
+
+def test_a_preset_is_read_once_per_version_of_its_file(preset_dir):
+    first = load_preset("anyone")
+    first.config["lora"]["rank"] = 99  # what a caller does with its copy stays with it
+    assert load_preset("anyone").config["lora"]["rank"] == 8
+    path = preset_dir / "anyone.yaml"
+    path.write_text(path.read_text().replace("rank: 8", "rank: 16  # edited by hand"))
+    assert load_preset("anyone").config["lora"]["rank"] == 16  # an edited file is read again
+    path.write_text("title: t\ndescription: d\nconfig:\n  lora:\n    rnak: 4\n")
+    with pytest.raises(ConfigError):
+        load_preset("anyone")  # and checked again

@@ -245,6 +245,24 @@ def test_file_route_refuses_everything_but_run_outputs(apps):
         assert status == 200 and data == files[key].read_bytes(), (key, status)
 
 
+def test_dataset_pictures_are_served_in_place_and_links_out_are_not(apps):
+    """Dataset folders are served from where they lie (no copy per dataset pick); a link placed
+    in one that points at the job store or outside the data folder is still refused."""
+    app = apps["open"]
+    thumbs = app.data / "datasets" / "linked" / ".thumbs"
+    thumbs.mkdir(parents=True, exist_ok=True)
+    (thumbs / "ok.jpg").write_bytes(b"PUBLIC-thumb")
+    for name, target in (("db.jpg", app.data / "studio.db"), ("passwd.jpg", Path("/etc/passwd")),
+                         ("ckpt.jpg", app.data / "runs" / "1-done" / "checkpoints" / "step000002" / "lora.safetensors")):
+        (thumbs / name).unlink(missing_ok=True)
+        (thumbs / name).symlink_to(target)
+        status, _, data = app.get("/gradio_api/file=" + str(thumbs / name))
+        assert status in (400, 403, 404), (name, status)
+        assert b"SECRET" not in data and b"root:" not in data, name
+    status, _, data = app.get("/gradio_api/file=" + str(thumbs / "ok.jpg"))
+    assert status == 200 and data == b"PUBLIC-thumb"
+
+
 def test_checkpoints_of_a_run_created_after_launch_are_blocked(apps):
     app = apps["open"]
     run = app.data / "runs" / f"9-late-{uuid.uuid4().hex[:6]}"

@@ -364,6 +364,25 @@ def test_monitor_events_hide_gradio_timers(tmp_path):
     assert len(deps) >= 5  # poll, refresh, pick, tab select, actions
     assert all(d["show_progress"] == "hidden" for d in deps), [d["show_progress"] for d in deps]
 
+
+def test_dataset_pictures_are_not_copied_on_every_pick(tmp_path):
+    """Gallery pictures under datasets/ are served where they lie (gradio's static paths): no
+    blocked-path checks, hashing and copying of each thumbnail on every dataset pick."""
+    from gradio.utils import is_static_file
+
+    from studio.ui.build import build_ui
+
+    thumb = tmp_path / "datasets" / "cats" / ".thumbs" / "a.jpg"
+    thumb.parent.mkdir(parents=True)
+    thumb.write_bytes(b"jpeg")
+    checkpoint = tmp_path / "runs" / "1-cats" / "checkpoints" / "lora.safetensors"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"x")
+    assert not is_static_file(str(thumb))
+    build_ui(tmp_path)
+    assert is_static_file(str(thumb)) and not is_static_file(str(checkpoint))
+
+
 def test_the_model_card_downloads_as_readme_beside_the_lora_files(data):
     from safetensors.numpy import save_file
 

@@ -76,6 +76,19 @@ def load_preset(name: str, kind: str = "subject") -> Preset:
     path = _preset_path(name, kind)
     if not path.is_file():
         raise ConfigError(_not_found(name, kind))
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _LOADED:
+        _LOADED[key] = _parse_preset(name, kind, path)
+    return copy.deepcopy(_LOADED[key])
+
+
+# Presets read and checked once per version of their file: a dataset pick or a page load asks for
+# several, and parsing and validating YAML costs milliseconds each while a job trains.
+_LOADED: dict[tuple[str, int, int], Preset] = {}
+
+
+def _parse_preset(name: str, kind: str, path: Path) -> Preset:
     data = parse_yaml(read_text(path), str(path))
     unknown = set(data) - {"title", "description", "guidance", "config", "families"}
     if unknown:
