@@ -89,6 +89,7 @@ class Plan:
     family: str = ""                 # the proposed family and variant ("" for the demo model)
     variant: str = ""
     pairs: int = 0                   # before/after pairs in the dataset
+    edit: bool = False               # the proposed model trains on them (reference tokens ride along)
     models: list[ModelRow] = field(default_factory=list)
 
     def chosen(self) -> TierRow | None:
@@ -210,6 +211,7 @@ def propose(candidates: list[tuple], family: str | None, variant: str | None) ->
             raise ValueError(f"{found[0].title} has no variant {wanted!r}; it has {', '.join(found[0].variants)}")
         mine = [c for c in candidates if c[0].family == name and c[0].variant in ((wanted,) if wanted else
                                                                                   found[0].variants)]
+        mine = mine if wanted else [c for c in mine if c[1].train_on] or mine
     else:
         mine = [c for c in candidates if c[0].usable and c[1].train_on]
     fitting = [c for c in mine if c[0].tier is not None]
@@ -236,7 +238,7 @@ def make_plan(dataset_dir: str | Path, gpu: str | None = None, gpu_gib: float | 
     chosen, facts, rows = propose(candidates, family, variant)
     plan = Plan(name, images, short, known[0] if known else gpu, gpu_gib, facts.title, chosen.tier, resolution,
                 steps, 1, rows, family=facts.family, variant=facts.variant, pairs=pairs,
-                models=[c[0] for c in candidates])
+                edit=with_pairs(facts, pairs), models=[c[0] for c in candidates])
     if chosen.tier is None:
         plan.notes.append(f"Nothing fits in {gpu_gib} GB: {facts.title} needs about {chosen.needs_gib} GB.")
     plan.notes += pair_notes(facts, pairs)
