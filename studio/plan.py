@@ -145,10 +145,17 @@ def trains_from_pairs(family) -> bool:
 
 
 def all_facts() -> list:
-    """PlanFacts of every registered family's variants, in registration order."""
+    """PlanFacts of every registered family's variants, in registration order (a family that does not
+    state them is left out of the plan)."""
     from studio.families import families
 
-    return [f.plan_facts(v) for f in families() for v in f.variants]
+    out = []
+    for family in families():
+        try:
+            out += [family.plan_facts(v) for v in family.variants]
+        except NotImplementedError:
+            continue
+    return out
 
 
 def with_pairs(facts, pairs: int) -> bool:
@@ -214,6 +221,8 @@ def propose(candidates: list[tuple], family: str | None, variant: str | None) ->
         mine = mine if wanted else [c for c in mine if c[1].train_on] or mine
     else:
         mine = [c for c in candidates if c[0].usable and c[1].train_on]
+    if not mine:
+        raise ValueError(f"no plan figures for {family or variant!r}: its family does not state its sizes")
     fitting = [c for c in mine if c[0].tier is not None]
     if fitting:
         return max(fitting, key=lambda c: c[1].parameters)  # max keeps the first of equals: registration order
