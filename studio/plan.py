@@ -239,8 +239,10 @@ def make_plan(dataset_dir: str | Path, gpu: str | None = None, gpu_gib: float | 
     if gpu and gpu_gib is None and known:
         gpu_gib = known[1]
     name = Path(dataset_dir).name
-    if not gpu:
-        return _demo_plan(name, images, short, pairs, rank, resolution or 256, steps or 150)
+    if not gpu:  # the demo model; the table says what each real model would need
+        plan = _demo_plan(name, images, short, pairs, rank, resolution or 256, steps or 150)
+        plan.models = [c[0] for c in model_rows(None, None, propose_resolution(short), propose_steps(images), pairs)]
+        return plan
     resolution = resolution or propose_resolution(short)
     steps = steps or propose_steps(images)
     candidates = model_rows(gpu_gib, known, resolution, steps, pairs)
@@ -315,8 +317,8 @@ def plan_text(plan: Plan) -> str:
     if row:
         lines += ["", f"memory: {row.memory_source}", f"time: {row.time_source}"]
     if plan.models:
-        lines += ["", f"What fits on {plan.hardware}:", f"{'model':32s} {'family':20s} {'on this card':22s} "
-                  f"{'minutes':>8s}"]
+        heading = f"What fits on {plan.hardware}:" if plan.gpu_gib else "What each real model needs:"
+        lines += ["", heading, f"{'model':32s} {'family':20s} {'on this card':22s} {'minutes':>8s}"]
         for m in plan.models:
             where = (f"tier {m.tier}" if m.tier else f"needs >= {m.needs_gib:g} GB") + ("" if m.usable else
                                                                                         ", needs pairs")

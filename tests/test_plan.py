@@ -144,6 +144,9 @@ def test_no_gpu_plans_the_demo_model_from_measured_figures(tmp_path):
     plan = make_plan(_photos(tmp_path / "photos", 5, size=(400, 300)), None)
     assert (plan.model, plan.tier, plan.resolution, plan.steps) == ("demo", "cpu", 256, 150)
     assert plan.rows[0].time_source.startswith("measured") and plan.rows[0].minutes < 5
+    # What each real model would need: a GPU of at least its smallest tier, none fits without one.
+    assert len(plan.models) >= 8 and all(m.tier is None and m.needs_gib >= 7 for m in plan.models)
+    assert "What each real model needs:" in plan_text(plan) and "needs >= " in plan_text(plan)
 
 
 def test_unknown_gpu_names_and_flops():
@@ -201,6 +204,7 @@ def test_the_train_tab_plan_speaks_the_page_language(tmp_path):
     assert "建议：FLUX.2 [klein] Base 4B" in klein and "估算" in klein and "需要编辑前/后图片对" in klein
     zh = plan_markdown(data, None, "zh-CN")
     assert "没有显卡" in zh and "在 2 核 CPU 上实测" in zh and "| cpu | 是 |" in zh
+    assert "每个模型需要的显卡" in zh and "| FLUX.2 [dev] | 需要 ≥ " in zh
     assert plan_markdown(None, None, "en") == "" and plan_markdown(tmp_path / "missing", None, "en") == ""
 
 

@@ -67,7 +67,8 @@ def _models_table(plan, lang: str) -> list[str]:
     """Every family/variant: the tier it trains in on this card, else the card it would need."""
     if not plan.models:
         return []
-    lines = ["", f"**{t('plan.models_heading', lang, hardware=plan.hardware)}**", "",
+    heading = t("plan.models_heading", lang, hardware=plan.hardware) if plan.gpu_gib else t("plan.models_no_gpu", lang)
+    lines = ["", f"**{heading}**", "",
              "| " + " | ".join(t(f"plan.col_{c}", lang) for c in ("model", "on_card", "minutes")) + " |",
              "|---|---|---:|"]
     for m in plan.models:
