@@ -68,7 +68,9 @@ class ModelRow:
     needs_gib: float
     minutes: float
     edit: bool                       # trains from before/after pairs
-    usable: bool = True              # can train this dataset (an edit-only model needs pairs)
+    suits: bool = True               # suits the dataset: an edit model for pairs, a text-to-image one otherwise
+    note: str = ""                   # "needs pairs": an edit-only model on a dataset without; "targets only":
+                                     # a text-to-image model on pairs (it learns the targets, not the edit)
 
 
 @dataclass
@@ -197,10 +199,11 @@ def model_rows(gpu_gib: float | None, known, resolution: int, steps: int, pairs:
     for facts in all_facts():
         rows = tier_rows(facts, gpu_gib, known, resolution, steps, with_pairs(facts, pairs))
         best = next((r for r in rows if r.fits), None)
-        usable = facts.trains_from_pairs if pairs else not facts.edit_only
+        suits = facts.trains_from_pairs if pairs else not facts.edit_only
+        note = "" if suits else "targets only" if pairs else "needs pairs"
         out.append((ModelRow(facts.family, facts.variant, facts.title, best.tier if best else None,
                              min(r.needs_gib for r in rows), best.minutes if best else float("nan"),
-                             facts.trains_from_pairs, usable), facts, rows))
+                             facts.trains_from_pairs, suits, note), facts, rows))
     return out
 
 
@@ -220,9 +223,10 @@ def propose(candidates: list[tuple], family: str | None, variant: str | None) ->
                                                                                   found[0].variants)]
         mine = mine if wanted else [c for c in mine if c[1].train_on] or mine
     else:
-        mine = [c for c in candidates if c[0].usable and c[1].train_on]
+        mine = [c for c in candidates if c[0].suits and c[1].train_on]
     if not mine:
-        raise ValueError(f"no plan figures for {family or variant!r}: its family does not state its sizes")
+        raise ValueError(f"no plan figures for {family or variant!r}: its family does not state its sizes"
+                         if family or variant else "no model family states its plan figures")
     fitting = [c for c in mine if c[0].tier is not None]
     if fitting:
         return max(fitting, key=lambda c: c[1].parameters)  # max keeps the first of equals: registration order
@@ -318,11 +322,10 @@ def plan_text(plan: Plan) -> str:
         lines += ["", f"memory: {row.memory_source}", f"time: {row.time_source}"]
     if plan.models:
         heading = f"What fits on {plan.hardware}:" if plan.gpu_gib else "What each real model needs:"
-        lines += ["", heading, f"{'model':32s} {'family':20s} {'on this card':22s} {'minutes':>8s}"]
+        lines += ["", heading, f"{'model':32s} {'family':20s} {'on this card':34s} {'minutes':>8s}"]
         for m in plan.models:
-            where = (f"tier {m.tier}" if m.tier else f"needs >= {m.needs_gib:g} GB") + ("" if m.usable else
-                                                                                        ", needs pairs")
-            lines.append(f"{m.title:32s} {alias(m.family, m.variant):20s} {where:22s} {m.minutes:8.1f}")
+            where = (f"tier {m.tier}" if m.tier else f"needs >= {m.needs_gib:g} GB") + (f", {m.note}" if m.note else "")
+            lines.append(f"{m.title:32s} {alias(m.family, m.variant):20s} {where:34s} {m.minutes:8.1f}")
     lines += ["", "disk (MB): " + ", ".join(f"{k} {v:,.0f}" for k, v in plan.disk_mib.items())]
     return "\n".join(lines + [f"note: {n}" for n in plan.notes])
 

@@ -98,7 +98,7 @@ def test_the_proposal_is_the_largest_model_that_fits_and_the_table_lists_every_m
     # A 12 GB card: FLUX.1 in NF4 and the 4 B FLUX.2 [klein] fit; FLUX.2 [dev] needs a 48 GB class card.
     assert rows["flux1", "dev"].tier == "12gb" and rows["flux2-klein", "base-4b"].tier is not None
     assert rows["flux2-dev", "dev"].tier is None and rows["flux2-dev", "dev"].needs_gib >= 46
-    assert not rows["flux1-kontext", "dev"].usable  # no pairs in this dataset
+    assert rows["flux1-kontext", "dev"].note == "needs pairs" and not rows["flux1-kontext", "dev"].suits
     text = plan_text(small)
     assert "What fits on RTX 3060" in text and "needs >= " in text and "flux2-klein-base-4b" in text
     # A step-distilled variant with a base model beside it is not proposed; an explicit variant is.
@@ -138,6 +138,8 @@ def test_an_edit_dataset_proposes_an_edit_family_and_costs_more(tmp_path):
     t2i = make_plan(pairs, "RTX 4090", family="flux1")
     assert not t2i.edit and t2i.chosen().seconds_per_step == make_plan(plain, "RTX 4090").chosen().seconds_per_step
     assert any("only the" in n for n in t2i.notes)
+    notes = {(m.family, m.variant): m.note for m in edit.models}
+    assert notes["flux1", "dev"] == "targets only" and notes["flux1-kontext", "dev"] == ""
 
 
 def test_no_gpu_plans_the_demo_model_from_measured_figures(tmp_path):

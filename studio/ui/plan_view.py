@@ -13,6 +13,7 @@ from studio.i18n import t
 SOURCES = {("memory", "published"): "plan.memory_published", ("memory", "estimated"): "plan.memory_estimated",
            ("memory", "measured"): "plan.memory_measured", ("time", "estimated"): "plan.time_estimated",
            ("time", "measured"): "plan.time_measured", ("time", "unknown"): "plan.time_unknown"}
+NOTES = {"needs pairs": "plan.needs_pairs", "targets only": "plan.targets_only"}  # ModelRow.note
 
 
 def chosen_model(family: str | None, variant: str | None, base: str | None) -> tuple[str | None, str | None]:
@@ -74,8 +75,8 @@ def _models_table(plan, lang: str) -> list[str]:
     for m in plan.models:
         where = (t("plan.fits_tier", lang, tier=m.tier) if m.tier else
                  t("plan.needs_card", lang, gib=f"{m.needs_gib:g}"))
-        if not m.usable:
-            where += " · " + t("plan.needs_pairs", lang)
+        if m.note:
+            where += " · " + t(NOTES[m.note], lang)
         lines.append(f"| {m.title} | {where} | {_number(m.minutes, 1)} |")
     return lines
 
