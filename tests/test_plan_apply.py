@@ -121,3 +121,25 @@ def test_the_chosen_family_is_honoured_and_the_demo_model_chooses_nothing(tmp_pa
     assert "FLUX.2 [klein] Base 4B (black-forest-labs/FLUX.2-klein-base-4B)" in p["message"]
     cfg = h.build_config(tmp_path, dataset=None, form=_form(p, "portrait"))
     assert (cfg.model.family, cfg.training.timestep_sampling) == ("flux2-klein-base-4b", "resolution_shift")
+
+
+def test_the_train_tabs_plan_follows_the_chosen_model(tmp_path, monkeypatch):
+    """On a (pretend) 24 GB card: the plan panel and the button honour a real model chosen in the form;
+    on the demo model they propose the best model for the card."""
+    from studio.ui.build import build_ui
+
+    monkeypatch.setattr(h, "detect_gpu", lambda: ("NVIDIA GeForce RTX 4090", 24.0))
+    data = tmp_path / "data"
+    h.create_dataset(data, "cat")
+    photos = _photos(tmp_path / "photos", 3)
+    h.upload_files(data, "cat", [str(p) for p in sorted(photos.iterdir())])
+    demo = build_ui(data)
+    plan_events = [f for f in demo.fns.values() if f.name == "on_plan"]
+    assert len(plan_events) == 3  # the base model chosen, and after a family or variant is chosen
+    klein = ("flux2-klein", "base-4b", "black-forest-labs/FLUX.2-klein-base-4B")
+    assert "Proposed: FLUX.2 [klein] Base 4B" in plan_events[0].fn("cat", *klein, "en")
+    assert "Proposed: FLUX.1 [dev]" in plan_events[0].fn("cat", "flux1", "schnell", "demo", "en")
+    [apply] = [f for f in demo.fns.values() if f.name == "on_apply_plan"]
+    answer = dict(zip([getattr(o, "elem_id", None) for o in apply.outputs], apply.fn("cat", "portrait", *klein, "en")))
+    assert answer["train-family"] == "flux2-klein" and answer["train-model"]["value"] == klein[2]
+    assert answer["train-variant"]["value"] == "base-4b" and "FLUX.2 [klein] Base 4B" in answer["train-family-text"]
