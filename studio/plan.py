@@ -325,7 +325,8 @@ def plan_text(plan: Plan) -> str:
         lines += ["", heading, f"{'model':32s} {'family':20s} {'on this card':34s} {'minutes':>8s}"]
         for m in plan.models:
             where = (f"tier {m.tier}" if m.tier else f"needs >= {m.needs_gib:g} GB") + (f", {m.note}" if m.note else "")
-            lines.append(f"{m.title:32s} {alias(m.family, m.variant):20s} {where:34s} {m.minutes:8.1f}")
+            minutes = "-" if m.minutes != m.minutes else f"{m.minutes:.1f}"  # NaN: it does not fit
+            lines.append(f"{m.title:32s} {alias(m.family, m.variant):20s} {where:34s} {minutes:>8s}")
     lines += ["", "disk (MB): " + ", ".join(f"{k} {v:,.0f}" for k, v in plan.disk_mib.items())]
     return "\n".join(lines + [f"note: {n}" for n in plan.notes])
 
