@@ -4,7 +4,7 @@
         [--data-dir DIR]
   tiny-model DIR [--family NAME] [--variant V] [--dev] [--size tiny|small]
   families [--json]
-  plan DATASET [--gpu NAME]
+  plan DATASET [--gpu NAME] [--family NAME] [--variant V]
   report-card RUN_DIR [--promote STEP]
   verify RUN_DIR
   build-demo DIR [--seed N], demo-dataset DIR   (see studio/demo/cli.py)
@@ -54,7 +54,7 @@ def cmd_train(args, hooks=None) -> int:
     if int(os.environ.get("RANK", "0")) > 0:
         # Data parallel: only rank 0 writes the run's events and log; the others print their own errors.
         return train(cfg, run_dir, ConsoleReporter(), resume=args.resume, hooks=hooks, data_dir=args.data_dir)
-    from .plan import measured, record_actual, record_prediction
+    from .plan_record import measured, record_actual, record_prediction
 
     with run_log(run_dir):
         predicted = record_prediction(run_dir, cfg)  # plan.json: checked against what happens
@@ -140,10 +140,17 @@ def cmd_plan(args) -> int:
         print(f"Unknown GPU {gpu!r}: give its memory with --gpu-gb, or one of: {', '.join(GPUS)}.", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        plan = make_plan(args.dataset, gpu, gib, variant=args.variant, resolution=args.resolution, steps=args.steps)
+        plan = make_plan(args.dataset, gpu, gib, variant=args.variant, resolution=args.resolution, steps=args.steps,
+                         family=args.family)
     except OSError as exc:
         print(f"Cannot read the dataset {args.dataset}: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except ValueError as exc:  # an unknown family or variant
+        from .families.choice import accepted_names
+
+        print(f"{exc}. --family takes one of: {', '.join(n for n in accepted_names() if n != 'auto')}.",
+              file=sys.stderr)
+        return EXIT_CONFIG
     if not plan.images:
         print(f"No readable photos in {args.dataset}: import some first (python -m studio dataset import).",
               file=sys.stderr)
@@ -240,7 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", help="a dataset folder (studio_data/datasets/NAME) or a folder of photos")
     p.add_argument("--gpu", help='plan for this GPU instead of the detected one, e.g. "RTX 4090"')
     p.add_argument("--gpu-gb", type=float, help="its memory in GB (default: known for common GPUs)")
-    p.add_argument("--variant", choices=["dev", "schnell"], default="dev")
+    p.add_argument("--family", help="plan this model family (flux1, flux1-schnell, flux2-klein, …; default: the "
+                                    "best that fits the card)")
+    p.add_argument("--variant", help="its variant (dev, schnell, base-4b, …)")
     p.add_argument("--resolution", type=int)
     p.add_argument("--steps", type=int)
     p.add_argument("--json", action="store_true")

@@ -178,13 +178,16 @@ class StudioTools:
                            {"base": "<a local folder in diffusers layout>", "about": "any FLUX.1 model folder"}],
                 "presets": list_presets("subject"), "tiers": list(MEMORY_TIERS), "detected_tier": detect_tier()}
 
-    def plan_training(self, dataset: str, gpu: str = "") -> dict:
-        """What fits before anything starts: proposed model, tier, resolution, steps; per tier peak memory,
-        seconds per step, minutes and disk use, each figure with its source.
+    def plan_training(self, dataset: str, gpu: str = "", family: str = "") -> dict:
+        """What fits before anything starts: proposed model family and variant, tier, resolution, steps;
+        per tier peak memory, seconds per step, minutes and disk use, each figure with its source; and
+        every family/variant with the tier it trains in on this GPU or the GPU memory it needs.
 
         Args:
             dataset: the dataset's name.
             gpu: plan for this GPU (e.g. "RTX 4090") instead of the one this computer has ("" = detected).
+            family: plan this model (a model.family name such as "flux2-klein" or "flux1-schnell"); "" = the
+                best that fits the GPU (an edit model for a dataset with before/after pairs).
         """
         from dataclasses import asdict
 
@@ -193,8 +196,11 @@ class StudioTools:
 
         folder = h.dataset_dir(self.data_dir, dataset)
         detected = None if gpu else h.detect_gpu()
-        plan = make_plan(folder, gpu or (detected[0] if detected else None), None if gpu else
-                         (detected[1] if detected else None))
+        try:
+            plan = make_plan(folder, gpu or (detected[0] if detected else None), None if gpu else
+                             (detected[1] if detected else None), family=family or None)
+        except ValueError as exc:
+            raise h.UserError(str(exc)) from None
         return asdict(plan)
 
     def start_training(self, dataset: str, run_name: str = "my-lora", preset: str = "", trigger_word: str = "",

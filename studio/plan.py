@@ -1,22 +1,25 @@
-"""A plan before anything starts: what fits on this computer, how long it takes, what it costs.
+"""A plan before anything starts: which model, what fits on this computer, how long, what it costs.
 
-`make_plan(dataset_dir, gpu)` reads the dataset (count and sizes; no torch) and the hardware (a
-GPU name and memory from nvidia-smi or given by hand, or none) and proposes the model, memory
-tier, resolution, steps and batch size, with predicted time per step, duration, peak memory and
-disk use for every tier — each figure with where it comes from:
+`make_plan(dataset_dir, gpu)` reads the dataset (count, sizes, before/after pairs; no torch) and
+the hardware (a GPU name and memory from nvidia-smi or given by hand, or none) and proposes the
+model family and variant, memory tier, resolution, steps and batch size, with predicted time per
+step, duration, peak memory and disk use for every tier of that model, and a table of every
+family/variant: the tier it trains in on this card, or the card it would need. Each figure says
+where it comes from. The model facts are the family's (`family.plan_facts`,
+studio/families/plan_facts.py); this module only computes with them:
 
-- memory: the peak the field publishes for each tier (HF's QLoRA blog, SimpleTuner, sd-scripts;
-  see FLUX1_TIER_MEMORY), grown with the image tokens at higher resolutions;
-- time: from FLUX.1's FLOPs per step (its 11.9 B transformer parameters, attention over image
-  plus text tokens, a recomputed forward under gradient checkpointing) at ASSUMED_MFU of the
-  GPU's published dense BF16 throughput — an estimate, said so — or, on a CPU with the demo
-  model, the step time measured on a 2-core CPU (docs/benchmarks.md, "Demo run");
-- disk: LoRA parameters counted from FLUX.1's layers (LORA_WIDTH), checkpoints with AdamW's two
-  moments, cached latents and text embeddings.
+- memory: the peak the field publishes per tier (FLUX.1), or one estimated from the model's
+  weights and FLUX.1's published overhead (the others), grown with the image tokens at higher
+  resolutions and with an edit pair's reference tokens; never below the peak while captions are
+  encoded (the text encoders on the GPU);
+- time: from the model's FLOPs per step at ASSUMED_MFU of the GPU's published dense BF16
+  throughput — an estimate, said so — or, on a CPU with the demo model, the step time measured
+  on a 2-core CPU (docs/benchmarks.md, "Demo run");
+- disk: the LoRA's parameters from the model's layers, checkpoints with AdamW's two moments,
+  cached latents (and the pairs' control latents) and text embeddings, the base model download.
 
-`python -m studio plan DATASET [--gpu "RTX 4090"]` prints it; each run records its prediction
-and, at the end, what really happened (`plan.json` in the run folder), so the estimates can be
-checked against real runs and improved.
+`python -m studio plan DATASET [--gpu "RTX 4090"] [--family NAME]` prints it; each run records its
+prediction and what really happened (studio/plan_record.py, `plan.json` in the run folder).
 """
 
 from __future__ import annotations
@@ -26,20 +29,8 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-FLUX1_PARAMS = 11_901_408_320  # transformer parameters at full size (meta device count)
-FLUX1_WIDTH, FLUX1_BLOCKS = 3072, 57
-# Sum of in + out features of the layers each target set trains (FLUX.1 full size); a LoRA of
-# rank r has r times this many parameters. tests/test_plan.py recounts them on the meta device.
-LORA_WIDTH = {"attention": 1_634_304, "diffusers_default": 2_801_664, "all_linear": 5_369_856}
-ASSUMED_MFU = 0.5  # fits the published 4090 NF4 points (1.4 s/step at 512 px, 3.5 s at 1024 px)
-# tier: (peak GiB at 512 px, GiB more per 1536 extra tokens, slowdown, what the figure rests on)
-FLUX1_TIER_MEMORY = {
-    "24gb": (27.0, 2.0, 1.0, "bf16 base: ~26-30 GB published (HF QLoRA blog, SimpleTuner)"),
-    "16gb": (18.0, 1.5, 1.1, "int8/fp8 base: ~18 GB published (SimpleTuner, sd-scripts)"),
-    "12gb": (9.2, 1.2, 1.0, "NF4 base: 9.1-9.5 GB floor published (HF QLoRA blog, SimpleTuner)"),
-    "8gb": (7.5, 0.8, 2.5, "NF4 + offloaded blocks: 8 GB published with block swapping (sd-scripts); the 2.5x slower "
-                           "steps are an estimate"),
-}
+ASSUMED_MFU = 0.5  # fits the published 4090 NF4 points of FLUX.1 (1.4 s/step at 512 px, 3.5 s at 1024 px)
+FIT_MARGIN = 0.95  # of the card's memory a peak may use (allocator fragmentation, the desktop)
 # Published dense BF16 tensor TFLOP/s and memory (GiB); matched by name, longest first.
 GPUS = {"H200": (141, 989), "H100 PCIe": (80, 756), "H100": (80, 989), "A100 80GB": (80, 312), "A100": (40, 312),
         "L40S": (48, 362), "L40": (48, 181), "RTX 6000 Ada": (48, 364), "A6000": (48, 155), "A10G": (24, 70),
@@ -48,7 +39,7 @@ GPUS = {"H200": (141, 989), "H100 PCIe": (80, 756), "H100": (80, 989), "A100 80G
         "RTX 3060": (12, 25), "T4": (16, 65)}
 DEMO_CPU_SECONDS = (0.55, 20.0)  # per step at 256 px, and model load + samples (docs/benchmarks.md)
 DEMO_CPU_PEAK_GIB = 1.5  # peak RSS of a CPU run, bench/train_speed.py (docs/benchmarks.md)
-TEXT_TOKENS = {"dev": 512, "schnell": 256}
+DEMO_LORA_WIDTH = 3_300  # in + out features of the demo transformer's attention layers (about)
 
 
 @dataclass
@@ -60,8 +51,26 @@ class TierRow:
     minutes: float
     memory_source: str
     time_source: str
-    memory_kind: str = "published"   # published | measured: how the page names the source
+    memory_kind: str = "published"   # published | estimated | measured: how the page names the source
     time_kind: str = "estimated"     # estimated | measured | unknown
+    needs_gib: float = 0.0           # the smallest card (GB) this tier fits on
+    caching_peak: bool = False       # the peak is while captions are encoded, not in the steps
+
+
+@dataclass
+class ModelRow:
+    """One family/variant in "what fits": the tier it trains in on this card, else the card it needs."""
+
+    family: str
+    variant: str
+    title: str
+    tier: str | None
+    needs_gib: float
+    minutes: float
+    edit: bool                       # trains from before/after pairs
+    suits: bool = True               # suits the dataset: an edit model for pairs, a text-to-image one otherwise
+    note: str = ""                   # "needs pairs": an edit-only model on a dataset without; "targets only":
+                                     # a text-to-image model on pairs (it learns the targets, not the edit)
 
 
 @dataclass
@@ -79,6 +88,11 @@ class Plan:
     rows: list[TierRow] = field(default_factory=list)
     disk_mib: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    family: str = ""                 # the proposed family and variant ("" for the demo model)
+    variant: str = ""
+    pairs: int = 0                   # before/after pairs in the dataset
+    edit: bool = False               # the proposed model trains on them (reference tokens ride along)
+    models: list[ModelRow] = field(default_factory=list)
 
     def chosen(self) -> TierRow | None:
         return next((r for r in self.rows if r.tier == self.tier), None)
@@ -98,17 +112,10 @@ def find_gpu(name: str | None) -> tuple[str, float, float] | None:
     return None
 
 
-def step_flops(resolution: int, variant: str = "dev", batch: int = 1, checkpointing: bool = True) -> float:
-    """Training FLOPs of one FLUX.1 LoRA step: forward, the backward's input gradients (as much
-    again; frozen weights need no weight gradients) and, with checkpointing, a second forward."""
-    tokens = (resolution // 16) ** 2 + TEXT_TOKENS.get(variant, 512)
-    forward = 2 * FLUX1_PARAMS * tokens + 4 * tokens ** 2 * FLUX1_WIDTH * FLUX1_BLOCKS
-    return forward * (3 if checkpointing else 2) * batch
-
-
-def dataset_facts(dataset_dir: Path) -> tuple[int, int]:
-    """(images, median short side) of an imported dataset (images/) or a plain folder."""
+def dataset_facts(dataset_dir: Path) -> tuple[int, int, int]:
+    """(images, median short side, before/after pairs) of an imported dataset (images/) or a plain folder."""
     from studio.data.ingest import list_dataset
+    from studio.data.pairs import find_pairs
     from studio.data.report import image_measures
 
     dataset_dir = Path(dataset_dir)
@@ -121,7 +128,8 @@ def dataset_facts(dataset_dir: Path) -> tuple[int, int]:
     # An imported dataset keeps its measurements (the quality report's cache); a plain folder is the user's own.
     measures = image_measures(dataset_dir, items, remember=(dataset_dir / "images").is_dir())
     sides = [min(m["width"], m["height"]) for m in measures.values() if "error" not in m]
-    return len(sides), int(statistics.median(sides)) if sides else 0
+    pairs = len(find_pairs(dataset_dir).pairs) if sides else 0
+    return len(sides), int(statistics.median(sides)) if sides else 0, pairs
 
 
 def propose_resolution(short_side: int) -> int:
@@ -133,159 +141,199 @@ def propose_steps(images: int) -> int:
     return int(min(3000, max(1000, round(images * 100 / 50) * 50)))
 
 
+def trains_from_pairs(family) -> bool:
+    """Whether a family trains edit LoRAs from before/after pairs: the one question the plan asks."""
+    return family.trains_from_pairs()
+
+
+def all_facts() -> list:
+    """PlanFacts of every registered family's variants, in registration order (a family that does not
+    state them is left out of the plan)."""
+    from studio.families import families
+
+    out = []
+    for family in families():
+        try:
+            out += [family.plan_facts(v) for v in family.variants]
+        except NotImplementedError:
+            continue
+    return out
+
+
+def with_pairs(facts, pairs: int) -> bool:
+    """Whether a run of this model carries reference images: one that trains from pairs, on pairs."""
+    return facts.trains_from_pairs and pairs > 0
+
+
+def tier_rows(facts, gpu_gib: float | None, known, resolution: int, steps: int, pairs: bool) -> list[TierRow]:
+    """Every tier the model trains in: its peak memory, whether it fits this card, time per step."""
+    from studio.families.plan_facts import GROWTH_TOKENS
+
+    tokens = facts.image_tokens(resolution) * (2 if pairs else 1)
+    rows = []
+    for tier, need in facts.offered_tiers():
+        memory = facts.tier_memory[tier]
+        training = memory.peak_gib + memory.growth_gib * max(0, tokens - facts.image_tokens(512)) / GROWTH_TOKENS
+        caching = facts.caching_peak_gib()
+        peak = round(max(training, caching), 1)
+        source = memory.source
+        if caching > training:
+            source += (f"; the peak is while captions are encoded: the text encoders in bf16 "
+                       f"({facts.text_encoder_gib:g} GiB) and the CUDA context")
+        needs = round(max(peak / FIT_MARGIN, need), 1)
+        fits = gpu_gib is not None and peak <= gpu_gib * FIT_MARGIN and gpu_gib >= need
+        if known:
+            seconds = facts.step_flops(resolution, pairs=pairs) / (known[2] * 1e12 * ASSUMED_MFU) * memory.slowdown
+            time_source = (f"estimated: {facts.title}'s FLOPs per step at {ASSUMED_MFU:.0%} of the {known[0]}'s "
+                           f"published {known[2]:.0f} BF16 TFLOP/s")
+        else:
+            seconds, time_source = float("nan"), "unknown GPU: no throughput figure (give --gpu with a known name)"
+        rows.append(TierRow(tier, fits, peak, round(seconds, 2), round(seconds * steps / 60, 1), source, time_source,
+                            memory.kind, "estimated" if known else "unknown", needs, caching > training))
+    return rows
+
+
+def model_rows(gpu_gib: float | None, known, resolution: int, steps: int, pairs: int) -> list[tuple]:
+    """(ModelRow, PlanFacts, tier rows) of every family/variant on this card."""
+    out = []
+    for facts in all_facts():
+        rows = tier_rows(facts, gpu_gib, known, resolution, steps, with_pairs(facts, pairs))
+        best = next((r for r in rows if r.fits), None)
+        suits = facts.trains_from_pairs if pairs else not facts.edit_only
+        note = "" if suits else "targets only" if pairs else "needs pairs"
+        out.append((ModelRow(facts.family, facts.variant, facts.title, best.tier if best else None,
+                             min(r.needs_gib for r in rows), best.minutes if best else float("nan"),
+                             facts.trains_from_pairs, suits, note), facts, rows))
+    return out
+
+
+def propose(candidates: list[tuple], family: str | None, variant: str | None) -> tuple:
+    """The (ModelRow, facts, rows) to propose: the named family (and variant) when given, else the
+    largest model that suits the dataset and fits the card, else the one that needs the smallest card."""
+    if family or variant:
+        from studio.families.choice import loose
+
+        found = loose(family or variant)
+        if found is None:
+            raise ValueError(f"no model family or variant {family or variant!r}")
+        name, wanted = found[0].name, variant or found[1]
+        if wanted and wanted not in found[0].variants:
+            raise ValueError(f"{found[0].title} has no variant {wanted!r}; it has {', '.join(found[0].variants)}")
+        mine = [c for c in candidates if c[0].family == name and c[0].variant in ((wanted,) if wanted else
+                                                                                  found[0].variants)]
+        mine = mine if wanted else [c for c in mine if c[1].train_on] or mine
+    else:
+        mine = [c for c in candidates if c[0].suits and c[1].train_on]
+    if not mine:
+        raise ValueError(f"no plan figures for {family or variant!r}: its family does not state its sizes"
+                         if family or variant else "no model family states its plan figures")
+    fitting = [c for c in mine if c[0].tier is not None]
+    if fitting:
+        return max(fitting, key=lambda c: c[1].parameters)  # max keeps the first of equals: registration order
+    return min(mine, key=lambda c: c[0].needs_gib)
+
+
 def make_plan(dataset_dir: str | Path, gpu: str | None = None, gpu_gib: float | None = None,
-              variant: str = "dev", rank: int = 16, targets: str = "attention",
-              resolution: int | None = None, steps: int | None = None) -> Plan:
-    images, short = dataset_facts(Path(dataset_dir))
+              variant: str | None = None, rank: int = 16, targets: str = "attention",
+              resolution: int | None = None, steps: int | None = None, family: str | None = None) -> Plan:
+    """The plan for a dataset on a GPU (None: the demo model on the CPU). `family`/`variant`: the
+    model the user chose (a model.family name, a bare variant such as 'schnell'); None: proposed."""
+    images, short, pairs = dataset_facts(Path(dataset_dir))
     known = find_gpu(gpu)
     if gpu and gpu_gib is None and known:
         gpu_gib = known[1]
     name = Path(dataset_dir).name
-    if not gpu:
-        steps = steps or 150
-        resolution = resolution or 256
-        per_step, fixed = DEMO_CPU_SECONDS
-        plan = Plan(name, images, short, "no GPU", None, "demo", "cpu", resolution, steps, 1,
-                    notes=["No GPU: the built-in demo model trains on the CPU. A real FLUX.1 LoRA needs an NVIDIA "
-                           "GPU with at least 8 GB."])
-        plan.rows.append(TierRow("cpu", True, DEMO_CPU_PEAK_GIB, per_step, round((fixed + per_step * steps) / 60, 1),
-                                 "measured: peak RSS of a CPU run, bench/train_speed.py (docs/benchmarks.md)",
-                                 "measured: the demo run on a 2-core CPU, load and samples included "
-                                 "(docs/benchmarks.md)", "measured", "measured"))
-        plan.disk_mib = _disk(images, 256, rank, targets, steps, demo=True)
+    if not gpu:  # the demo model; the table says what each real model would need
+        plan = _demo_plan(name, images, short, pairs, rank, resolution or 256, steps or 150)
+        plan.models = [c[0] for c in model_rows(None, None, propose_resolution(short), propose_steps(images), pairs)]
         return plan
     resolution = resolution or propose_resolution(short)
     steps = steps or propose_steps(images)
-    rows = []
-    for tier, (base, per_tokens, slowdown, source) in FLUX1_TIER_MEMORY.items():
-        extra_tokens = max(0, (resolution // 16) ** 2 - (512 // 16) ** 2)
-        peak = round(base + per_tokens * extra_tokens / 1536, 1)
-        fits = gpu_gib is not None and peak <= gpu_gib * 0.95
-        if known:
-            seconds = step_flops(resolution, variant) / (known[2] * 1e12 * ASSUMED_MFU) * slowdown
-            time_source = (f"estimated: FLOPs per step at {ASSUMED_MFU:.0%} of the {known[0]}'s published "
-                           f"{known[2]:.0f} BF16 TFLOP/s")
-        else:
-            seconds, time_source = float("nan"), "unknown GPU: no throughput figure (give --gpu with a known name)"
-        rows.append(TierRow(tier, fits, peak, round(seconds, 2), round(seconds * steps / 60, 1), source, time_source,
-                            "published", "estimated" if known else "unknown"))
-    tier = next((r.tier for r in rows if r.fits), None)
-    plan = Plan(name, images, short, known[0] if known else gpu, gpu_gib, f"FLUX.1 [{variant}]", tier, resolution,
-                steps, 1, rows)
-    if tier is None:
-        plan.notes.append(f"Nothing fits in {gpu_gib} GB: the smallest tier needs about {rows[-1].peak_gib} GB.")
-    plan.notes.append("Batch size 1: the field's FLUX.1 default; a larger batch needs more memory than this table.")
+    candidates = model_rows(gpu_gib, known, resolution, steps, pairs)
+    chosen, facts, rows = propose(candidates, family, variant)
+    plan = Plan(name, images, short, known[0] if known else gpu, gpu_gib, facts.title, chosen.tier, resolution,
+                steps, 1, rows, family=facts.family, variant=facts.variant, pairs=pairs,
+                edit=with_pairs(facts, pairs), models=[c[0] for c in candidates])
+    if chosen.tier is None:
+        plan.notes.append(f"Nothing fits in {gpu_gib} GB: {facts.title} needs about {chosen.needs_gib} GB.")
+    plan.notes += pair_notes(facts, pairs)
+    plan.notes.append("Batch size 1: the field's default for these models; a larger batch needs more memory than "
+                      "this table.")
     plan.notes.append("Minutes are training steps only: loading the model, caching and samples come on top.")
-    plan.disk_mib = _disk(images, resolution, rank, targets, steps)
+    plan.disk_mib = disk(facts, images, resolution, rank, targets, steps, with_pairs(facts, pairs))
     return plan
 
 
-def _disk(images: int, resolution: int, rank: int, targets: str, steps: int, demo: bool = False,
-          keep_last: int = 3) -> dict[str, float]:
-    lora_params = rank * LORA_WIDTH.get(targets, LORA_WIDTH["attention"]) * (0.002 if demo else 1)
-    lora_file = lora_params * 4 / 2**20  # float32
-    latents = images * 16 * (resolution // 8) ** 2 * 2 / 2**20
-    text = images * (64 if demo else 512) * (64 if demo else 4096) * 2 / 2**20
+def pair_notes(facts, pairs: int) -> list[str]:
+    if pairs and facts.trains_from_pairs:
+        return [f"The dataset has {pairs} before/after pair(s): {facts.title} trains on them; each step carries the "
+                "reference image's tokens too (twice the image tokens for attention, FLOPs and activations), and the "
+                "control images' latents are cached as well."]
+    if pairs:
+        return [f"The dataset has {pairs} before/after pair(s); {facts.title} trains text-to-image, so only the "
+                "targets are used."]
+    if facts.edit_only:
+        return [f"{facts.title} trains from before/after pairs and this dataset has none: put each target's "
+                "'before' image in control/ under the target's name."]
+    return []
+
+
+def _demo_plan(name: str, images: int, short: int, pairs: int, rank: int, resolution: int, steps: int) -> Plan:
+    per_step, fixed = DEMO_CPU_SECONDS
+    plan = Plan(name, images, short, "no GPU", None, "demo", "cpu", resolution, steps, 1, pairs=pairs,
+                notes=["No GPU: the built-in demo model trains on the CPU. A real FLUX LoRA needs an NVIDIA GPU "
+                       "(python -m studio plan DATASET --gpu NAME shows which)."])
+    plan.rows.append(TierRow("cpu", True, DEMO_CPU_PEAK_GIB, per_step, round((fixed + per_step * steps) / 60, 1),
+                             "measured: peak RSS of a CPU run, bench/train_speed.py (docs/benchmarks.md)",
+                             "measured: the demo run on a 2-core CPU, load and samples included "
+                             "(docs/benchmarks.md)", "measured", "measured", DEMO_CPU_PEAK_GIB))
+    lora = rank * DEMO_LORA_WIDTH * 4 / 2**20
+    plan.disk_mib = {"lora files": round(lora * 2.5, 1), "checkpoints": round(lora * 9, 1),
+                     "caches": round(images * (64 * 64 * 2 + 8 * 32 * 32 * 4) / 2**20, 1), "base model download": 0.0}
+    return plan
+
+
+def disk(facts, images: int, resolution: int, rank: int, targets: str, steps: int, pairs: bool = False,
+         keep_last: int = 3) -> dict[str, float]:
+    """MiB on disk: LoRA files, checkpoints, caches (float32, as the caches keep them), the download."""
+    width = facts.lora_width.get(targets, facts.lora_width["attention"])
+    lora_file = rank * width * 4 / 2**20  # float32
+    # The latent cache keeps the distribution (mean and log-variance) of every target, and of every control.
+    latents = images * (2 if pairs else 1) * 2 * facts.latent_channels * (resolution // 8) ** 2 * 4 / 2**20
+    text = (images + 1) * facts.text_tokens * facts.text_width * 4 / 2**20  # captions and the empty prompt
     return {"lora files": round(lora_file * 2.5, 1),  # the ComfyUI file's fused blocks hold zero padding
             "checkpoints": round(lora_file * 3 * keep_last, 1),  # weights and AdamW's two moments
             "caches": round(latents + text, 1),
-            "base model download": 0.0 if demo else 33_000.0}
+            "base model download": round(facts.download_gib() * 1024, 0)}
 
 
 def plan_text(plan: Plan) -> str:
-    lines = [f"Dataset {plan.dataset}: {plan.images} image(s), median short side {plan.median_short_side} px",
+    pairs = f", {plan.pairs} before/after pair(s)" if plan.pairs else ""
+    lines = [f"Dataset {plan.dataset}: {plan.images} image(s){pairs}, median short side {plan.median_short_side} px",
              f"Hardware: {plan.hardware}" + (f" ({plan.gpu_gib:g} GB)" if plan.gpu_gib else ""),
-             f"Proposal: {plan.model}, tier {plan.tier or 'none fits'}, {plan.resolution} px, {plan.steps} steps, "
-             f"batch {plan.batch_size}", "",
-             f"{'tier':6s} {'fits':4s} {'peak GB':>8s} {'s/step':>7s} {'minutes':>8s}"]
+             f"Proposal: {plan.model}" + (f" (--family {alias(plan.family, plan.variant)})" if plan.family else "")
+             + f", tier {plan.tier or 'none fits'}, {plan.resolution} px, {plan.steps} steps, batch {plan.batch_size}",
+             "", f"{'tier':6s} {'fits':4s} {'peak GB':>8s} {'s/step':>7s} {'minutes':>8s}"]
     for r in plan.rows:
         lines.append(f"{r.tier:6s} {'yes' if r.fits else 'no':4s} {r.peak_gib:8.1f} {r.seconds_per_step:7.2f} "
                      f"{r.minutes:8.1f}")
     row = plan.chosen() or (plan.rows[0] if plan.rows else None)
     if row:
         lines += ["", f"memory: {row.memory_source}", f"time: {row.time_source}"]
+    if plan.models:
+        heading = f"What fits on {plan.hardware}:" if plan.gpu_gib else "What each real model needs:"
+        lines += ["", heading, f"{'model':32s} {'family':20s} {'on this card':34s} {'minutes':>8s}"]
+        for m in plan.models:
+            where = (f"tier {m.tier}" if m.tier else f"needs >= {m.needs_gib:g} GB") + (f", {m.note}" if m.note else "")
+            minutes = "-" if m.minutes != m.minutes else f"{m.minutes:.1f}"  # NaN: it does not fit
+            lines.append(f"{m.title:32s} {alias(m.family, m.variant):20s} {where:34s} {minutes:>8s}")
     lines += ["", "disk (MB): " + ", ".join(f"{k} {v:,.0f}" for k, v in plan.disk_mib.items())]
     return "\n".join(lines + [f"note: {n}" for n in plan.notes])
 
 
-# ---------------------------------------------------------------------------------- prediction vs actual
+def alias(family: str, variant: str) -> str:
+    """The model.family name of a family and variant (what --family and the config accept)."""
+    from studio.families import get_family
+    from studio.families.choice import variant_alias
 
-
-def record_prediction(run_dir: Path, cfg) -> dict | None:
-    """Before a run: this run's own predicted s/step and peak memory, kept in plan.json."""
-    gpu = _visible_gpu()
-    variant = "schnell" if "schnell" in str(cfg.model.base).lower() else "dev"
-    try:
-        plan = make_plan(Path(cfg.dataset.path).parent if Path(cfg.dataset.path).name == "images"
-                         else cfg.dataset.path, gpu[0] if gpu else None, gpu[1] if gpu else None, variant,
-                         cfg.lora.rank, cfg.lora.targets if cfg.lora.targets in LORA_WIDTH else "attention",
-                         cfg.dataset.resolution, cfg.schedule.max_steps)
-    except (OSError, ValueError):
-        return None
-    row = next((r for r in plan.rows if r.tier == cfg.memory.tier), plan.chosen())
-    if row is None:
-        return None
-    predicted = {"tier": row.tier, "seconds_per_step": row.seconds_per_step, "peak_gib": row.peak_gib,
-                 "minutes": row.minutes, "time_source": row.time_source, "memory_source": row.memory_source}
-    _write(run_dir, {"predicted": predicted})
-    return predicted
-
-
-def record_actual(run_dir: Path, seconds_per_step: float | None, peak_gib: float | None) -> dict | None:
-    """After a run: what happened, and the prediction's error in percent."""
-    try:
-        data = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    predicted = data.get("predicted") or {}
-    actual = {"seconds_per_step": seconds_per_step, "peak_gib": peak_gib}
-    error = {}
-    for key in ("seconds_per_step", "peak_gib"):
-        p, a = predicted.get(key), actual.get(key)
-        if p and a and p == p:  # not NaN
-            error[key] = round(100 * (p - a) / a, 1)
-    data |= {"actual": actual, "error_percent": error}
-    _write(run_dir, data)
-    return data
-
-
-def measured(run_dir: Path) -> tuple[float | None, float | None]:
-    """(seconds per step from the run's step events, peak memory in GiB of this process: CUDA's
-    peak allocation on a GPU, else the process's peak resident size)."""
-    import resource
-
-    times = []
-    try:
-        for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
-            event = json.loads(line)
-            if event.get("type") == "step":
-                times.append((event["step"], event["time"]))
-    except (OSError, ValueError, KeyError):
-        pass
-    per_step = None
-    if len(times) >= 2 and times[-1][0] > times[0][0]:
-        per_step = round((times[-1][1] - times[0][1]) / (times[-1][0] - times[0][0]), 3)
-    peak = None
-    try:
-        import torch
-
-        if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
-            peak = torch.cuda.max_memory_allocated() / 2**30
-    except ImportError:
-        pass
-    if peak is None:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
-    return per_step, round(peak, 2)
-
-
-def _write(run_dir: Path, data: dict) -> None:
-    try:
-        (run_dir / "plan.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
-    except OSError:
-        pass
-
-
-def _visible_gpu() -> tuple[str, float] | None:
-    from studio.config.gpu import detect_gpu
-
-    return detect_gpu()
+    return variant_alias(get_family(family), variant)

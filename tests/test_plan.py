@@ -13,43 +13,71 @@ import pytest
 import torch
 from PIL import Image
 
-from studio.plan import FLUX1_PARAMS, LORA_WIDTH, find_gpu, make_plan, plan_text, step_flops
+from studio.families import get_family
+from studio.plan import find_gpu, make_plan, plan_text
 
 ROOT = Path(__file__).resolve().parents[1]
+FULL_SIZE = [("flux1", "dev"), ("flux2-klein", "base-4b"), ("flux2-klein", "base-9b"), ("flux2-dev", "dev")]
 
 
-def _photos(folder: Path, n: int, size=(1200, 1100)) -> Path:
+def _photos(folder: Path, n: int, size=(1200, 1100), controls: bool = False) -> Path:
+    """n random photos; with `controls`, each with a 'before' image of the same name in control/."""
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for i in range(n):
         Image.fromarray(rng.integers(0, 255, (size[1] // 20, size[0] // 20, 3), dtype=np.uint8)).resize(
             size, Image.NEAREST).save(folder / f"p{i}.png")
+    if controls:
+        (folder / "control").mkdir()
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (size[1] // 20, size[0] // 20, 3), dtype=np.uint8)).resize(
+                size, Image.NEAREST).save(folder / "control" / f"p{i}.png")
     return folder
 
 
-def test_lora_sizes_and_parameter_count_are_flux1s():
-    from studio.training_utils import TARGET_SETS
-    from studio.verify import FLUX1_FULL, meta_transformer
-
-    model = meta_transformer({**FLUX1_FULL, "guidance_embeds": True})
-    assert sum(p.numel() for p in model.parameters()) == FLUX1_PARAMS
-    for name, suffixes in TARGET_SETS.items():
+@pytest.mark.parametrize("family_name,variant", FULL_SIZE)
+def test_each_familys_plan_facts_are_its_architectures(family_name, variant):
+    """Recounted from the full-size transformer on the meta device: parameters, attention width and
+    blocks (FLOPs), the LoRA width of every target set, the bf16 weights, the image tokens per pixel."""
+    family = get_family(family_name)
+    facts = family.plan_facts(variant)
+    config = family.full_config(variant)
+    model = family.meta_transformer(config)
+    parameters = sum(p.numel() for p in model.parameters())
+    assert facts.parameters == pytest.approx(parameters, abs=0.006e9)
+    assert facts.weight_gib["bf16"] == pytest.approx(parameters * 2 / 2**30, abs=0.05)
+    assert facts.blocks == len(model.transformer_blocks) + len(model.single_transformer_blocks)
+    assert facts.attention_width == model.transformer_blocks[0].attn.to_q.out_features
+    assert facts.text_width == model.config.joint_attention_dim
+    for name, suffixes in family.target_sets.items():
         width = sum(m.in_features + m.out_features for n, m in model.named_modules()
                     if isinstance(m, torch.nn.Linear) and n.split(".")[0] in ("transformer_blocks",
                                                                                "single_transformer_blocks")
                     and any(".".join(n.split(".")[2:]) == s or n.endswith("." + s) for s in suffixes))
-        assert LORA_WIDTH[name] == width, name
+        assert facts.lora_width[name] == width, name
+    # 8x VAE, then 2x2 patches: the transformer's input channels are the latent channels four times over,
+    # and the family counts one token per 16x16 pixels of a 512 px image's latents.
+    assert facts.latent_channels * 4 == config["in_channels"] * config.get("patch_size", 1) ** 2
+    latents = torch.zeros(1, facts.latent_channels, 64, 64)
+    if facts.latent_channels == 32:  # FLUX.2 patchifies before the transformer
+        latents = torch.zeros(1, 128, 32, 32)
+    assert family.image_seq_len(latents) == facts.image_tokens(512) == 1024
+    assert set(facts.tier_memory) >= {tier for tier, _ in facts.offered_tiers()}
 
 
 def test_what_fits_depends_on_the_card(tmp_path):
     data = _photos(tmp_path / "photos", 14)
-    big, mid, small = (make_plan(data, gpu) for gpu in ("NVIDIA H100 80GB HBM3", "NVIDIA GeForce RTX 4090",
-                                                         "NVIDIA GeForce RTX 3060"))
+    big, mid, small = (make_plan(data, gpu, family="flux1") for gpu in ("NVIDIA H100 80GB HBM3",
+                                                                        "NVIDIA GeForce RTX 4090",
+                                                                        "NVIDIA GeForce RTX 3060"))
     assert big.images == 14 and big.median_short_side == 1100 and big.resolution == 1024 and big.steps == 1400
     assert (big.tier, mid.tier, small.tier) == ("24gb", "16gb", "8gb")
+    assert (big.family, big.variant, big.model) == ("flux1", "dev", "FLUX.1 [dev]")
     assert [r.fits for r in mid.rows] == [False, True, True, True]
     assert [r.fits for r in small.rows] == [False, False, False, True]  # NF4 at 1024 px needs ~11.6 of 12 GB
     assert all("estimated" in r.time_source and "published" in r.memory_source for r in mid.rows)
+    # The 8gb tier's peak is while captions are encoded: T5 and CLIP on the GPU, more than the steps need.
+    assert small.chosen().caching_peak and "text encoders" in small.chosen().memory_source
     # The same step on a slower card takes longer, in proportion to the published throughput.
     ratio = mid.chosen().seconds_per_step / big.rows[1].seconds_per_step
     assert ratio == pytest.approx(989 / 165, rel=0.01)
@@ -59,16 +87,79 @@ def test_what_fits_depends_on_the_card(tmp_path):
     assert "tier 16gb" in text and "base model download" in text and "estimated" in text
 
 
+def test_the_proposal_is_the_largest_model_that_fits_and_the_table_lists_every_model(tmp_path):
+    data = _photos(tmp_path / "photos", 4, size=(600, 600))  # 512 px
+    mid, small, big = (make_plan(data, gpu) for gpu in ("RTX 4090", "RTX 3060", "H100"))
+    assert (mid.family, mid.variant, mid.tier) == ("flux1", "dev", "16gb")
+    assert (big.family, big.variant) == ("flux2-dev", "dev")  # the 32 B model fits an 80 GB card
+    assert "estimated" in big.chosen().memory_source and big.chosen().memory_kind == "estimated"
+    rows = {(m.family, m.variant): m for m in small.models}
+    assert len(rows) == sum(len(get_family(f).variants) for f in {m.family for m in small.models}) >= 8
+    # A 12 GB card: FLUX.1 in NF4 and the 4 B FLUX.2 [klein] fit; FLUX.2 [dev] needs a 48 GB class card.
+    assert rows["flux1", "dev"].tier == "12gb" and rows["flux2-klein", "base-4b"].tier is not None
+    assert rows["flux2-dev", "dev"].tier is None and rows["flux2-dev", "dev"].needs_gib >= 46
+    assert rows["flux1-kontext", "dev"].note == "needs pairs" and not rows["flux1-kontext", "dev"].suits
+    text = plan_text(small)
+    assert "What fits on RTX 3060" in text and "needs >= " in text and "flux2-klein-base-4b" in text
+    # A step-distilled variant with a base model beside it is not proposed; an explicit variant is.
+    assert make_plan(data, "RTX 4090", family="flux2-klein").variant == "base-9b"
+    assert make_plan(data, "RTX 4090", family="flux2-klein", variant="4b").variant == "4b"
+
+
+def test_an_explicit_family_is_honoured_even_where_it_does_not_fit(tmp_path):
+    data = _photos(tmp_path / "photos", 3, size=(800, 800))
+    klein = make_plan(data, "RTX 4090", family="flux2-klein-base-4b")
+    assert (klein.family, klein.variant, klein.model) == ("flux2-klein", "base-4b", "FLUX.2 [klein] Base 4B")
+    assert klein.disk_mib["base model download"] < make_plan(data, "RTX 4090").disk_mib["base model download"]
+    schnell = make_plan(data, "RTX 4090", variant="schnell")  # a bare variant: FLUX.1's
+    assert (schnell.family, schnell.variant) == ("flux1", "schnell")
+    dev2 = make_plan(data, "RTX 4090", family="flux2-dev")
+    assert dev2.family == "flux2-dev" and dev2.tier is None and "Nothing fits in 24.0 GB" in dev2.notes[0]
+    with pytest.raises(ValueError, match="no model family or variant 'flux3'"):
+        make_plan(data, "RTX 4090", family="flux3")
+    with pytest.raises(ValueError, match="has no variant 'turbo'"):
+        make_plan(data, "RTX 4090", family="flux2-klein", variant="turbo")
+
+
+def test_an_edit_dataset_proposes_an_edit_family_and_costs_more(tmp_path):
+    pairs = _photos(tmp_path / "pairs", 5, size=(800, 800), controls=True)
+    plain = _photos(tmp_path / "plain", 5, size=(800, 800))
+    edit = make_plan(pairs, "RTX 4090")
+    assert (edit.family, edit.pairs, edit.edit, edit.images) == ("flux1-kontext", 5, True, 5)
+    assert get_family(edit.family).trains_from_pairs()
+    assert any("5 before/after pair(s)" in n for n in edit.notes) and "5 before/after pair(s)" in plan_text(edit)
+    # The same model on the same images without pairs: the reference tokens cost time, memory and cache.
+    alone = make_plan(plain, "RTX 4090", family="flux1-kontext")
+    assert alone.pairs == 0 and not alone.edit and any("has none" in n for n in alone.notes)
+    assert edit.chosen().seconds_per_step > 1.5 * alone.chosen().seconds_per_step
+    assert edit.chosen().peak_gib > alone.chosen().peak_gib
+    assert edit.disk_mib["caches"] > alone.disk_mib["caches"]
+    # A text-to-image model on an edit dataset trains on the targets only, at the text-to-image cost.
+    t2i = make_plan(pairs, "RTX 4090", family="flux1")
+    assert not t2i.edit and t2i.chosen().seconds_per_step == make_plan(plain, "RTX 4090").chosen().seconds_per_step
+    assert any("only the" in n for n in t2i.notes)
+    notes = {(m.family, m.variant): m.note for m in edit.models}
+    assert notes["flux1", "dev"] == "targets only" and notes["flux1-kontext", "dev"] == ""
+
+
 def test_no_gpu_plans_the_demo_model_from_measured_figures(tmp_path):
     plan = make_plan(_photos(tmp_path / "photos", 5, size=(400, 300)), None)
     assert (plan.model, plan.tier, plan.resolution, plan.steps) == ("demo", "cpu", 256, 150)
     assert plan.rows[0].time_source.startswith("measured") and plan.rows[0].minutes < 5
+    # What each real model would need: a GPU of at least its smallest tier, none fits without one.
+    assert len(plan.models) >= 8 and all(m.tier is None and m.needs_gib >= 7 for m in plan.models)
+    assert "What each real model needs:" in plan_text(plan) and "needs >= " in plan_text(plan)
 
 
 def test_unknown_gpu_names_and_flops():
     assert find_gpu("NVIDIA GeForce RTX 4090")[0] == "RTX 4090" and find_gpu("H100 PCIe")[0] == "H100 PCIe"
     assert find_gpu("Some Future Card") is None
-    assert step_flops(1024) > 3 * step_flops(512) and step_flops(512, checkpointing=False) < step_flops(512)
+    facts = get_family("flux1").plan_facts("dev")
+    assert facts.step_flops(1024) > 3 * facts.step_flops(512)
+    assert facts.step_flops(512, checkpointing=False) < facts.step_flops(512)
+    assert 1.5 * facts.step_flops(512) < facts.step_flops(512, pairs=True) < facts.step_flops(1024)  # text: once
+    klein = get_family("flux2-klein").plan_facts("base-4b")
+    assert klein.step_flops(512) < facts.step_flops(512) / 2  # a third of the parameters
 
 
 def test_cli_plan(tmp_path):
@@ -78,6 +169,7 @@ def test_cli_plan(tmp_path):
     assert out.returncode == 0, out.stderr
     plan = json.loads(out.stdout)
     assert plan["resolution"] == 768 and plan["tier"] == "16gb" and len(plan["rows"]) == 4
+    assert (plan["family"], plan["variant"]) == ("flux1", "dev") and len(plan["models"]) >= 8
 
 
 def test_a_run_records_its_prediction_and_what_happened(tmp_path):
@@ -108,9 +200,13 @@ def test_the_train_tab_plan_speaks_the_page_language(tmp_path):
     data = _photos(tmp_path / "photos", 4, size=(900, 800))
     en = plan_markdown(data, ("NVIDIA GeForce RTX 4090", 24.0), "en")
     assert "What fits: RTX 4090" in en and "tier 16gb" in en and "| 24gb | no | 28.7 |" in en
-    assert "estimated from the model's FLOPs" in en
+    assert "estimated from the model's FLOPs" in en and "Every model on RTX 4090" in en
+    assert "| FLUX.2 [dev] | needs ≥ " in en and "| FLUX.2 [klein] Base 4B | fits, tier 24gb |" in en
+    klein = plan_markdown(data, ("NVIDIA GeForce RTX 4090", 24.0), "zh-CN", "flux2-klein", "base-4b")
+    assert "建议：FLUX.2 [klein] Base 4B" in klein and "估算" in klein and "需要编辑前/后图片对" in klein
     zh = plan_markdown(data, None, "zh-CN")
     assert "没有显卡" in zh and "在 2 核 CPU 上实测" in zh and "| cpu | 是 |" in zh
+    assert "每个模型需要的显卡" in zh and "| FLUX.2 [dev] | 需要 ≥ " in zh
     assert plan_markdown(None, None, "en") == "" and plan_markdown(tmp_path / "missing", None, "en") == ""
 
 
@@ -127,5 +223,31 @@ def test_cli_plan_refuses_what_it_cannot_plan(tmp_path):
     data = _photos(tmp_path / "photos", 2, size=(600, 600))
     unknown = plan(str(data), "--gpu", "Some Future Card")
     assert unknown.returncode == 2 and "--gpu-gb" in unknown.stderr and "RTX 4090" in unknown.stderr
-    known_memory = plan(str(data), "--gpu", "Some Future Card", "--gpu-gb", "48")
+    known_memory = plan(str(data), "--gpu", "Some Future Card", "--gpu-gb", "48", "--family", "flux1")
     assert known_memory.returncode == 0 and "tier 24gb" in known_memory.stdout
+    family = plan(str(data), "--gpu", "RTX 4090", "--family", "flux3")
+    assert family.returncode == 2 and "flux2-klein" in family.stderr and "flux3" in family.stderr
+
+
+def test_a_run_of_another_family_predicts_with_that_familys_facts(tmp_path, monkeypatch):
+    """record_prediction plans the family the config names (here on a pretend RTX 4090), and
+    record_actual keeps what happened beside it with the error in percent."""
+    from studio import plan_record
+    from studio.config import resolve
+
+    data = _photos(tmp_path / "photos", 3, size=(800, 800))
+    cfg = resolve({"model": {"base": "black-forest-labs/FLUX.2-klein-base-4B", "family": "flux2-klein-base-4b"},
+                   "dataset": {"path": str(data), "resolution": 768}, "schedule": {"max_steps": 500}},
+                  preset="portrait", tier="16gb")
+    assert plan_record.run_model(cfg) == ("flux2-klein", "base-4b")
+    monkeypatch.setattr(plan_record, "_visible_gpu", lambda: ("NVIDIA GeForce RTX 4090", 23.6))
+    run = tmp_path / "run"
+    run.mkdir()
+    predicted = plan_record.record_prediction(run, cfg)
+    klein = make_plan(data, "RTX 4090", 23.6, family="flux2-klein", variant="base-4b", steps=500)
+    row = next(r for r in klein.rows if r.tier == "16gb")
+    assert predicted["model"] == "FLUX.2 [klein] Base 4B" and predicted["tier"] == "16gb"
+    assert (predicted["seconds_per_step"], predicted["peak_gib"]) == (row.seconds_per_step, row.peak_gib)
+    outcome = plan_record.record_actual(run, predicted["seconds_per_step"] * 2, predicted["peak_gib"])
+    assert outcome["error_percent"] == {"seconds_per_step": -50.0, "peak_gib": 0.0}
+    assert json.loads((run / "plan.json").read_text())["actual"]["seconds_per_step"] > 0

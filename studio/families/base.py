@@ -38,6 +38,7 @@ class Variant:
     kohya_version: str        # ss_base_model_version in kohya metadata
     description: str = ""
     parameters_b: float = 0.0  # the transformer's parameters, in billions (0: not stated)
+    train_on: bool = True      # the plan may propose it (a step-distilled model with a base to train on: no)
 
 
 @dataclass
@@ -97,6 +98,40 @@ class Family:
     # Config sections applied on top of any preset when this family is chosen (its learning rate,
     # resolution, timestep shift…); the memory tier and the user's own settings still win.
     config_overrides: dict = {}
+    # What the training plan needs beyond the above (studio/families/plan_facts.py).
+    latent_channels: int = 16            # the VAE's latent channels
+    lora_width: dict[str, int] = {}      # target set → sum of in + out features of its layers, full size
+    text_encoder_gib: float = 0.0        # the text encoders' weights in bf16
+
+    def trains_from_pairs(self) -> bool:
+        """Whether the family trains edit LoRAs from before/after pairs (what the plan asks of it)."""
+        return self.kind == "edit"
+
+    def variant_lora_width(self, variant: str = "") -> dict[str, int]:
+        return dict(self.lora_width)
+
+    def variant_text_encoder_gib(self, variant: str = "") -> float:
+        return self.text_encoder_gib
+
+    def tier_memory(self, variant: str = "") -> dict:
+        """{tier: TierMemory}: the peak training memory per tier at 512 px, and where it comes from."""
+        raise NotImplementedError
+
+    def plan_facts(self, variant: str):
+        """The variant's sizes, tokens and memory per tier for the training plan (a PlanFacts)."""
+        from .plan_facts import PlanFacts
+
+        config = self.full_config(variant)
+        return PlanFacts(
+            family=self.name, variant=variant, title=self.variants[variant].title,
+            parameters=self.variants[variant].parameters_b * 1e9, attention_width=self.inner_dim(config),
+            blocks=config["num_layers"] + config["num_single_layers"], text_tokens=self.token_limit(variant),
+            text_width=config["joint_attention_dim"], latent_channels=self.latent_channels,
+            lora_width=self.variant_lora_width(variant), weight_gib=self.variant_weight_gib(variant),
+            text_encoder_gib=self.variant_text_encoder_gib(variant), tiers=self.variant_tiers(variant),
+            min_gpu_gib=self.variant_min_gpu_gib(variant), tier_memory=self.tier_memory(variant),
+            trains_from_pairs=self.trains_from_pairs(), edit_only=self.kind == "edit",
+            train_on=self.variants[variant].train_on)
 
     # -- sizes and memory (a family whose variants differ in size overrides these)
     def variant_weight_gib(self, variant: str = "") -> dict[str, float]:

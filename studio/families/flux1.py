@@ -41,6 +41,23 @@ WEIGHT_GIB = {"bf16": 22.2, "int8": 11.1, "nf4": 5.7}
 # A 24 GB card (23.99 GiB, before the CUDA context, LoRA, optimiser and activations) therefore
 # gets the 16 GB tier. Below 11 GiB only the 8 GB tier's block offload fits.
 TIER_MIN_GIB = (("24gb", 26.0), ("16gb", 15.0), ("12gb", 11.0))
+# The text encoders in bf16 (T5-XXL's encoder 4.76 B parameters, CLIP-L's text model 0.12 B),
+# on the GPU while captions are cached.
+TEXT_ENCODER_GIB = 9.1
+
+
+def tier_memory() -> dict:
+    """The peak the field publishes for a FLUX.1 LoRA in each tier at 512 px, its growth per 1,536
+    more image tokens, and the step's slowdown (studio/families/plan_facts.py)."""
+    from .plan_facts import TierMemory
+
+    return {
+        "24gb": TierMemory(27.0, 2.0, 1.0, "published: bf16 base ~26-30 GB (HF QLoRA blog, SimpleTuner)"),
+        "16gb": TierMemory(18.0, 1.5, 1.1, "published: int8/fp8 base ~18 GB (SimpleTuner, sd-scripts)"),
+        "12gb": TierMemory(9.2, 1.2, 1.0, "published: NF4 base, 9.1-9.5 GB floor (HF QLoRA blog, SimpleTuner)"),
+        "8gb": TierMemory(7.5, 0.8, 2.5, "published: NF4 + offloaded blocks, 8 GB with block swapping (sd-scripts); "
+                                         "the 2.5x slower steps are an estimate"),
+    }
 
 # LoRA target sets: module-name suffixes inside the transformer blocks.
 TARGET_SETS = {
@@ -53,6 +70,9 @@ TARGET_SETS = {
 }
 TARGET_SETS["all_linear"] = TARGET_SETS["diffusers_default"] + [
     "proj_mlp", "proj_out", "norm.linear", "norm1.linear", "norm1_context.linear"]
+# Sum of in + out features of the layers each target set trains (full size); a LoRA of rank r has
+# r times this many parameters. tests/test_plan.py recounts them on the meta device.
+LORA_WIDTH = {"attention": 1_634_304, "diffusers_default": 2_801_664, "all_linear": 5_369_856}
 CLIP_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 # Block containers of the transformer and the names the heat map and per-block rates use.
 BLOCKS = {"transformer_blocks": "double", "single_transformer_blocks": "single"}
@@ -138,6 +158,8 @@ class Flux1(Family):
     text_encoder_targets = CLIP_LORA_TARGETS
     tier_min_gib = TIER_MIN_GIB
     weight_gib = WEIGHT_GIB
+    lora_width = LORA_WIDTH
+    text_encoder_gib = TEXT_ENCODER_GIB
     guess_variant = staticmethod(guess_variant)
     resolution_shift = staticmethod(resolution_shift)
     target_modules = staticmethod(target_modules)
@@ -174,6 +196,9 @@ class Flux1(Family):
 
     def inner_dim(self, transformer_cfg: dict) -> int:
         return transformer_cfg["num_attention_heads"] * transformer_cfg["attention_head_dim"]
+
+    def tier_memory(self, variant: str = "") -> dict:
+        return tier_memory()
 
     # ------------------------------------------------------------ loading
     def diffusers_pipeline(self):

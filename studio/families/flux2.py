@@ -86,6 +86,7 @@ class Flux2Family(Family):
 
     transformer_class_name = TRANSFORMER_CLASS
     target_sets = TARGET_SETS
+    latent_channels = 32
     text_encoder_targets: list[str] = []  # no text-encoder LoRA for FLUX.2's large language models
     resolution_shift = staticmethod(resolution_shift)
     block_of = staticmethod(block_of)
@@ -100,6 +101,15 @@ class Flux2Family(Family):
 
     def inner_dim(self, transformer_cfg: dict) -> int:
         return transformer_cfg["num_attention_heads"] * transformer_cfg["attention_head_dim"]
+
+    def tier_memory(self, variant: str = "") -> dict:
+        """No published peaks yet: the variant's weights plus FLUX.1's published overhead, scaled."""
+        from .flux1 import FLUX1
+        from .plan_facts import scaled_tier_memory
+
+        config = self.full_config(variant)
+        return scaled_tier_memory(FLUX1.plan_facts("dev"), self.variant_weight_gib(variant), self.inner_dim(config),
+                                  config["num_layers"] + config["num_single_layers"])
 
     def detect_keys(self, keys) -> bool:
         """A FLUX.2 transformer file: its shared modulation layers (diffusers or BFL names) are FLUX.2's own."""

@@ -50,6 +50,9 @@ class Flux2Dev(Flux2Family):
     weight_gib = {"bf16": 60.02, "int8": 30.01, "nf4": 16.88}
     tier_min_gib = (("24gb", 80.0), ("16gb", 46.0))
     min_gpu_gib = 46.0  # a "48 GB" card reports about 47 GiB
+    # In + out features of each target set's layers, full size (tests/test_plan.py recounts them).
+    lora_width = {"attention": 5_210_112, "diffusers_default": 4_816_896, "all_linear": 6_291_456}
+    text_encoder_gib = 44.7  # Mistral Small 3.x (24.0 B) in bf16
     config_overrides = {"training": {"timestep_sampling": "resolution_shift"}, "sample": {"guidance": 4.0}}
 
     def full_config(self, variant: str) -> dict:

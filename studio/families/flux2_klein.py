@@ -32,7 +32,7 @@ def _variant(name, title, hub, licence_id, licence, distilled, size, description
     return Variant(name=name, title=title, hub_id=hub, licence_id=licence_id, licence_text=licence,
                    token_limit=TOKEN_LIMIT, guidance_embeds=False, steps=4 if distilled else 50,
                    guidance=1.0 if distilled else 4.0, kohya_version=f"flux2_klein_{size}", description=description,
-                   parameters_b=PARAMETERS_B[size])
+                   parameters_b=PARAMETERS_B[size], train_on=not distilled)
 
 
 VARIANTS = {
@@ -56,6 +56,11 @@ FULL_CONFIGS = {
                axes_dims_rope=(32, 32, 32, 32), rope_theta=2000, eps=1e-6, guidance_embeds=False),
 }
 INNER_DIMS = {24 * 128: "4b", 32 * 128: "9b"}
+# Sum of in + out features of each target set's layers (× rank = LoRA parameters), meta-device
+# count of the full-size configs (tests/test_plan.py recounts them); the Qwen3 encoders in bf16.
+LORA_WIDTH = {"4b": {"attention": 1_167_360, "diffusers_default": 1_044_480, "all_linear": 1_505_280},
+              "9b": {"attention": 1_998_848, "diffusers_default": 1_736_704, "all_linear": 2_719_744}}
+TEXT_ENCODER_GIB = {"4b": 7.5, "9b": 15.3}
 # Weights of the transformer per precision, and the smallest GPU (total GiB) each memory tier is
 # chosen for: bf16 training of the 4 B needs ~12 GB (published), int8 ~8 GB; the 9 B ~22 / ~14 GB.
 WEIGHT_GIB = {"4b": {"bf16": 7.22, "int8": 3.61, "nf4": 2.03}, "9b": {"bf16": 16.91, "int8": 8.46, "nf4": 4.76}}
@@ -89,6 +94,12 @@ class Flux2Klein(Flux2Family):
 
     def variant_weight_gib(self, variant: str = "") -> dict[str, float]:
         return WEIGHT_GIB[size_of(variant)]
+
+    def variant_lora_width(self, variant: str = "") -> dict[str, int]:
+        return dict(LORA_WIDTH[size_of(variant)])
+
+    def variant_text_encoder_gib(self, variant: str = "") -> float:
+        return TEXT_ENCODER_GIB[size_of(variant)]
 
     def full_config(self, variant: str) -> dict:
         return dict(FULL_CONFIGS[size_of(variant)])

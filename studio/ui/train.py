@@ -12,7 +12,7 @@ from studio.ui import handlers as h
 from studio.ui import remembered
 from studio.ui.common import Context, L, choice_labels, guarded, preset_choices
 from studio.ui.components import Components
-from studio.ui.plan_view import plan_markdown, plan_values
+from studio.ui.plan_view import chosen_model, plan_markdown, plan_values
 
 TAB = "train"
 
@@ -167,8 +167,8 @@ def build(ctx: Context) -> None:
                 h.licence_text(base_v, lang), *filled]
 
     model_out = [variant, model_md, base, custom_base, preset, tier, licence] + proposal_out
-    for comp in (family, variant):
-        comp.input(on_model, [family, variant, preset, ctx.lang], model_out, api_visibility="private")
+    model_events = {comp: comp.input(on_model, [family, variant, preset, ctx.lang], model_out, api_visibility="private")
+                    for comp in (family, variant)}
     base.change(lambda b, c, lang: h.licence_text(c or b, lang), [base, custom_base, ctx.lang], [licence],
                 api_visibility="private")
     custom_base.blur(lambda b, c, lang: h.licence_text(c or b, lang), [base, custom_base, ctx.lang], [licence],
@@ -206,16 +206,33 @@ def build(ctx: Context) -> None:
 
     import_file.upload(on_import, [import_file, ctx.lang], form + [yaml_view, status], api_visibility="private")
 
-    @guarded(len(settings_out) + 5, status_index=-1)
-    def on_apply_plan(dataset, preset_v, lang):
-        # The proposal's model, tier, resolution, steps and batch size; the user's preset stays.
+    @guarded(len(settings_out) + 10, status_index=-1)
+    def on_apply_plan(dataset, preset_v, family_v, variant_v, base_v, lang):
+        # The proposal's model (family, variant, base), tier, resolution, steps and batch size; the
+        # user's preset stays when it suits the proposed model.
         folder = h.dataset_dir(d, dataset, lang)
-        p = plan_values(folder, h.detect_gpu(), preset_v, lang)
-        return [*(p["values"][k] for k in setting_keys), p["base"], p["tier"], p["yaml"], h.tier_text(p["tier"], lang),
+        gpu = h.detect_gpu()
+        p = plan_values(folder, gpu, preset_v, lang, *chosen_model(family_v, variant_v, base_v))
+        fam, var = p["family"], p["variant"]
+        return [*(p["values"][k] for k in setting_keys), fam,
+                gr.update(choices=mc.variant_choices(fam, gpu, lang), value=var),
+                gr.update(choices=_model_choices(fam, var), value=p["base"]),
+                gr.update(choices=preset_choices(family=fam, variant=var), value=p["preset"]), p["tier"], p["yaml"],
+                h.tier_text(p["tier"], lang), mc.model_markdown(fam, var, gpu, lang), h.licence_text(p["base"], lang),
                 p["message"]]
 
-    apply_plan.click(on_apply_plan, [ctx.dataset, preset, ctx.lang], settings_out + [base, tier, yaml_view, tier_md, status],
+    plan_out = [family, variant, base, preset, tier, yaml_view, tier_md, model_md, licence, status]
+    apply_plan.click(on_apply_plan, [ctx.dataset, preset, family, variant, base, ctx.lang], settings_out + plan_out,
                      api_visibility="private")
+
+    def on_plan(dataset, family_v, variant_v, base_v, lang) -> str:
+        # The plan follows the model the form has chosen.
+        return _plan(dataset, lang, family_v, variant_v, base_v)
+
+    plan_in = [ctx.dataset, family, variant, base, ctx.lang]
+    base.input(on_plan, plan_in, [plan_md], api_visibility="private")
+    for comp in (family, variant):  # after on_model has set the variant and base model
+        model_events[comp].then(on_plan, plan_in, [plan_md], api_visibility="private")
 
     fields_out = form + [yaml_view]
     texts_out = [preset_md, tier_md, licence, plan_md, model_md]
@@ -242,16 +259,17 @@ def build(ctx: Context) -> None:
         fields = [*(f[n] for n in names), f["yaml"]]
         # Texts this tab writes itself, in the page's language.
         texts = [h.preset_text(preset_v, lang) if preset_v else "", h.tier_text(tier_v, lang),
-                 h.licence_text((custom_v or "").strip() or base_v, lang), _plan(dataset, lang),
+                 h.licence_text((custom_v or "").strip() or base_v, lang),
+                 _plan(dataset, lang, family_v, variant_v, base_v),
                  mc.model_markdown(family_v, variant_v, h.detect_gpu(), lang)]
         return [*fields, *texts, gr.skip()]
 
-    def _plan(dataset, lang) -> str:
+    def _plan(dataset, lang, family_v=None, variant_v=None, base_v=None) -> str:
         try:
             folder = h.dataset_dir(d, dataset, lang) if dataset else None
         except h.UserError:
             folder = None
-        return plan_markdown(folder, h.detect_gpu(), lang)
+        return plan_markdown(folder, h.detect_gpu(), lang, *chosen_model(family_v, variant_v, base_v))
 
     ctx.dataset_views.append((on_dataset, [family, variant, preset, tier, base, custom_base, run_name],
                               fields_out + texts_out + [status]))

@@ -1,0 +1,101 @@
+"""What the training plan (studio/plan.py) needs to know of one model: sizes, tokens, memory per tier.
+
+A family answers `family.plan_facts(variant)` with a `PlanFacts`; the plan computes everything
+else (FLOPs per step, memory at a resolution, disk use) from these facts alone, the same way for
+every family. The sizes are counted from the full-size architecture on the meta device
+(tests/test_plan.py recounts them); the memory per tier is either the peak the field publishes
+(FLUX.1) or estimated from the weights and FLUX.1's published overhead, and says which.
+
+No torch import: the UI reads this at start-up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# The weights' precision in each memory tier (presets/memory/*.yaml); the 8gb tier streams NF4 blocks.
+TIER_PRECISION = {"24gb": "bf16", "16gb": "int8", "12gb": "nf4", "8gb": "nf4"}
+GROWTH_TOKENS = 1536  # the peak's growth is given per this many image tokens beyond 512 px
+CUDA_CONTEXT_GIB = 1.0  # CUDA context and the VAE, on the GPU beside the text encoders while captions are cached
+
+
+@dataclass(frozen=True)
+class TierMemory:
+    """Peak training memory in one tier: at 512 px (1,024 image tokens) with batch size 1, and
+    how much it grows with more image tokens."""
+
+    peak_gib: float
+    growth_gib: float          # per GROWTH_TOKENS more image tokens
+    slowdown: float            # step time relative to an unquantised base (offloaded blocks are slower)
+    source: str                # where the figure comes from, in words
+    kind: str = "published"    # published | estimated
+
+
+@dataclass(frozen=True)
+class PlanFacts:
+    """One variant's facts for the plan."""
+
+    family: str
+    variant: str
+    title: str
+    parameters: float                  # the transformer's parameters
+    attention_width: int               # heads × head dim
+    blocks: int                        # double + single blocks (attention FLOPs)
+    text_tokens: int                   # the text sequence the transformer attends to
+    text_width: int                    # width of a cached text embedding per token
+    latent_channels: int               # of the VAE (8× smaller per side); the cache keeps mean and log-variance
+    lora_width: dict[str, int]         # target set → sum of in + out features of its layers (× rank = LoRA size)
+    weight_gib: dict[str, float]       # the transformer's weights per precision
+    text_encoder_gib: float            # the text encoders in bf16, on the GPU while captions are cached
+    tiers: tuple                       # ((tier, smallest GPU GiB), …), largest first: the family's own table
+    min_gpu_gib: float                 # the 8gb tier's smallest GPU
+    tier_memory: dict[str, TierMemory] = field(default_factory=dict)
+    pixels_per_token: int = 16         # side of one image token: the VAE's 8× and 2×2 patches
+    trains_from_pairs: bool = False    # an edit model: the reference image's tokens ride along
+    edit_only: bool = False            # trains from pairs only (a dataset without pairs cannot train it)
+    train_on: bool = True              # the plan may propose it (Variant.train_on)
+
+    def image_tokens(self, resolution: int) -> int:
+        return (resolution // self.pixels_per_token) ** 2
+
+    def step_flops(self, resolution: int, batch: int = 1, pairs: bool = False, checkpointing: bool = True) -> float:
+        """Training FLOPs of one LoRA step: forward, the backward's input gradients (as much again;
+        frozen weights need no weight gradients) and, with checkpointing, a second forward. An
+        edit step carries the reference image's tokens too."""
+        tokens = self.image_tokens(resolution) * (2 if pairs else 1) + self.text_tokens
+        forward = 2 * self.parameters * tokens + 4 * tokens ** 2 * self.attention_width * self.blocks
+        return forward * (3 if checkpointing else 2) * batch
+
+    def caching_peak_gib(self) -> float:
+        """The peak while captions are encoded: the text encoders in bf16 and the CUDA context."""
+        return round(self.text_encoder_gib + CUDA_CONTEXT_GIB, 1)
+
+    def download_gib(self) -> float:
+        """The base model's download: the transformer and the text encoders in bf16, and the VAE."""
+        return self.weight_gib["bf16"] + self.text_encoder_gib + 0.2
+
+    def offered_tiers(self) -> list[tuple[str, float]]:
+        """(tier, smallest GPU GiB) of every tier this variant trains in: its table, then the 8gb tier
+        when the variant trains below its table's smallest tier."""
+        tiers = [(tier, need) for tier, need in self.tiers]
+        if not tiers or self.min_gpu_gib < tiers[-1][1]:
+            tiers.append(("8gb", self.min_gpu_gib))
+        return tiers
+
+
+def scaled_tier_memory(reference: PlanFacts, weight_gib: dict[str, float], attention_width: int,
+                       blocks: int) -> dict[str, TierMemory]:
+    """Peak memory per tier of a model without published figures: its own weights in the tier's
+    precision, plus the reference's published overhead (peak less its weights: LoRA, optimiser,
+    activations), scaled by attention width × blocks, which the activations grow with."""
+    scale = attention_width * blocks / (reference.attention_width * reference.blocks)
+    out = {}
+    for tier, ref in reference.tier_memory.items():
+        precision = TIER_PRECISION[tier]
+        overhead = max(0.0, ref.peak_gib - reference.weight_gib[precision])
+        out[tier] = TierMemory(
+            round(weight_gib[precision] + overhead * scale, 1), round(ref.growth_gib * scale, 2), ref.slowdown,
+            f"estimated: the {precision} weights ({weight_gib[precision]:g} GiB, counted on the meta device) plus "
+            f"{reference.title}'s published overhead in this tier scaled by width × blocks ({scale:.2f}×)",
+            "estimated")
+    return out
