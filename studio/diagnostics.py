@@ -70,6 +70,9 @@ CATALOGUE = {d.code: d for d in [
     Diagnosis("CACHE_BYPASSED", "Augmentation is on, so latents are not cached",
               "Expected: each step encodes a freshly augmented image. Turn augmentation off for "
               "the faster cached path."),
+    Diagnosis("TEXT_ENCODERS_ON_CPU", "The text encoders do not fit in the GPU's free memory",
+              "Nothing to do: captions are encoded on the CPU instead, once (the embeddings are cached), "
+              "which is slower, not wrong. Close other programs using the GPU to encode them there."),
     Diagnosis("RESUMED", "The run continued from a checkpoint",
               "Nothing to do: training picked up where the checkpoint left off."),
     Diagnosis("NOTHING_TO_RESUME", "Resume was asked for, but the run has no checkpoint",

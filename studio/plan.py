@@ -11,7 +11,9 @@ studio/families/plan_facts.py); this module only computes with them:
 - memory: the peak the field publishes per tier (FLUX.1), or one estimated from the model's
   weights and FLUX.1's published overhead (the others), grown with the image tokens at higher
   resolutions and with an edit pair's reference tokens; never below the peak while captions are
-  encoded (the text encoders on the GPU);
+  encoded when the text encoders fit on the GPU beside the tier's loaded weights (the engine's
+  rule, studio/core/text_encoders.py); where they do not, captions are encoded on the CPU and the
+  plan estimates how long that takes, once;
 - time: from the model's FLOPs per step at ASSUMED_MFU of the GPU's published dense BF16
   throughput — an estimate, said so — or, on a CPU with the demo model, the step time measured
   on a 2-core CPU (docs/benchmarks.md, "Demo run");
@@ -55,6 +57,9 @@ class TierRow:
     time_kind: str = "estimated"     # estimated | measured | unknown
     needs_gib: float = 0.0           # the smallest card (GB) this tier fits on
     caching_peak: bool = False       # the peak is while captions are encoded, not in the steps
+    captions_on_cpu: bool = False    # the text encoders do not fit beside this tier: captions encode on the CPU
+    caption_minutes: float = 0.0     # then: the estimated minutes for that, once (the embeddings are cached)
+    caption_source: str = ""         # and where that figure comes from
 
 
 @dataclass
@@ -165,8 +170,11 @@ def with_pairs(facts, pairs: int) -> bool:
     return facts.trains_from_pairs and pairs > 0
 
 
-def tier_rows(facts, gpu_gib: float | None, known, resolution: int, steps: int, pairs: bool) -> list[TierRow]:
-    """Every tier the model trains in: its peak memory, whether it fits this card, time per step."""
+def tier_rows(facts, gpu_gib: float | None, known, resolution: int, steps: int, pairs: bool,
+              captions: int = 1) -> list[TierRow]:
+    """Every tier the model trains in: its peak memory, whether it fits this card, time per step,
+    and where the `captions` (each caption and the empty prompt) are encoded."""
+    from studio.core.text_encoders import CPU_TFLOPS
     from studio.families.plan_facts import GROWTH_TOKENS
 
     tokens = facts.image_tokens(resolution) * (2 if pairs else 1)
@@ -174,30 +182,44 @@ def tier_rows(facts, gpu_gib: float | None, known, resolution: int, steps: int, 
     for tier, need in facts.offered_tiers():
         memory = facts.tier_memory[tier]
         training = memory.peak_gib + memory.growth_gib * max(0, tokens - facts.image_tokens(512)) / GROWTH_TOKENS
-        caching = facts.caching_peak_gib()
-        peak = round(max(training, caching), 1)
+        on_gpu = facts.captions_on_gpu(tier, gpu_gib)
+        floor = max(training, facts.caching_peak_gib(tier, on_gpu=False))  # the weights loaded, no encoders
+        caching = facts.caching_peak_gib(tier, on_gpu)
+        peak = round(max(floor, caching), 1)
         source = memory.source
-        if caching > training:
+        if caching > floor:
             source += (f"; the peak is while captions are encoded: the text encoders in bf16 "
                        f"({facts.text_encoder_gib:g} GiB) and the CUDA context")
-        needs = round(max(peak / FIT_MARGIN, need), 1)
-        fits = gpu_gib is not None and peak <= gpu_gib * FIT_MARGIN and gpu_gib >= need
+        # The encoders run on the GPU only where they fit (else on the CPU), so the card this tier
+        # needs, and whether it fits, follow the steps and the loaded weights alone.
+        needs = round(max(floor / FIT_MARGIN, need), 1)
+        fits = gpu_gib is not None and floor <= gpu_gib * FIT_MARGIN and gpu_gib >= need
         if known:
             seconds = facts.step_flops(resolution, pairs=pairs) / (known[2] * 1e12 * ASSUMED_MFU) * memory.slowdown
             time_source = (f"estimated: {facts.title}'s FLOPs per step at {ASSUMED_MFU:.0%} of the {known[0]}'s "
                            f"published {known[2]:.0f} BF16 TFLOP/s")
         else:
             seconds, time_source = float("nan"), "unknown GPU: no throughput figure (give --gpu with a known name)"
-        rows.append(TierRow(tier, fits, peak, round(seconds, 2), round(seconds * steps / 60, 1), source, time_source,
-                            memory.kind, "estimated" if known else "unknown", needs, caching > training))
+        row = TierRow(tier, fits, peak, round(seconds, 2), round(seconds * steps / 60, 1), source, time_source,
+                      memory.kind, "estimated" if known else "unknown", needs, caching > floor)
+        if gpu_gib is not None and not on_gpu:
+            row.captions_on_cpu = True
+            row.caption_minutes = round(facts.cpu_caption_seconds(captions) / 60, 1)
+            row.caption_source = (
+                f"the text encoders ({facts.text_encoder_gib:g} GiB in bf16) do not fit beside what this tier holds "
+                f"on a {gpu_gib:g} GB card, so the {captions} caption(s) are encoded on the CPU, once (they are "
+                f"cached): about {row.caption_minutes:g} min, estimated from the encoders' parameters × "
+                f"{facts.text_tokens} tokens at an assumed {CPU_TFLOPS:g} TFLOP/s of a CPU")
+        rows.append(row)
     return rows
 
 
-def model_rows(gpu_gib: float | None, known, resolution: int, steps: int, pairs: int) -> list[tuple]:
+def model_rows(gpu_gib: float | None, known, resolution: int, steps: int, pairs: int,
+               captions: int = 1) -> list[tuple]:
     """(ModelRow, PlanFacts, tier rows) of every family/variant on this card."""
     out = []
     for facts in all_facts():
-        rows = tier_rows(facts, gpu_gib, known, resolution, steps, with_pairs(facts, pairs))
+        rows = tier_rows(facts, gpu_gib, known, resolution, steps, with_pairs(facts, pairs), captions)
         best = next((r for r in rows if r.fits), None)
         suits = facts.trains_from_pairs if pairs else not facts.edit_only
         note = "" if suits else "targets only" if pairs else "needs pairs"
@@ -249,7 +271,7 @@ def make_plan(dataset_dir: str | Path, gpu: str | None = None, gpu_gib: float | 
         return plan
     resolution = resolution or propose_resolution(short)
     steps = steps or propose_steps(images)
-    candidates = model_rows(gpu_gib, known, resolution, steps, pairs)
+    candidates = model_rows(gpu_gib, known, resolution, steps, pairs, captions=images + 1)
     chosen, facts, rows = propose(candidates, family, variant)
     plan = Plan(name, images, short, known[0] if known else gpu, gpu_gib, facts.title, chosen.tier, resolution,
                 steps, 1, rows, family=facts.family, variant=facts.variant, pairs=pairs,
@@ -320,6 +342,8 @@ def plan_text(plan: Plan) -> str:
     row = plan.chosen() or (plan.rows[0] if plan.rows else None)
     if row:
         lines += ["", f"memory: {row.memory_source}", f"time: {row.time_source}"]
+        if row.captions_on_cpu:
+            lines.append(f"captions: {row.caption_source}")
     if plan.models:
         heading = f"What fits on {plan.hardware}:" if plan.gpu_gib else "What each real model needs:"
         lines += ["", heading, f"{'model':32s} {'family':20s} {'on this card':34s} {'minutes':>8s}"]

@@ -188,8 +188,13 @@ class Family:
     def count_tokens(self, pipe, caption: str) -> int:
         raise NotImplementedError
 
-    def text_encoders_to(self, pipe, device) -> None:
+    def text_encoder_modules(self, pipe) -> dict:
+        """{name: module} of the text encoders still loaded ("T5", "CLIP"…: what messages call them)."""
         raise NotImplementedError
+
+    def text_encoders_to(self, pipe, device) -> None:
+        for module in self.text_encoder_modules(pipe).values():
+            module.to(device)
 
     def encode_text(self, pipe, caption: str, device, token_limit: int) -> dict:
         """Caption → a dict of CPU tensors (what the text cache stores)."""

@@ -221,9 +221,9 @@ class Flux1(Family):
     def count_tokens(self, pipe, caption: str) -> int:
         return len(pipe.tokenizer_2(caption, truncation=False)["input_ids"])
 
-    def text_encoders_to(self, pipe, device) -> None:
-        pipe.text_encoder.to(device)
-        pipe.text_encoder_2.to(device)
+    def text_encoder_modules(self, pipe) -> dict:
+        named = {"T5": pipe.text_encoder_2, "CLIP": pipe.text_encoder}
+        return {name: module for name, module in named.items() if module is not None}
 
     def encode_text(self, pipe, caption: str, device, token_limit: int) -> dict:
         """Caption → {prompt_embeds (T5 sequence), pooled (CLIP)}, float32 on the CPU, for the cache."""

@@ -120,8 +120,8 @@ class Flux2Family(Family):
     def trainable_text_encoder(self, pipe):
         return None
 
-    def text_encoders_to(self, pipe, device) -> None:
-        pipe.text_encoder.to(device)
+    def text_encoder_modules(self, pipe) -> dict:
+        return {self.tokens_name: pipe.text_encoder} if pipe.text_encoder is not None else {}
 
     def encode_text(self, pipe, caption: str, device, token_limit: int) -> dict:
         """Caption → {prompt_embeds: the text model's stacked hidden states}, float32 on the CPU, for the cache."""

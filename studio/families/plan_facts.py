@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..core.text_encoders import GIB, cpu_encoding_seconds, encoders_fit
+
 # The weights' precision in each memory tier (presets/memory/*.yaml); the 8gb tier streams NF4 blocks.
 TIER_PRECISION = {"24gb": "bf16", "16gb": "int8", "12gb": "nf4", "8gb": "nf4"}
 GROWTH_TOKENS = 1536  # the peak's growth is given per this many image tokens beyond 512 px
-CUDA_CONTEXT_GIB = 1.0  # CUDA context and the VAE, on the GPU beside the text encoders while captions are cached
+CUDA_CONTEXT_GIB = 1.0  # the CUDA context (and the VAE after the captions), on the GPU while captions are cached
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class PlanFacts:
     latent_channels: int               # of the VAE (8× smaller per side); the cache keeps mean and log-variance
     lora_width: dict[str, int]         # target set → sum of in + out features of its layers (× rank = LoRA size)
     weight_gib: dict[str, float]       # the transformer's weights per precision
-    text_encoder_gib: float            # the text encoders in bf16, on the GPU while captions are cached
+    text_encoder_gib: float            # the text encoders in bf16, on the GPU while captions are cached if they fit
     tiers: tuple                       # ((tier, smallest GPU GiB), …), largest first: the family's own table
     min_gpu_gib: float                 # the 8gb tier's smallest GPU
     tier_memory: dict[str, TierMemory] = field(default_factory=dict)
@@ -66,9 +68,30 @@ class PlanFacts:
         forward = 2 * self.parameters * tokens + 4 * tokens ** 2 * self.attention_width * self.blocks
         return forward * (3 if checkpointing else 2) * batch
 
-    def caching_peak_gib(self) -> float:
-        """The peak while captions are encoded: the text encoders in bf16 and the CUDA context."""
-        return round(self.text_encoder_gib + CUDA_CONTEXT_GIB, 1)
+    def resident_gib(self, tier: str) -> float:
+        """The transformer's weights on the GPU while captions are encoded: bitsandbytes places a
+        quantised base there as it loads; an unquantised one moves there after the captions."""
+        precision = TIER_PRECISION[tier]
+        return 0.0 if precision == "bf16" else self.weight_gib[precision]
+
+    def captions_on_gpu(self, tier: str, gpu_gib: float | None) -> bool:
+        """Whether the engine encodes captions on this card's GPU in this tier: its rule
+        (studio/core/text_encoders.py) on what is free then, the card less the CUDA context and
+        the resident weights; otherwise they are encoded on the CPU."""
+        if gpu_gib is None:
+            return False
+        free = gpu_gib - CUDA_CONTEXT_GIB - self.resident_gib(tier)
+        return encoders_fit(self.text_encoder_gib * GIB, free * GIB)
+
+    def caching_peak_gib(self, tier: str, on_gpu: bool = True) -> float:
+        """The GPU's peak while captions are encoded: the CUDA context, the resident weights and,
+        when they run there, the text encoders in bf16."""
+        return round(CUDA_CONTEXT_GIB + self.resident_gib(tier) + (self.text_encoder_gib if on_gpu else 0.0), 1)
+
+    def cpu_caption_seconds(self, captions: int) -> float:
+        """Estimated seconds to encode `captions` captions on the CPU: the encoders' parameters (their
+        bf16 size / 2 bytes) × the text tokens, at an assumed CPU throughput."""
+        return cpu_encoding_seconds(self.text_encoder_gib * GIB / 2, self.text_tokens, captions)
 
     def download_gib(self) -> float:
         """The base model's download: the transformer and the text encoders in bf16, and the VAE."""

@@ -55,6 +55,11 @@ def plan_markdown(dataset_dir: Path | None, gpu: tuple[str, float] | None, lang:
     lines += ["", t(SOURCES["memory", row.memory_kind], lang) + " " + t(SOURCES["time", row.time_kind], lang)]
     if row.caching_peak:
         lines.append(t("plan.caching_peak", lang, gib=row.peak_gib))
+    if row.captions_on_cpu:
+        from studio.families import get_family
+
+        gib = get_family(plan.family).plan_facts(plan.variant).text_encoder_gib
+        lines.append(t("plan.captions_on_cpu", lang, gib=f"{gib:g}", minutes=f"{row.caption_minutes:g}"))
     if plan.pairs:
         lines.append(t("plan.pairs_used" if plan.edit else "plan.pairs_unused", lang, pairs=plan.pairs,
                        model=t("train.model_demo", lang) if plan.model == "demo" else plan.model))
