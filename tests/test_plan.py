@@ -76,8 +76,11 @@ def test_what_fits_depends_on_the_card(tmp_path):
     assert [r.fits for r in mid.rows] == [False, True, True, True]
     assert [r.fits for r in small.rows] == [False, False, False, True]  # NF4 at 1024 px needs ~11.6 of 12 GB
     assert all("estimated" in r.time_source and "published" in r.memory_source for r in mid.rows)
-    # The 8gb tier's peak is while captions are encoded: T5 and CLIP on the GPU, more than the steps need.
-    assert small.chosen().caching_peak and "text encoders" in small.chosen().memory_source
+    # On 12 GB, T5 and CLIP (9.1 GiB) do not fit beside the 8gb tier's NF4 weights: captions are encoded
+    # on the CPU, and the GPU's peak is the steps'. On an H100 they run on the GPU, and its peak is theirs.
+    row = small.chosen()
+    assert row.captions_on_cpu and not row.caching_peak and row.caption_minutes > 0 and "CPU" in row.caption_source
+    assert big.rows[3].caching_peak and "text encoders" in big.rows[3].memory_source and not big.rows[3].captions_on_cpu
     # The same step on a slower card takes longer, in proportion to the published throughput.
     ratio = mid.chosen().seconds_per_step / big.rows[1].seconds_per_step
     assert ratio == pytest.approx(989 / 165, rel=0.01)
@@ -146,9 +149,50 @@ def test_no_gpu_plans_the_demo_model_from_measured_figures(tmp_path):
     plan = make_plan(_photos(tmp_path / "photos", 5, size=(400, 300)), None)
     assert (plan.model, plan.tier, plan.resolution, plan.steps) == ("demo", "cpu", 256, 150)
     assert plan.rows[0].time_source.startswith("measured") and plan.rows[0].minutes < 5
-    # What each real model would need: a GPU of at least its smallest tier, none fits without one.
-    assert len(plan.models) >= 8 and all(m.tier is None and m.needs_gib >= 7 for m in plan.models)
+    # What each real model would need: a GPU of at least its smallest tier, none fits without one. Its
+    # text encoders need not fit (captions are then encoded on the CPU); its steps and loaded weights do.
+    assert len(plan.models) >= 8 and all(m.tier is None for m in plan.models)
+    needs = {(m.family, m.variant): m.needs_gib for m in plan.models}
+    assert needs["flux1", "dev"] == round(7.5 / 0.95, 1)  # the 8gb tier's published peak
+    klein = get_family("flux2-klein").plan_facts("base-4b")
+    assert needs["flux2-klein", "base-4b"] >= klein.weight_gib["nf4"] + 1.0  # its NF4 weights and the CUDA context
     assert "What each real model needs:" in plan_text(plan) and "needs >= " in plan_text(plan)
+
+
+def test_captions_are_encoded_on_the_cpu_where_the_text_encoders_do_not_fit(tmp_path):
+    """The engine's rule (studio/core/text_encoders.py): the encoders' caching peak counts only where
+    they fit beside the tier's loaded weights; elsewhere the plan estimates their time on the CPU."""
+    from studio.core.text_encoders import CPU_TFLOPS
+    from studio.ui.plan_view import plan_markdown
+
+    data = _photos(tmp_path / "photos", 9, size=(600, 600))  # 512 px
+    flux1 = get_family("flux1").plan_facts("dev")
+    # A 10 GB card trains FLUX.1 in the 8gb tier; T5 and CLIP are encoded on the CPU, an estimated time.
+    ten = make_plan(data, "RTX 3080", family="flux1")
+    row = ten.chosen()
+    assert ten.tier == "8gb" and row.fits and row.captions_on_cpu and not row.caching_peak
+    assert row.peak_gib == flux1.tier_memory["8gb"].peak_gib  # the steps' peak, not the encoders'
+    assert row.caption_minutes == round(flux1.cpu_caption_seconds(10) / 60, 1) > 1
+    assert flux1.cpu_caption_seconds(1) == pytest.approx(2 * 9.1 * 2**30 / 2 * 512 / (CPU_TFLOPS * 1e12))
+    assert "the 10 caption(s) are encoded on the CPU" in row.caption_source and "assumed" in row.caption_source
+    assert "captions: the text encoders" in plan_text(ten)
+    assert "captions are encoded on the CPU" in plan_markdown(data, ("RTX 3080", 10.0), "en", "flux1")
+    assert "CPU 上编码" in plan_markdown(data, ("RTX 3080", 10.0), "zh-CN", "flux1")
+    # 24 GB: they fit beside the 16gb tier's int8 weights, margin included, and make its peak; 23 GB: not.
+    fits = make_plan(data, "RTX 4090", 24.0, family="flux1").chosen()
+    tight = make_plan(data, "RTX 4090", 23.0, family="flux1").chosen()
+    assert fits.tier == tight.tier == "16gb"
+    assert not fits.captions_on_cpu and fits.caching_peak and fits.peak_gib == round(1.0 + 11.1 + 9.1, 1)
+    assert tight.captions_on_cpu and not tight.caching_peak and tight.peak_gib == 18.0
+    # FLUX.2 [klein] 9B: every tier needs the card its tier table names (Qwen3-8B, 15.3 GiB, on the
+    # CPU where it does not fit), so a 10 GB card trains it in the 12gb tier.
+    klein = make_plan(data, "RTX 3080", family="flux2-klein", variant="base-9b")
+    assert klein.tier == "12gb" and klein.chosen().captions_on_cpu
+    assert {r.tier: r.needs_gib for r in klein.rows if r.tier != "8gb"} == \
+        dict(get_family("flux2-klein").variant_tiers("base-9b"))
+    # FLUX.2 [dev] on a 48 GB card: its int8 tier trains; Mistral (44.7 GiB) is encoded on the CPU.
+    dev2 = make_plan(data, "A6000", family="flux2-dev")
+    assert dev2.tier == "16gb" and dev2.chosen().captions_on_cpu and dev2.chosen().caption_minutes > 10
 
 
 def test_unknown_gpu_names_and_flops():

@@ -44,9 +44,10 @@ class Flux2Dev(Flux2Family):
     kind = "text-to-image"
     tokens_name = "Mistral"
     variants = VARIANTS
-    # The transformer's weights take 60.0 / 30.0 / 16.9 GiB (bf16 / int8 / NF4), but the Mistral text
-    # encoder (44.7 GiB in bf16, not quantised by the studio yet) must fit while captions are cached:
-    # a 48 GB card is the smallest that trains it (int8 base), an 80 GB one trains the bf16 base.
+    # The transformer's weights take 60.0 / 30.0 / 16.9 GiB (bf16 / int8 / NF4): a 48 GB card is the
+    # smallest that trains it (int8 base), an 80 GB one trains the bf16 base. The Mistral text encoder
+    # (44.7 GiB in bf16, not quantised by the studio yet) runs on the GPU only where it fits beside
+    # the loaded weights (the 80 GB card's bf16 tier); elsewhere captions are encoded on the CPU.
     weight_gib = {"bf16": 60.02, "int8": 30.01, "nf4": 16.88}
     tier_min_gib = (("24gb", 80.0), ("16gb", 46.0))
     min_gpu_gib = 46.0  # a "48 GB" card reports about 47 GiB
