@@ -65,8 +65,9 @@ def test_the_proposal_without_a_gpu_is_the_demo_model_on_the_cpu(tmp_path):
 
 def test_nothing_to_propose_is_a_clear_message(tmp_path):
     data = _photos(tmp_path / "photos", 3)
+    # 2 GB: not even the smallest model's NF4 weights (its text encoder would be run on the CPU).
     with pytest.raises(h.UserError, match=r"Nothing fits on Tiny card: FLUX.2 \[klein\] Base 4B needs about"):
-        plan_values(data, ("Tiny card", 4.0), "portrait", "en")
+        plan_values(data, ("Tiny card", 2.0), "portrait", "en")
     with pytest.raises(h.UserError, match=r"Nothing fits on RTX 4090: FLUX.2 \[dev\] needs about 4\d"):
         plan_values(data, ("NVIDIA GeForce RTX 4090", 24.0), "portrait", "en", "flux2-dev")
     (tmp_path / "empty").mkdir()

@@ -66,8 +66,8 @@ def test_a_gpu_run_whose_encoders_do_not_fit_encodes_captions_on_the_cpu(family_
         return 2**20  # 1 MiB free
 
     stats: dict = {}
-    fell_back = encode_text(cfg, family, info, pipe, captions, CUDA, tmp_path / "gpu-run", lambda *w: warnings.append(w),
-                            stats, free_memory)
+    fell_back = encode_text(cfg, family, info, pipe, captions, CUDA, tmp_path / "gpu-run",
+                            lambda *w: warnings.append(w), stats, free_memory)
     assert asked == [CUDA] and stats["text_misses"] == len(captions)
     [(code, message)] = warnings
     assert code == "TEXT_ENCODERS_ON_CPU" and message == encoders_on_cpu_message(names, size, 2**20)
