@@ -175,7 +175,7 @@ def tier_rows(facts, gpu_gib: float | None, known, resolution: int, steps: int, 
     """Every tier the model trains in: its peak memory, whether it fits this card, time per step,
     and where the `captions` (each caption and the empty prompt) are encoded."""
     from studio.core.text_encoders import CPU_TFLOPS
-    from studio.families.plan_facts import GROWTH_TOKENS
+    from studio.families.plan_facts import GROWTH_TOKENS, TIER_PRECISION
 
     tokens = facts.image_tokens(resolution) * (2 if pairs else 1)
     rows = []
@@ -183,13 +183,17 @@ def tier_rows(facts, gpu_gib: float | None, known, resolution: int, steps: int, 
         memory = facts.tier_memory[tier]
         training = memory.peak_gib + memory.growth_gib * max(0, tokens - facts.image_tokens(512)) / GROWTH_TOKENS
         on_gpu = facts.captions_on_gpu(tier, gpu_gib)
-        floor = max(training, facts.caching_peak_gib(tier, on_gpu=False))  # the weights loaded, no encoders
+        loaded = facts.caching_peak_gib(tier, on_gpu=False)  # the weights placed at load, no encoders
+        floor = max(training, loaded)
         caching = facts.caching_peak_gib(tier, on_gpu)
         peak = round(max(floor, caching), 1)
+        beside = f"the {TIER_PRECISION[tier]} weights placed at load and " if facts.resident_gib(tier) else ""
         source = memory.source
         if caching > floor:
             source += (f"; the peak is while captions are encoded: the text encoders in bf16 "
-                       f"({facts.text_encoder_gib:g} GiB) and the CUDA context")
+                       f"({facts.text_encoder_gib:g} GiB), {beside}the CUDA context")
+        elif loaded > training:
+            source += f"; at least {beside}the CUDA context"
         # The encoders run on the GPU only where they fit (else on the CPU), so the card this tier
         # needs, and whether it fits, follow the steps and the loaded weights alone.
         needs = round(max(floor / FIT_MARGIN, need), 1)
