@@ -1,5 +1,6 @@
 """FLUX.2 [dev] on its tiny offline model: detection, the step against the FLUX.2 objective (with the
-guidance embedding) built from Flux2Pipeline's own helpers, both LoRA files, a worker job."""
+guidance embedding) built from Flux2Pipeline's own helpers, learning, resume, both LoRA files, a
+worker job."""
 
 from __future__ import annotations
 
@@ -12,22 +13,15 @@ import pytest
 import torch
 
 from conftest import Events, tiny_config
+from flux2_helpers import (CAPTIONS, assert_resume_is_bitwise_exact, cases, pipeline, pixels, run, squares,
+                           velocity_error)
 from studio.config import resolve
-from studio.engine import build_state, train
+from studio.engine import build_state
 from studio.events import EXIT_OK
 from studio.families.base import get_family, inspect_model
-from test_family_flux2_klein import CAPTIONS, pixels, squares
 
 pytestmark = pytest.mark.engine
 DEV = get_family("flux2-dev")
-
-
-def pipeline(model):
-    from diffusers import Flux2Pipeline
-
-    pipe = Flux2Pipeline.from_pretrained(str(model))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +115,25 @@ def test_worker_job_files_load_in_flux2_pipeline(dev, tmp_path):
     other = pipeline(dev)
     other.load_lora_weights(str(run_dir / "dev-comfyui.safetensors"), adapter_name="comfy")
     np.testing.assert_allclose(generate(other), with_lora, atol=1e-5)
+
+
+def test_lora_memorises_the_training_latents(dev, tmp_path):
+    """At fixed noise and noise levels (guidance 1, as trained), the trained LoRA predicts the training
+    images' velocity far better than the base model does: memorisation in latent space."""
+    dataset = squares(tmp_path / "ds")
+    cfg = tiny_config(dev, dataset, tmp_path / "out", optimizer={"lr": 1e-2},
+                      lora={"rank": 8, "alpha": 8, "targets": "all_linear"},
+                      schedule={"max_steps": 50, "scheduler": "constant", "warmup_steps": 0},
+                      training={"timestep_sampling": "resolution_shift", "batch_size": 2})
+    code, events = run(cfg, tmp_path / "run", tmp_path / "data")
+    assert code == EXIT_OK, events.of("error")
+    pipe = pipeline(dev)
+    fixed = cases(pipe, [(dataset / f"pic_{i}.png", caption, None) for i, caption in enumerate(CAPTIONS)])
+    base = velocity_error(pipe, fixed, guidance=1.0)
+    pipe.load_lora_weights(str(tmp_path / "run" / "test-lora.safetensors"), adapter_name="mine")
+    learned = velocity_error(pipe, fixed, guidance=1.0)
+    assert learned < 0.85 * base, (base, learned)
+
+
+def test_resume_is_bitwise_exact(dev, tmp_path):
+    assert_resume_is_bitwise_exact(dev, squares(tmp_path / "ds", count=2), tmp_path, training={"guidance": 2.0})
