@@ -46,6 +46,54 @@ def run(cfg_dict, run_dir, data_dir, resume=False, fault=""):
     return code, events
 
 
+def learning_config(model: Path, dataset: Path, out: Path, **sections) -> dict:
+    """A run long enough for the tiny model to learn its two pictures (memorisation tests)."""
+    from studio.config import deep_merge
+
+    return tiny_config(model, dataset, out, **deep_merge(
+        {"optimizer": {"lr": 1e-2}, "lora": {"rank": 8, "alpha": 8, "targets": "all_linear"},
+         "schedule": {"max_steps": 50, "scheduler": "constant", "warmup_steps": 0},
+         "training": {"timestep_sampling": "resolution_shift", "batch_size": 2}}, sections))
+
+
+def noised(x0, gen, logit_std: float) -> tuple:
+    """(noise, t, noisy latents) as the engine draws them with `timestep_sampling: resolution_shift`:
+    the noise, then σ = sigmoid(logit_std · n) shifted by the FLUX.2 pipelines' exp(mu) for this size."""
+    import math
+
+    from diffusers.pipelines.flux2.pipeline_flux2 import compute_empirical_mu
+
+    noise = torch.randn(x0.shape, generator=gen)
+    sigma = torch.sigmoid(torch.randn((1,), generator=gen) * logit_std)
+    shift = math.exp(compute_empirical_mu(x0.shape[2] * x0.shape[3], 50))
+    t = shift * sigma / (1 + (shift - 1) * sigma)
+    return noise, t, (1 - t) * x0 + t * noise
+
+
+def one_step(trainer) -> tuple:
+    """(loss, LoRA gradients, the noise generator's state before the step) of one engine step on the
+    first batch, the LoRA's weights drawn non-zero first so that every LoRA path matters."""
+    from studio.train.step import loss as step_loss
+
+    torch.manual_seed(0)
+    for p in trainer.lora_params:
+        p.data.normal_(0, 0.05)
+    state = trainer.generator.get_state()
+    loss = step_loss(trainer, trainer.plan[0])
+    loss.backward()
+    grads = [p.grad.clone() for p in trainer.lora_params]
+    trainer.optimizer.zero_grad(set_to_none=True)
+    return loss, grads, state
+
+
+def assert_same_step(trainer, loss, grads, expected) -> None:
+    """The engine's loss and gradients (`one_step`) equal those of `expected`, written independently."""
+    expected.backward()
+    assert abs(loss.item() - expected.item()) < 1e-5 * max(1.0, expected.item())
+    for p, g in zip(trainer.lora_params, grads):
+        torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-6)
+
+
 def pipeline(model):
     """The model's own pipeline class (Flux2KleinPipeline or Flux2Pipeline, as model_index.json says)."""
     from diffusers import DiffusionPipeline
@@ -53,6 +101,19 @@ def pipeline(model):
     pipe = DiffusionPipeline.from_pretrained(str(model))
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def assert_lora_changes_and_zero_is_base(pipe, lora: Path, draw, changed: float = 1e-3) -> np.ndarray:
+    """The LoRA file loads into the pipeline (`load_lora_weights`) and changes what `draw()` makes; at
+    weight 0 the pipeline draws the base, bit for bit. Returns the drawing with the LoRA."""
+    base = draw()
+    pipe.load_lora_weights(str(lora), adapter_name="mine")
+    with_lora = draw()
+    pipe.set_adapters(["mine"], adapter_weights=[0.0])
+    at_zero = draw()
+    assert np.abs(with_lora - base).mean() > changed
+    np.testing.assert_array_equal(at_zero, base)
+    return with_lora
 
 
 def reference(pipe, image: Image.Image):

@@ -5,7 +5,6 @@ try-it and model card."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +13,14 @@ import torch
 from PIL import Image
 
 from conftest import Events, make_images, tiny_config
-from flux2_helpers import cases, pipeline, pixels, reference, run, velocity_error
+from flux2_helpers import (assert_lora_changes_and_zero_is_base, assert_same_step, cases, learning_config, noised,
+                           one_step, pipeline, pixels, reference, run, velocity_error)
 from studio.config import deep_merge, resolve
 from studio.diagnostics import StudioError
 from studio.engine import build_state
 from studio.events import EXIT_OK
 from studio.families.base import EDIT, TEXT_TO_IMAGE, get_family, run_mode
-from test_family_kontext import INSTRUCTION, make_pairs
+from test_family_kontext import INSTRUCTION, assert_the_reference_conditions_the_loss, make_pairs
 
 pytestmark = pytest.mark.engine
 KLEIN = get_family("flux2-klein")
@@ -65,24 +65,12 @@ def test_edit_step_equals_the_flux2_reference_objective(klein, tmp_path):
     """Loss and LoRA gradients of one edit step equal the objective written with Flux2KleinPipeline's
     own helpers: the "before" image's latents as the pipeline prepares `image=` (mode, patches, batch
     norm, ids with time coordinate 10) joined after the noisy target tokens, the loss on the target."""
-    from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
-
-    from studio.train.step import loss as step_loss
-
     dataset = make_pairs(tmp_path / "pairs", count=1, control_size=(128, 128))
     cfg = resolve(edit_config(klein, dataset, tmp_path / "out", lora={"rank": 4, "alpha": 8},
                               training={"timestep_sampling": "resolution_shift"}), tier="cpu")
     trainer = build_state(cfg, tmp_path / "run", Events(), data_dir=tmp_path / "data")
     assert trainer.mode == EDIT and trainer.sample_controls == [dataset / "control" / "pair_0.png"]
-    torch.manual_seed(0)
-    for p in trainer.lora_params:  # B non-zero: every LoRA path matters
-        p.data.normal_(0, 0.05)
-    ids = trainer.plan[0]
-    state = trainer.generator.get_state()
-    loss = step_loss(trainer, ids)
-    loss.backward()
-    grads = [p.grad.clone() for p in trainer.lora_params]
-    trainer.optimizer.zero_grad(set_to_none=True)
+    loss, grads, state = one_step(trainer)
 
     pipe = pipeline(klein)
     gen = torch.Generator().manual_seed(0)
@@ -93,26 +81,14 @@ def test_edit_step_equals_the_flux2_reference_objective(klein, tmp_path):
         x0 = pipe._encode_vae_image(pixels(dataset / "pair_0.png"), generator=None)
     ref_tokens, ref_ids = reference(pipe, control)
     assert ref_ids[0, :, 0].unique().tolist() == [10]
-    noise = torch.randn(x0.shape, generator=gen)
-    sigma = torch.sigmoid(torch.randn((1,), generator=gen) * cfg.training.logit_std)
-    shift = math.exp(compute_empirical_mu(x0.shape[2] * x0.shape[3], 50))
-    t = shift * sigma / (1 + (shift - 1) * sigma)
-    noisy = (1 - t) * x0 + t * noise
+    noise, t, noisy = noised(x0, gen, cfg.training.logit_std)
     img_ids = pipe._prepare_latent_ids(noisy)
     pred = trainer.transformer(hidden_states=torch.cat([pipe._pack_latents(noisy), ref_tokens], dim=1), timestep=t,
                                guidance=None, encoder_hidden_states=embeds, txt_ids=text_ids,
                                img_ids=torch.cat([img_ids, ref_ids], dim=1), return_dict=False)[0]
     pred = pipe._unpack_latents_with_ids(pred[:, : img_ids.shape[1]], img_ids)
-    expected = ((pred - (noise - x0)) ** 2).mean()
-    expected.backward()
-    assert abs(loss.item() - expected.item()) < 1e-5 * max(1.0, expected.item())
-    for p, g in zip(trainer.lora_params, grads):
-        torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-6)
-    # the reference tokens condition the prediction: another "before" image gives another loss
-    trainer.caches.controls[ids[0]] = torch.randn_like(trainer.caches.controls[ids[0]])
-    trainer.generator.set_state(state)
-    with torch.no_grad():
-        assert abs(step_loss(trainer, ids).item() - loss.item()) > 1e-4
+    assert_same_step(trainer, loss, grads, ((pred - (noise - x0)) ** 2).mean())
+    assert_the_reference_conditions_the_loss(trainer, state, loss)
 
 
 # --------------------------------------------------------------------------- learning and the files
@@ -122,11 +98,8 @@ def test_edit_step_equals_the_flux2_reference_objective(klein, tmp_path):
 def trained(klein, tmp_path_factory):
     root = tmp_path_factory.mktemp("klein-edit-trained")
     dataset = make_pairs(root / "pairs", count=2)
-    cfg = edit_config(klein, dataset, root / "out", optimizer={"lr": 1e-2},
-                      lora={"rank": 8, "alpha": 8, "targets": "all_linear"},
-                      schedule={"max_steps": 50, "scheduler": "constant", "warmup_steps": 0},
-                      training={"timestep_sampling": "resolution_shift", "batch_size": 2},
-                      sample={"at_start": True, "guidance": 4.0})
+    cfg = learning_config(klein, dataset, root / "out", sample={"prompts": [INSTRUCTION], "at_start": True,
+                                                                "guidance": 4.0})
     code, events = run(cfg, root / "out" / "run", root / "data")
     assert code == EXIT_OK, events.of("error")
     return root / "out" / "run", dataset, events
@@ -163,14 +136,8 @@ def test_diffusers_file_edits_in_flux2_klein_pipeline(trained, klein):
         return pipe(image=image, prompt=INSTRUCTION, height=64, width=64, num_inference_steps=2,
                     guidance_scale=1.0, generator=torch.Generator().manual_seed(7), output_type="np").images[0]
 
-    base = edit()
-    assert not np.array_equal(base, edit(Image.open(dataset / "control" / "pair_0.png").convert("RGB")))
-    pipe.load_lora_weights(str(run_dir / "test-lora.safetensors"), adapter_name="edit")
-    with_lora = edit()
-    pipe.set_adapters(["edit"], adapter_weights=[0.0])
-    at_zero = edit()
-    assert np.abs(with_lora - base).mean() > 1e-3
-    np.testing.assert_array_equal(at_zero, base)
+    assert not np.array_equal(edit(), edit(Image.open(dataset / "control" / "pair_0.png").convert("RGB")))
+    assert_lora_changes_and_zero_is_base(pipe, run_dir / "test-lora.safetensors", edit)
     for name in ("test-lora.safetensors", "test-lora-comfyui.safetensors"):
         meta = read_metadata(run_dir / name)
         assert (meta["model_family"], meta["training_mode"]) == ("flux2-klein", EDIT), name

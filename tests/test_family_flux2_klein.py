@@ -5,7 +5,6 @@ FLUX.2 objective computed with the diffusers pipeline's own helpers, learning, b
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from pathlib import Path
 
@@ -15,7 +14,8 @@ import torch
 from PIL import Image
 
 from conftest import Events, tiny_config
-from flux2_helpers import (CAPTIONS, assert_resume_is_bitwise_exact, cases, pipeline, pixels, run, squares,
+from flux2_helpers import (CAPTIONS, assert_lora_changes_and_zero_is_base, assert_resume_is_bitwise_exact,
+                           assert_same_step, cases, learning_config, noised, one_step, pipeline, pixels, run, squares,
                            velocity_error)
 from studio.config import resolve
 from studio.engine import build_state, train
@@ -35,11 +35,7 @@ def klein(tmp_path_factory) -> Path:
 def trained(klein, tmp_path_factory):
     """One training run shared by the learning and file tests."""
     root = tmp_path_factory.mktemp("klein-trained")
-    cfg = tiny_config(klein, squares(root / "ds"), root / "out", optimizer={"lr": 1e-2},
-                      lora={"rank": 8, "alpha": 8, "targets": "all_linear"},
-                      schedule={"max_steps": 50, "scheduler": "constant", "warmup_steps": 0},
-                      training={"timestep_sampling": "resolution_shift", "batch_size": 2},
-                      sample={"guidance": 4.0})
+    cfg = learning_config(klein, squares(root / "ds"), root / "out", sample={"guidance": 4.0})
     code, events = run(cfg, root / "out" / "run", root / "data")
     assert code == EXIT_OK, events.of("error")
     return root / "out" / "run", root / "ds", events
@@ -111,22 +107,11 @@ def test_small_size_builds_with_real_latent_geometry(tmp_path):
 def test_step_equals_the_flux2_objective(klein, tmp_path):
     """Loss and LoRA gradients of one step equal the FLUX.2 objective computed with the pipeline's
     own helpers (prompt encoding, VAE latents with batch-norm, patch packing, 4-D ids, the shift)."""
-    from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
-
-    from studio.train.step import loss as step_loss
-
     folder = squares(tmp_path / "one", count=1)
     cfg = resolve(tiny_config(klein, folder, tmp_path / "out", lora={"rank": 4, "alpha": 8},
                               training={"timestep_sampling": "resolution_shift"}), tier="cpu")
     trainer = build_state(cfg, tmp_path / "run", Events(), data_dir=tmp_path / "data")
-    torch.manual_seed(0)
-    for p in trainer.lora_params:  # B non-zero: every LoRA path matters
-        p.data.normal_(0, 0.05)
-    state = trainer.generator.get_state()
-    loss = step_loss(trainer, trainer.plan[0])
-    loss.backward()
-    grads = [p.grad.clone() for p in trainer.lora_params]
-    trainer.optimizer.zero_grad(set_to_none=True)
+    loss, grads, state = one_step(trainer)
 
     pipe = pipeline(klein)
     gen = torch.Generator().manual_seed(0)
@@ -134,20 +119,12 @@ def test_step_equals_the_flux2_objective(klein, tmp_path):
     with torch.no_grad():
         embeds, text_ids = pipe.encode_prompt(prompt=CAPTIONS[0], max_sequence_length=512)
         x0 = pipe._encode_vae_image(pixels(folder / "pic_0.png"), generator=None)  # mode, patchify, batch norm
-    noise = torch.randn(x0.shape, generator=gen)
-    sigma = torch.sigmoid(torch.randn((1,), generator=gen) * cfg.training.logit_std)
-    shift = math.exp(compute_empirical_mu(x0.shape[2] * x0.shape[3], 50))
-    t = shift * sigma / (1 + (shift - 1) * sigma)
-    noisy = (1 - t) * x0 + t * noise
+    noise, t, noisy = noised(x0, gen, cfg.training.logit_std)
     ids = pipe._prepare_latent_ids(noisy)
     pred = trainer.transformer(hidden_states=pipe._pack_latents(noisy), timestep=t, guidance=None,
                                encoder_hidden_states=embeds, txt_ids=text_ids, img_ids=ids, return_dict=False)[0]
     pred = pipe._unpack_latents_with_ids(pred, ids)
-    expected = ((pred - (noise - x0)) ** 2).mean()
-    expected.backward()
-    assert abs(loss.item() - expected.item()) < 1e-5 * max(1.0, expected.item())
-    for p, g in zip(trainer.lora_params, grads):
-        torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-6)
+    assert_same_step(trainer, loss, grads, ((pred - (noise - x0)) ** 2).mean())
 
 
 # --------------------------------------------------------------------------- learning and files
@@ -175,13 +152,7 @@ def test_diffusers_file_loads_changes_output_and_weight_zero_is_base(trained, kl
         return pipe(prompt=CAPTIONS[0], num_inference_steps=2, height=64, width=64, guidance_scale=1.0,
                     generator=torch.Generator().manual_seed(7), output_type="np").images[0]
 
-    base = generate()
-    pipe.load_lora_weights(str(run_dir / "test-lora.safetensors"), adapter_name="mine")
-    with_lora = generate()
-    pipe.set_adapters(["mine"], adapter_weights=[0.0])
-    weight_zero = generate()
-    assert np.abs(with_lora - base).mean() > 1e-3
-    np.testing.assert_array_equal(weight_zero, base)
+    with_lora = assert_lora_changes_and_zero_is_base(pipe, run_dir / "test-lora.safetensors", generate)
     # the ComfyUI file, read by diffusers' kohya FLUX.2 converter, is the same adapter
     other = pipeline(klein)
     other.load_lora_weights(str(run_dir / "test-lora-comfyui.safetensors"), adapter_name="comfy")
