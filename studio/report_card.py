@@ -136,6 +136,7 @@ def build_report_card(run_dir: str | Path, progress: Progress | None = None,
                       strengths: tuple[float, ...] = STRENGTHS, data_dir: str | Path | None = None) -> dict:
     import torch
 
+    from studio.model_card import trained_mode
     from studio.models import inspect_model, load_pipeline
 
     run_dir = Path(run_dir)
@@ -151,8 +152,6 @@ def build_report_card(run_dir: str | Path, progress: Progress | None = None,
     pipe = load_pipeline(info, cfg.model.transformer_file)
     pipe.to("cuda" if torch.cuda.is_available() else "cpu")
     done, started = 0, time.time()
-    from studio.model_card import trained_mode
-
     mode = trained_mode({"model_family": info.model_family.name, **_metadata(run_dir, None)})
     inputs = _edit_inputs(cfg, info.model_family, mode, len(prompts))
 

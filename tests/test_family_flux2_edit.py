@@ -184,6 +184,8 @@ def test_worker_runs_a_klein_edit_job_with_its_report_card_and_try_it(klein, tmp
     assert not np.array_equal(drawn["pair_0"][0], drawn["pair_1"][0])  # before.png is the input given
     assert not np.array_equal(drawn["pair_0"][1], drawn["pair_1"][1])  # the base edits that input
     assert not np.array_equal(drawn["pair_0"][2], drawn["pair_0"][1])  # and the LoRA changes the edit
+    reporter = JsonlReporter(out / "none.jsonl")
     with pytest.raises(StudioError) as caught:  # an edit LoRA needs its input picture
-        try_it(request, out, JsonlReporter(out / "none.jsonl"), tmp_path / "data")
+        try_it(request, out, reporter, tmp_path / "data")
+    reporter.close()
     assert caught.value.code == "NO_INPUT_IMAGE"

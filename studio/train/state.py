@@ -184,8 +184,7 @@ def build_state(cfg: TrainConfig, run_dir: Path, reporter: Reporter, resume: boo
     plan = BatchPlan(samples, cfg.training.batch_size, seed, cfg.dataset.repeats, rank, accelerator.num_processes)
     return TrainState(cfg=cfg, run_dir=run_dir, report=reporter, hooks=hooks or TrainHooks(), control=control,
                       resume=resume, resume_changes=resume_changes, data_dir=data_dir, info=info, family=family,
-                      mode=mode,
-                      samples=samples, accelerator=accelerator, device=device, generator=generator,
+                      mode=mode, samples=samples, accelerator=accelerator, device=device, generator=generator,
                       host_generator=host_generator, pipe=pipe, transformer=transformer, text_encoder=text_encoder,
                       model=model, caches=caches, sample_prompts=prompts, targets=targets, optimizer=optimizer,
                       scheduler=scheduler, lora_params=lora_params, ema=ema, plan=plan,
