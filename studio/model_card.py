@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from studio.core.secrets import redact
-from studio.families.base import ModelError, Variant, get_family
+from studio.families.base import EDIT, ModelError, Variant, get_family
 from studio.sharing import DEMO_NAME, shareable_config
 
 TAGS = ["flux", "lora", "diffusers", "template:sd-lora"]
@@ -104,6 +104,12 @@ def _model_family(metadata: dict[str, str]):
         return get_family("flux1")
 
 
+def trained_mode(metadata: dict[str, str]) -> str:
+    """"edit" or "text-to-image": what the LoRA was trained for, as its run recorded it
+    (studio/families/base.py run_mode); a file from before that record: its family's kind."""
+    return metadata.get("training_mode") or _model_family(metadata).kind
+
+
 def _family(metadata: dict[str, str]) -> str:
     """The base's variant ("dev", "schnell", "base-4b", …), or "demo" for the studio's demo model."""
     if metadata.get("base_family") == "demo" or metadata.get("base_model") == DEMO_NAME:
@@ -153,7 +159,7 @@ def model_card(run_dir, repo_id: str | None = None) -> str:
     widget = [{"text": s["prompt"] or trigger, "output": {"url": s["path"]}} for _, s in sorted(last.items())]
 
     variant, model_family = _variant(metadata), _model_family(metadata)
-    edit = model_family.kind == "edit"
+    edit = trained_mode(metadata) == EDIT
     task = "image-to-image" if edit else "text-to-image"
     front: dict = {"base_model": base} if base else {}
     if family == "demo" or variant.licence_id == "apache-2.0":

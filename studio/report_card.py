@@ -107,11 +107,13 @@ def _prompts(cfg) -> list[str]:
     return list(cfg.sample.prompts) or [f"a photo of {cfg.dataset.trigger_word}"]
 
 
-def _edit_inputs(cfg, family, count: int) -> list[dict]:
-    """Per prompt, the pipeline's input-image arguments: for an edit family the "before" images of
+def _edit_inputs(cfg, family, mode: str, count: int) -> list[dict]:
+    """Per prompt, the pipeline's input-image arguments: for an edit run the "before" images of
     the run's first pairs, cropped to the sample size (prompt k edits pair k, as the training
-    samples do); nothing for a text-to-image family."""
-    if family.kind != "edit":
+    samples do); nothing for a text-to-image run."""
+    from studio.families.base import EDIT
+
+    if mode != EDIT:
         return [{} for _ in range(count)]
     from studio.data.pairs import find_pairs, fitted_input
 
@@ -134,6 +136,7 @@ def build_report_card(run_dir: str | Path, progress: Progress | None = None,
                       strengths: tuple[float, ...] = STRENGTHS, data_dir: str | Path | None = None) -> dict:
     import torch
 
+    from studio.model_card import trained_mode
     from studio.models import inspect_model, load_pipeline
 
     run_dir = Path(run_dir)
@@ -149,7 +152,8 @@ def build_report_card(run_dir: str | Path, progress: Progress | None = None,
     pipe = load_pipeline(info, cfg.model.transformer_file)
     pipe.to("cuda" if torch.cuda.is_available() else "cpu")
     done, started = 0, time.time()
-    inputs = _edit_inputs(cfg, info.model_family, len(prompts))
+    mode = trained_mode({"model_family": info.model_family.name, **_metadata(run_dir, None)})
+    inputs = _edit_inputs(cfg, info.model_family, mode, len(prompts))
 
     def draw(prompt_index: int) -> "object":
         kwargs = dict(prompt=prompts[prompt_index], num_inference_steps=cfg.sample.steps, width=cfg.sample.width,

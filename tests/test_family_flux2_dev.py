@@ -1,10 +1,10 @@
 """FLUX.2 [dev] on its tiny offline model: detection, the step against the FLUX.2 objective (with the
-guidance embedding) built from Flux2Pipeline's own helpers, both LoRA files, a worker job."""
+guidance embedding) built from Flux2Pipeline's own helpers, learning, resume, both LoRA files, a
+worker job."""
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -12,22 +12,16 @@ import pytest
 import torch
 
 from conftest import Events, tiny_config
+from flux2_helpers import (CAPTIONS, assert_lora_changes_and_zero_is_base, assert_resume_is_bitwise_exact,
+                           assert_same_step, cases, learning_config, noised, one_step, pipeline, pixels, run, squares,
+                           velocity_error)
 from studio.config import resolve
-from studio.engine import build_state, train
+from studio.engine import build_state
 from studio.events import EXIT_OK
 from studio.families.base import get_family, inspect_model
-from test_family_flux2_klein import CAPTIONS, pixels, squares
 
 pytestmark = pytest.mark.engine
 DEV = get_family("flux2-dev")
-
-
-def pipeline(model):
-    from diffusers import Flux2Pipeline
-
-    pipe = Flux2Pipeline.from_pretrained(str(model))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 @pytest.fixture(scope="module")
@@ -49,22 +43,11 @@ def test_detected_and_told_apart_from_klein(dev):
 
 
 def test_step_equals_the_flux2_objective_with_guidance(dev, tmp_path):
-    from diffusers.pipelines.flux2.pipeline_flux2 import compute_empirical_mu
-
-    from studio.train.step import loss as step_loss
-
     folder = squares(tmp_path / "one", count=1)
     cfg = resolve(tiny_config(dev, folder, tmp_path / "out", lora={"rank": 4, "alpha": 8},
                               training={"timestep_sampling": "resolution_shift", "guidance": 2.5}), tier="cpu")
     trainer = build_state(cfg, tmp_path / "run", Events(), data_dir=tmp_path / "data")
-    torch.manual_seed(0)
-    for p in trainer.lora_params:
-        p.data.normal_(0, 0.05)
-    state = trainer.generator.get_state()
-    loss = step_loss(trainer, trainer.plan[0])
-    loss.backward()
-    grads = [p.grad.clone() for p in trainer.lora_params]
-    trainer.optimizer.zero_grad(set_to_none=True)
+    loss, grads, state = one_step(trainer)
 
     pipe = pipeline(dev)
     gen = torch.Generator().manual_seed(0)
@@ -72,19 +55,11 @@ def test_step_equals_the_flux2_objective_with_guidance(dev, tmp_path):
     with torch.no_grad():
         embeds, text_ids = pipe.encode_prompt(prompt=CAPTIONS[0], max_sequence_length=512)
         x0 = pipe._encode_vae_image(pixels(folder / "pic_0.png"), generator=None)
-    noise = torch.randn(x0.shape, generator=gen)
-    sigma = torch.sigmoid(torch.randn((1,), generator=gen) * cfg.training.logit_std)
-    shift = math.exp(compute_empirical_mu(x0.shape[2] * x0.shape[3], 50))
-    t = shift * sigma / (1 + (shift - 1) * sigma)
-    noisy = (1 - t) * x0 + t * noise
+    noise, t, noisy = noised(x0, gen, cfg.training.logit_std)
     ids = pipe._prepare_latent_ids(noisy)
     pred = trainer.transformer(hidden_states=pipe._pack_latents(noisy), timestep=t, guidance=torch.tensor([2.5]),
                                encoder_hidden_states=embeds, txt_ids=text_ids, img_ids=ids, return_dict=False)[0]
-    expected = ((pipe._unpack_latents_with_ids(pred, ids) - (noise - x0)) ** 2).mean()
-    expected.backward()
-    assert abs(loss.item() - expected.item()) < 1e-5 * max(1.0, expected.item())
-    for p, g in zip(trainer.lora_params, grads):
-        torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-6)
+    assert_same_step(trainer, loss, grads, ((pipe._unpack_latents_with_ids(pred, ids) - (noise - x0)) ** 2).mean())
 
 
 def test_worker_job_files_load_in_flux2_pipeline(dev, tmp_path):
@@ -111,13 +86,26 @@ def test_worker_job_files_load_in_flux2_pipeline(dev, tmp_path):
         return p(prompt=CAPTIONS[0], num_inference_steps=2, height=64, width=64, guidance_scale=4.0,
                  generator=torch.Generator().manual_seed(7), output_type="np").images[0]
 
-    base = generate(pipe)
-    pipe.load_lora_weights(str(run_dir / "dev.safetensors"), adapter_name="mine")
-    with_lora = generate(pipe)
-    pipe.set_adapters(["mine"], adapter_weights=[0.0])
-    weight_zero = generate(pipe)
-    assert np.abs(with_lora - base).mean() > 1e-4
-    np.testing.assert_array_equal(weight_zero, base)
+    with_lora = assert_lora_changes_and_zero_is_base(pipe, run_dir / "dev.safetensors", lambda: generate(pipe), 1e-4)
     other = pipeline(dev)
     other.load_lora_weights(str(run_dir / "dev-comfyui.safetensors"), adapter_name="comfy")
     np.testing.assert_allclose(generate(other), with_lora, atol=1e-5)
+
+
+def test_lora_memorises_the_training_latents(dev, tmp_path):
+    """At fixed noise and noise levels (guidance 1, as trained), the trained LoRA predicts the training
+    images' velocity far better than the base model does: memorisation in latent space."""
+    dataset = squares(tmp_path / "ds")
+    cfg = learning_config(dev, dataset, tmp_path / "out")
+    code, events = run(cfg, tmp_path / "run", tmp_path / "data")
+    assert code == EXIT_OK, events.of("error")
+    pipe = pipeline(dev)
+    fixed = cases(pipe, [(dataset / f"pic_{i}.png", caption, None) for i, caption in enumerate(CAPTIONS)])
+    base = velocity_error(pipe, fixed, guidance=1.0)
+    pipe.load_lora_weights(str(tmp_path / "run" / "test-lora.safetensors"), adapter_name="mine")
+    learned = velocity_error(pipe, fixed, guidance=1.0)
+    assert learned < 0.85 * base, (base, learned)
+
+
+def test_resume_is_bitwise_exact(dev, tmp_path):
+    assert_resume_is_bitwise_exact(dev, squares(tmp_path / "ds", count=2), tmp_path, training={"guidance": 2.0})

@@ -5,7 +5,6 @@ FLUX.2 objective computed with the diffusers pipeline's own helpers, learning, b
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from pathlib import Path
 
@@ -15,48 +14,16 @@ import torch
 from PIL import Image
 
 from conftest import Events, tiny_config
-from faulty_trainer import FaultHooks
+from flux2_helpers import (CAPTIONS, assert_lora_changes_and_zero_is_base, assert_resume_is_bitwise_exact,
+                           assert_same_step, cases, learning_config, noised, one_step, pipeline, pixels, run, squares,
+                           velocity_error)
 from studio.config import resolve
 from studio.engine import build_state, train
-from studio.events import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from studio.events import EXIT_FAILED, EXIT_OK
 from studio.families.base import get_family, inspect_model
 
 pytestmark = pytest.mark.engine
 KLEIN = get_family("flux2-klein")
-CAPTIONS = ["a photo of sks with a yellow circle", "a photo of sks with a blue square"]
-
-
-def squares(folder: Path, count: int = 2) -> Path:
-    """Square 64x64 pictures (their bucket is their own size), each with a caption."""
-    from PIL import ImageDraw
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        y, x = np.mgrid[0:64, 0:64]
-        im = Image.fromarray(np.stack([x * 4, y * 4, np.full_like(x, 90 * i)], -1).astype(np.uint8))
-        ImageDraw.Draw(im).ellipse((12 + 8 * i, 12, 40 + 8 * i, 40), fill=(250, 240, 20))
-        im.save(folder / f"pic_{i}.png")
-        (folder / f"pic_{i}.txt").write_text(CAPTIONS[i % len(CAPTIONS)])
-    return folder
-
-
-def pixels(path: Path) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
-
-
-def run(cfg_dict, run_dir, data_dir, resume=False, fault=""):
-    events = Events()
-    code = train(resolve(cfg_dict, tier="cpu"), run_dir, events, resume=resume, hooks=FaultHooks(fault),
-                 data_dir=data_dir)
-    return code, events
-
-
-def pipeline(model):
-    from diffusers import Flux2KleinPipeline
-
-    pipe = Flux2KleinPipeline.from_pretrained(str(model))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 @pytest.fixture(scope="module")
@@ -68,11 +35,7 @@ def klein(tmp_path_factory) -> Path:
 def trained(klein, tmp_path_factory):
     """One training run shared by the learning and file tests."""
     root = tmp_path_factory.mktemp("klein-trained")
-    cfg = tiny_config(klein, squares(root / "ds"), root / "out", optimizer={"lr": 1e-2},
-                      lora={"rank": 8, "alpha": 8, "targets": "all_linear"},
-                      schedule={"max_steps": 50, "scheduler": "constant", "warmup_steps": 0},
-                      training={"timestep_sampling": "resolution_shift", "batch_size": 2},
-                      sample={"guidance": 4.0})
+    cfg = learning_config(klein, squares(root / "ds"), root / "out", sample={"guidance": 4.0})
     code, events = run(cfg, root / "out" / "run", root / "data")
     assert code == EXIT_OK, events.of("error")
     return root / "out" / "run", root / "ds", events
@@ -144,22 +107,11 @@ def test_small_size_builds_with_real_latent_geometry(tmp_path):
 def test_step_equals_the_flux2_objective(klein, tmp_path):
     """Loss and LoRA gradients of one step equal the FLUX.2 objective computed with the pipeline's
     own helpers (prompt encoding, VAE latents with batch-norm, patch packing, 4-D ids, the shift)."""
-    from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
-
-    from studio.train.step import loss as step_loss
-
     folder = squares(tmp_path / "one", count=1)
     cfg = resolve(tiny_config(klein, folder, tmp_path / "out", lora={"rank": 4, "alpha": 8},
                               training={"timestep_sampling": "resolution_shift"}), tier="cpu")
     trainer = build_state(cfg, tmp_path / "run", Events(), data_dir=tmp_path / "data")
-    torch.manual_seed(0)
-    for p in trainer.lora_params:  # B non-zero: every LoRA path matters
-        p.data.normal_(0, 0.05)
-    state = trainer.generator.get_state()
-    loss = step_loss(trainer, trainer.plan[0])
-    loss.backward()
-    grads = [p.grad.clone() for p in trainer.lora_params]
-    trainer.optimizer.zero_grad(set_to_none=True)
+    loss, grads, state = one_step(trainer)
 
     pipe = pipeline(klein)
     gen = torch.Generator().manual_seed(0)
@@ -167,20 +119,12 @@ def test_step_equals_the_flux2_objective(klein, tmp_path):
     with torch.no_grad():
         embeds, text_ids = pipe.encode_prompt(prompt=CAPTIONS[0], max_sequence_length=512)
         x0 = pipe._encode_vae_image(pixels(folder / "pic_0.png"), generator=None)  # mode, patchify, batch norm
-    noise = torch.randn(x0.shape, generator=gen)
-    sigma = torch.sigmoid(torch.randn((1,), generator=gen) * cfg.training.logit_std)
-    shift = math.exp(compute_empirical_mu(x0.shape[2] * x0.shape[3], 50))
-    t = shift * sigma / (1 + (shift - 1) * sigma)
-    noisy = (1 - t) * x0 + t * noise
+    noise, t, noisy = noised(x0, gen, cfg.training.logit_std)
     ids = pipe._prepare_latent_ids(noisy)
     pred = trainer.transformer(hidden_states=pipe._pack_latents(noisy), timestep=t, guidance=None,
                                encoder_hidden_states=embeds, txt_ids=text_ids, img_ids=ids, return_dict=False)[0]
     pred = pipe._unpack_latents_with_ids(pred, ids)
-    expected = ((pred - (noise - x0)) ** 2).mean()
-    expected.backward()
-    assert abs(loss.item() - expected.item()) < 1e-5 * max(1.0, expected.item())
-    for p, g in zip(trainer.lora_params, grads):
-        torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-6)
+    assert_same_step(trainer, loss, grads, ((pred - (noise - x0)) ** 2).mean())
 
 
 # --------------------------------------------------------------------------- learning and files
@@ -191,28 +135,10 @@ def test_lora_memorises_the_training_latents(trained, klein):
     better than the base model does (memorisation in latent space, not only a falling loss)."""
     run_dir, dataset, _ = trained
     pipe = pipeline(klein)
-    gen = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        cases = []
-        for i, caption in enumerate(CAPTIONS):
-            embeds, text_ids = pipe.encode_prompt(prompt=caption, max_sequence_length=512)
-            x0 = pipe._encode_vae_image(pixels(dataset / f"pic_{i}.png"), generator=None)
-            for t in (0.3, 0.6, 0.9):
-                cases.append((embeds, text_ids, x0, torch.randn(x0.shape, generator=gen), torch.tensor([t])))
-
-        def error():
-            total = 0.0
-            for embeds, text_ids, x0, noise, t in cases:
-                noisy = (1 - t) * x0 + t * noise
-                pred = pipe.transformer(hidden_states=pipe._pack_latents(noisy), timestep=t, guidance=None,
-                                        encoder_hidden_states=embeds, txt_ids=text_ids,
-                                        img_ids=pipe._prepare_latent_ids(noisy), return_dict=False)[0]
-                total += float(((pred - pipe._pack_latents(noise - x0)) ** 2).mean())
-            return total / len(cases)
-
-        base = error()
-        pipe.load_lora_weights(str(run_dir / "test-lora.safetensors"), adapter_name="mine")
-        learned = error()
+    fixed = cases(pipe, [(dataset / f"pic_{i}.png", caption, None) for i, caption in enumerate(CAPTIONS)])
+    base = velocity_error(pipe, fixed)
+    pipe.load_lora_weights(str(run_dir / "test-lora.safetensors"), adapter_name="mine")
+    learned = velocity_error(pipe, fixed)
     # The random base's error is the target's variance plus its own noise; only a LoRA that has
     # learned these images (and how the noisy input relates to them) gets clearly below it.
     assert learned < 0.85 * base, (base, learned)
@@ -226,13 +152,7 @@ def test_diffusers_file_loads_changes_output_and_weight_zero_is_base(trained, kl
         return pipe(prompt=CAPTIONS[0], num_inference_steps=2, height=64, width=64, guidance_scale=1.0,
                     generator=torch.Generator().manual_seed(7), output_type="np").images[0]
 
-    base = generate()
-    pipe.load_lora_weights(str(run_dir / "test-lora.safetensors"), adapter_name="mine")
-    with_lora = generate()
-    pipe.set_adapters(["mine"], adapter_weights=[0.0])
-    weight_zero = generate()
-    assert np.abs(with_lora - base).mean() > 1e-3
-    np.testing.assert_array_equal(weight_zero, base)
+    with_lora = assert_lora_changes_and_zero_is_base(pipe, run_dir / "test-lora.safetensors", generate)
     # the ComfyUI file, read by diffusers' kohya FLUX.2 converter, is the same adapter
     other = pipeline(klein)
     other.load_lora_weights(str(run_dir / "test-lora-comfyui.safetensors"), adapter_name="comfy")
@@ -313,21 +233,7 @@ def test_comfyui_keys_match_the_full_size_key_map(tmp_path):
 
 
 def test_resume_is_bitwise_exact(klein, tmp_path):
-    cfg = tiny_config(klein, squares(tmp_path / "ds", count=2), tmp_path / "out",
-                      schedule={"max_steps": 6, "scheduler": "cosine", "warmup_steps": 2},
-                      training={"ema": True}, dataset={"caption_dropout": 0.3}, lora={"dropout": 0.1})
-    code, _ = run(cfg, tmp_path / "straight", tmp_path / "data")
-    assert code == EXIT_OK
-    code, events = run(cfg, tmp_path / "resumed", tmp_path / "data", fault="sigterm@3")
-    assert code == EXIT_INTERRUPTED and events.of("checkpoint")[-1]["step"] == 3
-    code, events = run(cfg, tmp_path / "resumed", tmp_path / "data", resume=True)
-    assert code == EXIT_OK and events.of("start")[0]["start_step"] == 3
-    from safetensors.torch import load_file
-    a = load_file(str(tmp_path / "straight" / "test-lora.safetensors"))
-    b = load_file(str(tmp_path / "resumed" / "test-lora.safetensors"))
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    assert_resume_is_bitwise_exact(klein, squares(tmp_path / "ds", count=2), tmp_path)
 
 
 def test_text_encoder_lora_is_refused_with_a_clear_message(klein, tmp_path):

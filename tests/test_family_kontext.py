@@ -120,7 +120,13 @@ def test_one_step_matches_the_kontext_objective(kontext_model, tmp_path, studio_
     assert abs(loss.item() - expected.item()) < 1e-5
     for p, g in zip(trainer.lora_params, grads):
         torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-5)
-    # the reference tokens condition the prediction: another control gives another loss
+    assert_the_reference_conditions_the_loss(trainer, state, loss)
+
+
+def assert_the_reference_conditions_the_loss(trainer, state, loss) -> None:
+    """The reference tokens condition the prediction: with another control (random latent parameters)
+    the same step (generator at `state`) gives another loss."""
+    ids = trainer.plan[0]
     trainer.caches.controls[ids[0]] = torch.randn_like(trainer.caches.controls[ids[0]])
     trainer.generator.set_state(state)
     with torch.no_grad():

@@ -150,18 +150,22 @@ def test_model_card_dev_is_non_commercial(dev_run):
     assert "<username>/<repo>" in card   # no repo id given: a placeholder, not a guess
 
 
-@pytest.mark.parametrize("family,variant,pipeline,hub_id,licence", [
-    ("flux2-klein", "base-4b", "Flux2KleinPipeline", "black-forest-labs/FLUX.2-klein-base-4B", "apache-2.0"),
-    ("flux2-klein", "base-9b", "Flux2KleinPipeline", "black-forest-labs/FLUX.2-klein-base-9B", "other"),
-    ("flux1-kontext", "dev", "FluxKontextPipeline", "black-forest-labs/FLUX.1-Kontext-dev", "other"),
+@pytest.mark.parametrize("family,variant,pipeline,hub_id,licence,mode", [
+    ("flux2-klein", "base-4b", "Flux2KleinPipeline", "black-forest-labs/FLUX.2-klein-base-4B", "apache-2.0",
+     "text-to-image"),
+    ("flux2-klein", "base-9b", "Flux2KleinPipeline", "black-forest-labs/FLUX.2-klein-base-9B", "other", "text-to-image"),
+    ("flux2-klein", "base-4b", "Flux2KleinPipeline", "black-forest-labs/FLUX.2-klein-base-4B", "apache-2.0", "edit"),
+    ("flux1-kontext", "dev", "FluxKontextPipeline", "black-forest-labs/FLUX.1-Kontext-dev", "other", "edit"),
 ])
-def test_model_card_follows_the_model_family(family, variant, pipeline, hub_id, licence, real_run, tmp_path):
+def test_model_card_follows_the_model_family(family, variant, pipeline, hub_id, licence, mode, real_run, tmp_path):
+    """The card follows the family (pipeline, base, licence) and the mode the run recorded (an edit
+    LoRA's card is image-to-image with the input-image call)."""
     from studio.families import get_family
 
     run = tmp_path / "demo"
     shutil.copytree(real_run, run)
     _set_metadata(run / "demo.safetensors", model_family=family, model_variant=variant, base_family=variant,
-                  base_model="/models/local-copy")
+                  base_model="/models/local-copy", training_mode=mode)
     card = model_card(run, repo_id="alice/x")
     meta = front_matter(card)
     title = get_family(family).variants[variant].title
@@ -172,7 +176,7 @@ def test_model_card_follows_the_model_family(family, variant, pipeline, hub_id, 
         assert "non-commercial purposes only" in card.split("## Licence")[1]
     else:
         assert "may be used commercially" in card.split("## Licence")[1]
-    edit = family == "flux1-kontext"
+    edit = mode == "edit"
     assert meta["pipeline_tag"] == ("image-to-image" if edit else "text-to-image")
     assert ('image=load_image("before.png")' in card) is edit
 

@@ -13,7 +13,7 @@ from PIL import Image
 from studio.diagnostics import StudioError
 from studio.families import get_family
 from studio.jobs import JobStore
-from studio.jobs.tryit import input_image_args
+from studio.jobs.tryit import input_image_args, lora_mode
 from studio.ui import tryit_view
 from studio.ui.handlers import UserError
 
@@ -79,15 +79,40 @@ def test_the_child_gives_an_edit_family_the_picture_and_keeps_it_as_before(tmp_p
     picture = _img(tmp_path / "in.webp", seed=7, size=(40, 24))
     out = tmp_path / "out"
     out.mkdir()
-    args = input_image_args(get_family("flux1-kontext"), str(picture), (64, 32), out)
+    args = input_image_args(get_family("flux1-kontext"), "edit", str(picture), (64, 32), out)
     assert args["image"].size == (40, 24) and args["max_area"] == 64 * 32
     with Image.open(out / "before.png") as before:
         assert np.array_equal(np.asarray(before), np.asarray(Image.open(picture).convert("RGB")))
-    assert input_image_args(get_family("flux1"), str(picture), (64, 32), tmp_path) == {}
+    assert input_image_args(get_family("flux1"), "text-to-image", str(picture), (64, 32), tmp_path) == {}
     with pytest.raises(StudioError) as caught:
-        input_image_args(get_family("flux1-kontext"), "", (64, 32), out)
+        input_image_args(get_family("flux1-kontext"), "edit", "", (64, 32), out)
     assert caught.value.code == "NO_INPUT_IMAGE"
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG nonsense")
     with pytest.raises(StudioError, match="broken.png cannot be read"):
-        input_image_args(get_family("flux1-kontext"), str(broken), (64, 32), out)
+        input_image_args(get_family("flux1-kontext"), "edit", str(broken), (64, 32), out)
+
+
+def test_a_flux2_lora_edits_when_its_run_trained_edits(tmp_path):
+    """FLUX.2 takes reference images: whether try-it edits follows the mode the LoRA's run recorded
+    (its `training_mode` metadata); a file without that record follows its family's kind."""
+    import torch
+    from safetensors.torch import save_file
+
+    picture = _img(tmp_path / "in.png", seed=3, size=(40, 24))
+    klein = get_family("flux2-klein")
+    files = {}
+    for name, meta in {"edit": {"model_family": "flux2-klein", "training_mode": "edit"},
+                       "plain": {"model_family": "flux2-klein", "training_mode": "text-to-image"},
+                       "old-klein": {"model_family": "flux2-klein"},
+                       "old-kontext": {"model_family": "flux1-kontext"}}.items():
+        files[name] = tmp_path / f"{name}.safetensors"
+        save_file({"x": torch.zeros(1)}, str(files[name]), metadata=meta)
+    modes = {name: lora_mode(str(path), klein) for name, path in files.items()}
+    assert modes == {"edit": "edit", "plain": "text-to-image", "old-klein": "text-to-image", "old-kontext": "edit"}
+    out = tmp_path / "out"
+    out.mkdir()
+    args = input_image_args(klein, modes["edit"], str(picture), (64, 32), out)
+    assert set(args) == {"image"} and args["image"].size == (64, 32)  # the reference at the sample size
+    assert (out / "before.png").is_file()
+    assert input_image_args(klein, modes["plain"], str(picture), (64, 32), tmp_path) == {}

@@ -22,6 +22,9 @@ class FakeEdit(FakeFamily):
 
 def test_family_and_variant_choices_say_what_each_is_and_whether_it_fits():
     assert ("FLUX.1 [dev] / FLUX.1 [schnell]", "flux1") in mc.family_choices()
+    klein = dict((v, label) for label, v in mc.family_choices())["flux2-klein"]  # takes reference images
+    assert klein.endswith(" · text to image, or edit LoRAs when the dataset has before/after pairs")
+    assert "数据集有前后对照图时训练编辑 LoRA" in dict((v, label) for label, v in mc.family_choices(lang="zh-CN"))["flux2-dev"]
     labels = dict((v, label) for label, v in mc.variant_choices("flux1", RTX_4090))
     assert labels["dev"] == ("FLUX.1 [dev] — guidance-distilled, 28 steps, non-commercial licence · "
                              "Fits this GPU (23.99 GiB) in the 16gb memory tier.")

@@ -89,6 +89,12 @@ def control_folder(folder: str | Path) -> Path:
     return target_folder(folder) / CONTROL_DIR
 
 
+def has_controls(folder: str | Path) -> bool:
+    """Whether the dataset at `folder` is an edit dataset: a control/ folder with at least one image
+    (file names only; `find_pairs` says which pairs match)."""
+    return bool(_images(control_folder(folder)))
+
+
 def _images(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
         return {}

@@ -94,7 +94,8 @@ class Family:
     min_gpu_gib: float = 0.0             # below this no tier trains the family (0: the 8gb tier always can)
     weight_gib: dict[str, float] = {}    # the transformer's weights per precision
     tokens_name: str = "T5"              # whose tokens a caption's token limit counts (messages)
-    kind: str = "text-to-image"          # or "edit": trains on before/after pairs (control images)
+    kind: str = "text-to-image"          # or "edit": trains only on before/after pairs (control images)
+    reference_images: bool = False       # conditions on reference images: trains edits from pairs (run_mode)
     # Config sections applied on top of any preset when this family is chosen (its learning rate,
     # resolution, timestep shift…); the memory tier and the user's own settings still win.
     config_overrides: dict = {}
@@ -302,6 +303,27 @@ def _load_builtin() -> None:
     from . import flux1_kontext  # noqa: F401
 
     from . import flux2_dev  # noqa: F401
+
+
+EDIT, TEXT_TO_IMAGE = "edit", "text-to-image"
+
+
+def run_mode(family: Family, dataset_path) -> str:
+    """What a run of `family` on the dataset at `dataset_path` trains: EDIT (a LoRA that edits an
+    input image, learned from before/after pairs) or TEXT_TO_IMAGE. The one place this is decided;
+    the run records it (the LoRA files' `training_mode`), and what follows a run (samples, try-it,
+    report card, model card) reads the record. An edit-only family (kind "edit") always trains
+    edits, so a dataset without pairs is refused by name; a family that takes reference images
+    trains edits when the dataset has pairs (a control/ folder of "before" images beside the
+    targets, studio/data/pairs.py), else text-to-image; any other family trains text-to-image."""
+    if family.kind == EDIT:
+        return EDIT
+    if family.reference_images and dataset_path:
+        from studio.data.pairs import has_controls
+
+        if has_controls(dataset_path):
+            return EDIT
+    return TEXT_TO_IMAGE
 
 
 def families() -> list[Family]:

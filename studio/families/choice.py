@@ -153,7 +153,8 @@ def describe(family: Family) -> dict:
             "tiers": [{"tier": tier, "min_gib": need} for tier, need in family.variant_tiers(name)],
             "min_gpu_gib": family.variant_min_gpu_gib(name),
         }
-    return {"name": family.name, "kind": family.kind, "pipeline": family.pipeline_class_name,
+    return {"name": family.name, "kind": family.kind, "reference_images": family.reference_images,
+            "pipeline": family.pipeline_class_name,
             "config_overrides": json.loads(json.dumps(family.config_overrides)), "variants": variants}
 
 

@@ -12,6 +12,13 @@ statistics, exactly as the diffusers training scripts and the pipelines do. Each
 token; positions are 4-D (t, row, column, layer). Noise level t enters the transformer as σ in
 [0, 1], and the pipelines shift their timesteps by exp(mu) from `compute_empirical_mu`.
 
+Reference images (edit LoRAs, trained when the dataset has before/after pairs: base.run_mode): as
+Flux2Pipeline / Flux2KleinPipeline take `image=`, the "before" image's latents (the same mode,
+patches and batch norm, never noised) are packed and joined after the noisy target tokens, their
+positions told apart by the time coordinate (10 for the first reference image, the pipelines'
+`_prepare_image_ids`); the transformer's output for them is dropped and the loss is on the target
+tokens only, as diffusers' FLUX.2 img2img training scripts do.
+
 Only the standard library at import; diffusers and torch are imported where they are used.
 """
 
@@ -88,6 +95,7 @@ class Flux2Family(Family):
     target_sets = TARGET_SETS
     latent_channels = 32
     text_encoder_targets: list[str] = []  # no text-encoder LoRA for FLUX.2's large language models
+    reference_images = True  # the pipelines take `image=`: a dataset of pairs trains an edit LoRA
     resolution_shift = staticmethod(resolution_shift)
     block_of = staticmethod(block_of)
     block_counts = staticmethod(block_counts)
@@ -152,6 +160,11 @@ class Flux2Family(Family):
         mean, std = batch_norm_stats(pipe.vae, device, patches.dtype)
         return (patches - mean) / std
 
+    def reference_latents(self, pipe, params, device):
+        """A reference image's latents, encoded as the pipelines encode `image=` (the mode, in patches,
+        batch-normalised); nothing is drawn."""
+        return self.latents(pipe, params, None, device)
+
     def image_seq_len(self, latents) -> int:
         h, w = latents.shape[-2:]
         return h * w  # latents are already in 2x2 patches: one token each
@@ -162,25 +175,36 @@ class Flux2Family(Family):
 
     def model_inputs(self, noisy, target, t, text: dict, guidance, dtype, reference=None) -> tuple[dict, object]:
         """The transformer's keyword arguments for patchified noisy latents, and the target as tokens.
-        FLUX.2 families here are text-to-image: reference images are not trained (kind is not "edit")."""
+        `reference` (an edit run): reference latents (`reference_latents`), packed after the image
+        tokens with the pipelines' reference ids (time coordinate 10, every sample's one image)."""
         import torch
-
-        if reference is not None:
-            raise ValueError(f"{self.name} trains text-to-image LoRAs; reference images are not supported")
 
         helpers = pipeline_helpers()
         b, device = noisy.shape[0], noisy.device
         embeds = text["embeds"]
-        kwargs = dict(hidden_states=helpers._pack_latents(noisy).to(dtype), timestep=t.to(dtype),
+        tokens, ids = helpers._pack_latents(noisy), helpers._prepare_latent_ids(noisy).to(device)
+        if reference is not None:
+            ref_ids = helpers._prepare_image_ids([reference[:1]]).to(device).expand(b, -1, -1)
+            tokens, ids = torch.cat([tokens, helpers._pack_latents(reference)], dim=1), torch.cat([ids, ref_ids], dim=1)
+        kwargs = dict(hidden_states=tokens.to(dtype), timestep=t.to(dtype),
                       guidance=None if guidance is None else torch.full((b,), guidance, device=device,
                                                                         dtype=torch.float32),
                       encoder_hidden_states=embeds.to(dtype),
-                      txt_ids=helpers._prepare_text_ids(embeds).to(device),
-                      img_ids=helpers._prepare_latent_ids(noisy).to(device), return_dict=False)
+                      txt_ids=helpers._prepare_text_ids(embeds).to(device), img_ids=ids, return_dict=False)
         return kwargs, helpers._pack_latents(target)
 
     def prediction(self, output, target):
-        return output[0]
+        """The transformer's output in the target's layout: the image tokens (reference tokens dropped)."""
+        return output[0][:, : target.shape[1]]
+
+    def sample_image_args(self, control, size) -> dict:
+        """The pipeline's `image=` for an edit run's input picture, at the sample size (training pairs a
+        "before" image with its target at one size); nothing for text-to-image."""
+        if control is None:
+            return {}
+        from PIL import ImageOps
+
+        return {"image": control if control.size == tuple(size) else ImageOps.fit(control, tuple(size))}
 
     # ------------------------------------------------------------ loading
     def load(self, info: ModelInfo, transformer_file: str = "", dtype=None, revision: str = "",

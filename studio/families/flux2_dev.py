@@ -88,13 +88,15 @@ class Flux2Dev(Flux2Family):
 
     def sample(self, pipe, cached: dict, prompt: str, text_encoder, seed: int, steps: int, guidance: float,
                size: tuple[int, int], device, control=None):
-        """One image from cached prompt embeddings, guidance as the transformer's input."""
+        """One image from cached prompt embeddings, guidance as the transformer's input; an edit run's
+        input image as `image=`."""
         import torch
 
         width, height = size
         return pipe(prompt_embeds=cached["prompt_embeds"][None].to(device, pipe.vae.dtype),
                     num_inference_steps=steps, guidance_scale=guidance, height=height, width=width,
-                    generator=torch.Generator(device).manual_seed(seed)).images[0]
+                    generator=torch.Generator(device).manual_seed(seed), **self.sample_image_args(control, size)
+                    ).images[0]
 
     def build_tiny(self, out_dir, size: str = "tiny", variant: str = "dev", seed: int = 0) -> Path:
         from .flux2_tiny import build_dev

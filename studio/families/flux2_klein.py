@@ -149,7 +149,7 @@ class Flux2Klein(Flux2Family):
     def sample(self, pipe, cached: dict, prompt: str, text_encoder, seed: int, steps: int, guidance: float,
                size: tuple[int, int], device, control=None):
         """One image from cached prompt embeddings: a base model with guidance against the empty
-        prompt (when guidance > 1), a distilled model without."""
+        prompt (when guidance > 1), a distilled model without; an edit run's input image as `image=`."""
         import torch
 
         dtype = pipe.vae.dtype
@@ -163,7 +163,8 @@ class Flux2Klein(Flux2Family):
             negative = negative[None].to(device, dtype)
         return pipe(prompt_embeds=cached["prompt_embeds"][None].to(device, dtype), negative_prompt_embeds=negative,
                     num_inference_steps=steps, guidance_scale=guidance if guided else 1.0, height=height,
-                    width=width, generator=torch.Generator(device).manual_seed(seed)).images[0]
+                    width=width, generator=torch.Generator(device).manual_seed(seed),
+                    **self.sample_image_args(control, size)).images[0]
 
     # ------------------------------------------------------------ the offline model
     def build_tiny(self, out_dir, size: str = "tiny", variant: str = "base-4b", seed: int = 0) -> Path:

@@ -36,7 +36,8 @@ def run(request: dict, out: Path, reporter, data_dir: Path | None = None) -> Non
                   device=str(device))
 
     size = (int(request["width"]), int(request["height"]))
-    image_args = input_image_args(info.model_family, request.get("image") or "", size, out)
+    image_args = input_image_args(info.model_family, lora_mode(request["lora"], info.model_family),
+                                  request.get("image") or "", size, out)
 
     def draw(step: int, name: str) -> None:
         kwargs = dict(prompt=request["prompt"], num_inference_steps=int(request["steps"]),
@@ -54,10 +55,19 @@ def run(request: dict, out: Path, reporter, data_dir: Path | None = None) -> Non
     draw(2, "with")
 
 
-def input_image_args(family, path: str, size: tuple[int, int], out: Path) -> dict:
-    """The pipeline's input-image arguments: the picture to edit for an edit family (kept as
+def lora_mode(path: str, family) -> str:
+    """"edit" or "text-to-image": what the LoRA file's run trained (its `training_mode` metadata)."""
+    from studio.model_card import read_safetensors_metadata, trained_mode
+
+    return trained_mode({"model_family": family.name, **read_safetensors_metadata(Path(path))})
+
+
+def input_image_args(family, mode: str, path: str, size: tuple[int, int], out: Path) -> dict:
+    """The pipeline's input-image arguments: the picture to edit for an edit LoRA (kept as
     before.png), nothing for a text-to-image one."""
-    if family.kind != "edit":
+    from studio.families.base import EDIT
+
+    if mode != EDIT:
         return {}
     if not path:
         raise StudioError("NO_INPUT_IMAGE", "This LoRA edits pictures: give an input image to edit.")

@@ -38,7 +38,7 @@ def run(state: TrainState) -> list[str]:
     state.report.emit("start", max_steps=steps, start_step=state.step,
                       num_images=len({s.image for s in state.samples}), model=cfg.model.base,
                       device=str(state.device), family=state.info.family, licence=state.info.licence,
-                      **state.caches.stats)
+                      mode=state.mode, **state.caches.stats)
     if state.step == 0 and cfg.sample.at_start and cfg.sample.prompts:
         make_samples(state)
     accum = cfg.training.gradient_accumulation

@@ -31,7 +31,8 @@ def metadata(state) -> dict:
     base = base_identity(cfg.model.base, state.info.path, state.info.family, state.info.family_name)
     config = yaml.safe_dump(shareable_config(cfg.to_dict()), sort_keys=False, allow_unicode=True)
     return {"base_model": base.name, "base_family": base.family, "model_variant": base.family,
-            "model_family": state.info.family_name, "licence": base.licence, "learning_rate": cfg.optimizer.lr, "seed": cfg.training.seed,
+            "model_family": state.info.family_name, "training_mode": state.mode, "licence": base.licence,
+            "learning_rate": cfg.optimizer.lr, "seed": cfg.training.seed,
             "trigger_word": cfg.dataset.trigger_word, "rank": cfg.lora.rank, "alpha": cfg.lora.alpha,
             "steps": state.step, "resolution": cfg.dataset.resolution, "dataset": dataset_name(cfg.dataset.path),
             "dataset_size": len({s.image for s in samples}), "dataset_hash": digest,

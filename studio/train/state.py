@@ -17,7 +17,7 @@ from ..config import TrainConfig, check, gpu_only_settings
 from ..data.dataset import BatchPlan, load_samples
 from ..diagnostics import StudioError
 from ..events import Reporter
-from ..families.base import ModelError, ModelInfo, default_data_dir, inspect_model
+from ..families.base import EDIT, ModelError, ModelInfo, default_data_dir, inspect_model, run_mode
 from ..families.choice import mismatch as family_mismatch
 from ..hooks import TrainHooks
 from ..models import require_file
@@ -42,6 +42,7 @@ class TrainState:
     data_dir: Path                 # where the caches live
     info: ModelInfo
     family: object                 # studio.families.base.Family
+    mode: str                      # "edit" or "text-to-image" (studio.families.base.run_mode)
     samples: list                  # data.dataset samples (one per image × bucket)
     accelerator: object
     device: torch.device
@@ -147,7 +148,8 @@ def build_state(cfg: TrainConfig, run_dir: Path, reporter: Reporter, resume: boo
     def warn(code: str, message: str) -> None:
         reporter.emit("warning", code=code, message=message)
 
-    samples = load_samples(cfg, warn=warn, t5_max_tokens=info.token_limit, edit=family.kind == "edit")
+    mode = run_mode(family, cfg.dataset.path)
+    samples = load_samples(cfg, warn=warn, t5_max_tokens=info.token_limit, edit=mode == EDIT)
     accelerator = build_accelerator(cfg)
     for folder in (run_dir, run_dir / "samples", control.folder):
         folder.mkdir(parents=True, exist_ok=True)
@@ -182,7 +184,7 @@ def build_state(cfg: TrainConfig, run_dir: Path, reporter: Reporter, resume: boo
     plan = BatchPlan(samples, cfg.training.batch_size, seed, cfg.dataset.repeats, rank, accelerator.num_processes)
     return TrainState(cfg=cfg, run_dir=run_dir, report=reporter, hooks=hooks or TrainHooks(), control=control,
                       resume=resume, resume_changes=resume_changes, data_dir=data_dir, info=info, family=family,
-                      samples=samples, accelerator=accelerator, device=device, generator=generator,
+                      mode=mode, samples=samples, accelerator=accelerator, device=device, generator=generator,
                       host_generator=host_generator, pipe=pipe, transformer=transformer, text_encoder=text_encoder,
                       model=model, caches=caches, sample_prompts=prompts, targets=targets, optimizer=optimizer,
                       scheduler=scheduler, lora_params=lora_params, ema=ema, plan=plan,

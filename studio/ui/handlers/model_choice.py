@@ -51,11 +51,13 @@ def licence(family: Family, variant: str, lang: str = "en") -> str:
 
 
 def family_choices(gpu: GPU = None, lang: str = "en") -> list[tuple[str, str]]:
-    """(label, family name): the family's variants by title, and its kind when it is not text-to-image."""
+    """(label, family name): the family's variants by title, and what it trains when that is not only
+    text-to-image (edit-only, or edit LoRAs too when the dataset has pairs)."""
     out = []
     for family in families():
         titles = " / ".join(v.title for v in family.variants.values())
-        kind = "" if family.kind == "text-to-image" else " · " + t(f"train.kind.{family.kind}", lang)
+        kind = "reference" if family.reference_images and family.kind == "text-to-image" else family.kind
+        kind = "" if kind == "text-to-image" else " · " + t(f"train.kind.{kind}", lang)
         out.append((f"{titles}{kind}", family.name))
     return out
 
