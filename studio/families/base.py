@@ -105,8 +105,9 @@ class Family:
     text_encoder_gib: float = 0.0        # the text encoders' weights in bf16
 
     def trains_from_pairs(self) -> bool:
-        """Whether the family trains edit LoRAs from before/after pairs (what the plan asks of it)."""
-        return self.kind == "edit"
+        """Whether the family trains edit LoRAs from before/after pairs (what the plan asks of it):
+        an edit model, or one whose pipeline takes reference images (see `run_mode`)."""
+        return self.kind == "edit" or self.reference_images
 
     def variant_lora_width(self, variant: str = "") -> dict[str, int]:
         return dict(self.lora_width)
