@@ -81,11 +81,13 @@ def test_the_train_tabs_button_answers_every_field_it_names(tmp_path):
     h.upload_files(data, "cat", [str(p) for p in sorted(photos.iterdir())])
     demo = build_ui(data)
     [event] = [f for f in demo.fns.values() if f.name == "on_apply_plan"]
-    out = event.fn("cat", "portrait", "en")
+    basis = ["flux1", "schnell", "portrait", "cpu", "demo"]
+    out = event.fn("cat", "portrait", basis, "en")
     assert len(out) == len(event.outputs)
     labels = [getattr(o, "elem_id", None) for o in event.outputs]
     answer = dict(zip(labels, out))
     assert answer["train-model"] in ("demo", "black-forest-labs/FLUX.1-dev") and answer["train-tier"]
     assert answer["train-resolution"] in (256, 768, 1024) and out[-1].startswith("The proposal is in the form")
-    missing = event.fn(None, "portrait", "en")
+    assert out[-2] == ["flux1", "schnell", "portrait", answer["train-tier"], answer["train-model"]]  # the new basis
+    missing = event.fn(None, "portrait", basis, "en")
     assert all(isinstance(v, dict) for v in missing[:-1]) and "dataset" in missing[-1].lower()
