@@ -11,6 +11,7 @@ own with try-it: before, with the LoRA and without it.
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -121,12 +122,13 @@ def test_an_edit_lora_from_pairs(studio, browser, tmp_path):
     _tab(page, "5 · Results")
     expect(page.locator("#results-files")).to_contain_text("my-lora", timeout=30_000)
     page.locator("button.label-wrap", has_text="Try it").click()
-    expect(page.locator("#results-try-input img")).to_be_visible()  # the run's first "before" image
+    given = page.locator("#results-try-input img")
+    expect(given).to_have_attribute("src", re.compile(r"/cup\.png$"))  # the run's first "before" image
     mine = tmp_path / "mine.png"
     _picture(42).save(mine)
-    page.locator("#results-try-input button[aria-label='Clear']").click()
+    page.locator("#results-try-input").get_by_role("button", name="Remove Image").click()
     page.locator("#results-try-input input[type=file]").set_input_files(str(mine))
-    expect(page.locator("#results-try-input img")).to_be_visible()
+    expect(given).to_have_attribute("src", re.compile(r"/mine\.png$"))
     page.get_by_role("button", name="Generate with and without the LoRA").click()
     for side in ("with", "without"):
         expect(page.locator(f"#results-try-{side} img")).to_be_visible(timeout=TRAIN_TIMEOUT_MS)
