@@ -2,8 +2,8 @@
 
 A tiny random-weight Kontext model is built into the studio's data folder. A creator uploads a zip
 of pairs (control/ + target/, one target without its "before" image), sees the pairs side by side
-and the unpaired file named, writes one instruction for every pair, chooses the Kontext family and
-points the Train tab at the local model folder, picks the edit preset, trains a few steps on the
+and the unpaired file named, writes one instruction for every pair, types the local model folder
+in the Train tab (which follows its family, Kontext, to the edit preset), trains a few steps on the
 CPU, watches the Monitor reach "succeeded" with a sample, and in Results edits a picture of its
 own with try-it: before, with the LoRA and without it.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from test_browser import (_expect, _field, _fill_number, _open, _pick, _tab, browser, pytestmark,  # noqa: F401
+from test_browser import (_expect, _field, _fill_number, _open, _tab, browser, pytestmark,  # noqa: F401
                           studio)
 
 INSTRUCTION = "flip it left to right"
@@ -81,13 +81,15 @@ def test_an_edit_lora_from_pairs(studio, browser, tmp_path):
     expect(page.locator("#captions-status")).to_contain_text("written for all 2 pair(s)")
     expect(page.locator("#captions-table")).to_contain_text(INSTRUCTION)
 
-    # 3 · Train: the Kontext family, the local model folder, the edit preset, a few tiny steps.
+    # 3 · Train: the local model folder typed in; the tab follows its family (Kontext) to the edit
+    # preset; a few tiny steps.
     _tab(page, "3 · Train")
-    _pick(page, "train-family", "FLUX.1 Kontext [dev] · edit LoRAs from before/after pairs")
-    expect(_field(page, "train-preset")).to_have_value("Edit (before / after pairs)")
     custom = _field(page, "train-model-custom")
     custom.fill(str(model))
     custom.press("Tab")
+    expect(_field(page, "train-family")).to_have_value("FLUX.1 Kontext [dev] · edit LoRAs from before/after pairs")
+    expect(_field(page, "train-preset")).to_have_value("Edit (before / after pairs)")
+    expect(custom).to_have_value(str(model))
     expect(page.locator("#train-licence")).to_contain_text("Non-Commercial License")
     for key, value in {"train-steps": 2, "train-resolution": 64, "train-rank": 4, "train-sample-every": 0}.items():
         _fill_number(page, key, value)

@@ -139,3 +139,30 @@ def test_a_dropdown_left_without_a_new_choice_keeps_the_typed_settings(tmp_path)
     proposed = dict(zip([getattr(o, "elem_id", None) for o in on_preset.outputs], out))
     assert proposed["train-steps"] == h.preset_values("portrait", "cpu", DEV_ID)[0]["schedule.max_steps"]
     assert out[-1] == ["flux1", "schnell", "portrait", "cpu", DEV_ID]  # the new basis
+
+
+def test_a_typed_model_folder_brings_its_family(tmp_path):
+    """A local model folder typed as the model: the tab switches to its family and variant (read from
+    its config files), with that family's presets and proposal, and keeps the folder; a folder of
+    the family shown, or anything that is not a model folder, only updates the licence."""
+    from studio.families import get_family
+    from studio.ui.build import build_ui
+
+    folder = str(get_family("flux1-kontext").build_tiny(tmp_path / "my kontext"))
+    assert mc.detected(folder) == ("flux1-kontext", "dev")
+    assert mc.detected("black-forest-labs/FLUX.1-Kontext-dev") is None and mc.detected(str(tmp_path)) is None
+    demo = build_ui(tmp_path / "data")
+    on_custom = next(f for f in demo.fns.values() if f.name == "on_custom")
+    ids = [getattr(o, "elem_id", None) for o in on_custom.outputs]
+    out = on_custom.fn(folder + " ", "demo", "portrait", SHOWN, "en")
+    answer = dict(zip(ids, out))
+    assert answer["train-family"] == "flux1-kontext" and answer["train-variant"]["value"] == "dev"
+    assert answer["train-preset"]["value"] == "edit" and answer["train-model-custom"] == folder
+    assert "Non-Commercial" in answer["train-licence"]
+    edit_steps = h.preset_values("edit", "cpu", folder, "flux1-kontext")[0]["schedule.max_steps"]
+    assert answer["train-steps"] == edit_steps and out[-1][:3] == ["flux1-kontext", "dev", "edit"]
+    again = dict(zip(ids, on_custom.fn(folder, answer["train-model"]["value"], "edit", out[-1], "en")))
+    assert "Non-Commercial" in again["train-licence"]
+    assert all(v == {"__type__": "update"} for k, v in again.items() if k != "train-licence")
+    elsewhere = dict(zip(ids, on_custom.fn("someone/FLUX.1-schnell-v2", "demo", "portrait", SHOWN, "en")))
+    assert "Apache-2.0" in elsewhere["train-licence"] and elsewhere["train-family"] == {"__type__": "update"}

@@ -165,10 +165,8 @@ def build(ctx: Context) -> None:
         comp.input(on_preset, [preset, tier, *model_in, basis, ctx.lang], proposal_out + [basis],
                    api_visibility="private")
 
-    def on_model(family_v, variant_v, preset_v, last, lang):
-        """A family or variant chosen: its variants, base models, presets and tier, then the proposal."""
-        if [family_v, variant_v] == last[:2]:
-            return [gr.skip()] * (len(model_out) + 1)
+    def model_update(family_v, variant_v, preset_v, custom_v, lang):
+        """The tab for a family and variant: its variants, base models, presets and tier, then the proposal."""
         gpu = h.detect_gpu()
         fam = h.model_choice
         variants = [name for _, name in fam.variant_choices(family_v, gpu, lang)]
@@ -179,18 +177,33 @@ def build(ctx: Context) -> None:
         preset_v = preset_v if preset_v in presets else (presets[0] if presets else None)
         return [gr.update(choices=fam.variant_choices(family_v, gpu, lang), value=variant_v),
                 fam.model_markdown(family_v, variant_v, gpu, lang),
-                gr.update(choices=_model_choices(family_v, variant_v), value=base_v), "",
+                gr.update(choices=_model_choices(family_v, variant_v), value=base_v), custom_v,
                 gr.update(choices=preset_choices(family=family_v, variant=variant_v), value=preset_v), tier_v,
-                h.licence_text(base_v, lang), *filled(preset_v, tier_v, family_v, variant_v, base_v, "", lang),
-                _basis(family_v, variant_v, preset_v, tier_v, base_v)]
+                h.licence_text(custom_v or base_v, lang),
+                *filled(preset_v, tier_v, family_v, variant_v, base_v, custom_v, lang),
+                family_v, _basis(family_v, variant_v, preset_v, tier_v, base_v)]
 
-    model_out = [variant, model_md, base, custom_base, preset, tier, licence] + proposal_out
+    def on_model(family_v, variant_v, preset_v, last, lang):
+        """A family or variant chosen (a model folder typed for another one is cleared)."""
+        if [family_v, variant_v] == last[:2]:
+            return [gr.skip()] * len(model_out)
+        return model_update(family_v, variant_v, preset_v, "", lang)
+
+    def on_custom(custom_v, base_v, preset_v, last, lang):
+        """A model folder typed: the tab follows its family and variant, read from its config files."""
+        found = h.model_choice.detected(custom_v)
+        if found is not None and list(found) != last[:2]:
+            return model_update(*found, preset_v, custom_v.strip(), lang)
+        answer = [gr.skip()] * len(model_out)
+        answer[model_out.index(licence)] = h.licence_text((custom_v or "").strip() or base_v, lang)
+        return answer
+
+    model_out = [variant, model_md, base, custom_base, preset, tier, licence] + proposal_out + [family, basis]
     for comp in (family, variant):
-        comp.input(on_model, [family, variant, preset, basis, ctx.lang], model_out + [basis], api_visibility="private")
+        comp.input(on_model, [family, variant, preset, basis, ctx.lang], model_out, api_visibility="private")
     base.change(lambda b, c, lang: h.licence_text(c or b, lang), [base, custom_base, ctx.lang], [licence],
                 api_visibility="private")
-    custom_base.blur(lambda b, c, lang: h.licence_text(c or b, lang), [base, custom_base, ctx.lang], [licence],
-                     api_visibility="private")
+    custom_base.blur(on_custom, [custom_base, base, preset, basis, ctx.lang], model_out, api_visibility="private")
 
     def reordered(fn):
         # Inputs arrive in `form` order (language first); guarded() wants the language last.
