@@ -86,7 +86,7 @@ def test_an_edit_lora_from_pairs(studio, browser, tmp_path):
     _tab(page, "3 · Train")
     custom = _field(page, "train-model-custom")
     custom.fill(str(model))
-    custom.press("Tab")
+    custom.blur()
     expect(_field(page, "train-family")).to_have_value("FLUX.1 Kontext [dev] · edit LoRAs from before/after pairs")
     expect(_field(page, "train-preset")).to_have_value("Edit (before / after pairs)")
     expect(custom).to_have_value(str(model))
