@@ -86,13 +86,14 @@ def test_an_edit_lora_from_pairs(studio, browser, tmp_path):
     _tab(page, "3 · Train")
     custom = _field(page, "train-model-custom")
     custom.fill(str(model))
-    custom.blur()
+    custom.press("Tab")  # on to the preset list: leaving it unchanged keeps the settings typed next
+    expect(page.locator("#train-family-text")).to_contain_text("FLUX.1 Kontext [dev]")
+    for key, value in {"train-steps": 2, "train-resolution": 64, "train-rank": 4, "train-sample-every": 0}.items():
+        _fill_number(page, key, value)
     expect(_field(page, "train-family")).to_have_value("FLUX.1 Kontext [dev] · edit LoRAs from before/after pairs")
     expect(_field(page, "train-preset")).to_have_value("Edit (before / after pairs)")
     expect(custom).to_have_value(str(model))
     expect(page.locator("#train-licence")).to_contain_text("Non-Commercial License")
-    for key, value in {"train-steps": 2, "train-resolution": 64, "train-rank": 4, "train-sample-every": 0}.items():
-        _fill_number(page, key, value)
     page.locator("#train-advanced").get_by_text("Advanced settings").first.click()
     for section in ("sample", "schedule"):
         page.locator(f"#adv-section-{section} button.label-wrap").first.click()
