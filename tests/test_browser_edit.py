@@ -10,6 +10,7 @@ own with try-it: before, with the LoRA and without it.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import zipfile
@@ -18,11 +19,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from test_browser import (_expect, _field, _fill_number, _open, _tab, browser, pytestmark,  # noqa: F401
-                          studio)
+from test_browser import (TRAIN_TIMEOUT_MS, _expect, _field, _fill_number, _open, _tab, browser,  # noqa: F401
+                          pytestmark, studio)
 
 INSTRUCTION = "flip it left to right"
-TRAIN_TIMEOUT_MS = 240_000
 
 
 def _picture(seed: int) -> Image.Image:
@@ -45,8 +45,6 @@ def _pairs_zip(folder: Path) -> Path:
 
 
 def _png(im: Image.Image) -> bytes:
-    import io
-
     buf = io.BytesIO()
     im.save(buf, "PNG")
     return buf.getvalue()
@@ -135,6 +133,7 @@ def test_an_edit_lora_from_pairs(studio, browser, tmp_path):
     page.get_by_role("button", name="Generate with and without the LoRA").click()
     for side in ("with", "without"):
         expect(page.locator(f"#results-try-{side} img")).to_be_visible(timeout=TRAIN_TIMEOUT_MS)
+    expect(given).to_have_attribute("src", re.compile(r"/mine\.png$"))  # the before, beside them
     drawn = sorted((run_dir / "tryit").glob("*/status.json"))
     status = json.loads(drawn[-1].read_text())
     assert status["state"] == "done" and np.array_equal(np.asarray(Image.open(status["before"])), np.asarray(
