@@ -97,6 +97,9 @@ def test_the_train_tabs_button_answers_every_field_it_names(tmp_path):
     assert answer["train-variant"]["value"] in [value for _, value in answer["train-variant"]["choices"]]
     assert answer["train-resolution"] in (256, 768, 1024) and out[-1].startswith("The proposal is in the form")
     assert answer["train-family"] == "flux1"  # the demo model without a GPU, FLUX.1 [dev] on a 24 GB card
+    # the new basis: the settings shown were proposed for this model, preset and tier
+    assert out[-2] == ["flux1", answer["train-variant"]["value"], answer["train-preset"]["value"], answer["train-tier"],
+                       model["value"]]
     missing = event.fn(None, "portrait", "flux1", "schnell", "demo", "en")
     assert all(isinstance(v, dict) for v in missing[:-1]) and "dataset" in missing[-1].lower()
 
@@ -136,7 +139,7 @@ def test_the_train_tabs_plan_follows_the_chosen_model(tmp_path, monkeypatch):
     h.upload_files(data, "cat", [str(p) for p in sorted(photos.iterdir())])
     demo = build_ui(data)
     plan_events = [f for f in demo.fns.values() if f.name == "on_plan"]
-    assert len(plan_events) == 3  # the base model chosen, and after a family or variant is chosen
+    assert len(plan_events) == 4  # the base model chosen, and after a family, variant or model folder is chosen
     klein = ("flux2-klein", "base-4b", "black-forest-labs/FLUX.2-klein-base-4B")
     assert "Proposed: FLUX.2 [klein] Base 4B" in plan_events[0].fn("cat", *klein, "en")
     assert "Proposed: FLUX.1 [dev]" in plan_events[0].fn("cat", "flux1", "schnell", "demo", "en")

@@ -13,6 +13,7 @@ from studio.ui.handlers import model_choice as mc
 
 RTX_4090 = ("NVIDIA GeForce RTX 4090", 23.99)
 DEV_ID = "black-forest-labs/FLUX.1-dev"
+SHOWN = ["flux1", "schnell", "portrait", "cpu", "demo"]  # the model, preset, tier and base a fresh tab shows
 
 
 class FakeEdit(FakeFamily):
@@ -112,12 +113,59 @@ def test_choosing_a_family_updates_the_tab(tmp_path):
     with registered():
         demo = build_ui(tmp_path)
         on_model = next(f.fn for f in demo.fns.values() if f.name == "on_model")
-        out = on_model("fakefam", "", "portrait", "en")
+        out = on_model("fakefam", "", "portrait", SHOWN, "en")
         assert out[0]["value"] == "small" and [v for _, v in out[0]["choices"]] == ["small", "large"]
         assert "Fake [small]" in out[1]
         assert out[2]["value"] == "fake-labs/fake-small"  # no GPU, and no demo model of this family
         assert "demo" not in [v for _, v in out[2]["choices"]]  # the demo model is FLUX.1's
         assert out[5] == "cpu"  # no GPU here
         assert "Apache-2.0" in out[6]
-        flux = on_model("flux1", "schnell", "portrait", "zh-CN")
+        assert out[-1] == ["fakefam", "small", "portrait", "cpu", "fake-labs/fake-small"]  # what is now shown
+        flux = on_model("flux1", "schnell", "portrait", out[-1], "zh-CN")
         assert flux[2]["value"] == "demo" and "时间步蒸馏" in flux[1]
+
+
+def test_a_dropdown_left_without_a_new_choice_keeps_the_typed_settings(tmp_path):
+    """Gradio sends a dropdown's "input" event whenever it loses focus (a click elsewhere, a Tab
+    through the form): the model, preset, tier or base model it shows is then the one the settings
+    were proposed for, and the settings typed since stay. A new choice proposes anew."""
+    from studio.ui.build import build_ui
+
+    demo = build_ui(tmp_path)
+    on_model = next(f for f in demo.fns.values() if f.name == "on_model")
+    on_preset = next(f for f in demo.fns.values() if f.name == "on_preset")
+    kept = on_model.fn("flux1", "schnell", "portrait", SHOWN, "en")
+    assert len(kept) == len(on_model.outputs) and all(v == {"__type__": "update"} for v in kept)
+    kept = on_preset.fn("portrait", "cpu", "flux1", "schnell", "demo", "", SHOWN, "en")
+    assert len(kept) == len(on_preset.outputs) and all(v == {"__type__": "update"} for v in kept)
+    out = on_preset.fn("portrait", "cpu", "flux1", "schnell", DEV_ID, "", SHOWN, "en")
+    proposed = dict(zip([getattr(o, "elem_id", None) for o in on_preset.outputs], out))
+    assert proposed["train-steps"] == h.preset_values("portrait", "cpu", DEV_ID)[0]["schedule.max_steps"]
+    assert out[-1] == ["flux1", "schnell", "portrait", "cpu", DEV_ID]  # the new basis
+
+
+def test_a_typed_model_folder_brings_its_family(tmp_path):
+    """A local model folder typed as the model: the tab switches to its family and variant (read from
+    its config files), with that family's presets and proposal, and keeps the folder; a folder of
+    the family shown, or anything that is not a model folder, only updates the licence."""
+    from studio.families import get_family
+    from studio.ui.build import build_ui
+
+    folder = str(get_family("flux1-kontext").build_tiny(tmp_path / "my kontext"))
+    assert mc.detected(folder) == ("flux1-kontext", "dev")
+    assert mc.detected("black-forest-labs/FLUX.1-Kontext-dev") is None and mc.detected(str(tmp_path)) is None
+    demo = build_ui(tmp_path / "data")
+    on_custom = next(f for f in demo.fns.values() if f.name == "on_custom")
+    ids = [getattr(o, "elem_id", None) for o in on_custom.outputs]
+    out = on_custom.fn(folder + " ", "demo", "portrait", SHOWN, "en")
+    answer = dict(zip(ids, out))
+    assert answer["train-family"] == "flux1-kontext" and answer["train-variant"]["value"] == "dev"
+    assert answer["train-preset"]["value"] == "edit" and answer["train-model-custom"] == folder
+    assert "Non-Commercial" in answer["train-licence"]
+    edit_steps = h.preset_values("edit", "cpu", folder, "flux1-kontext")[0]["schedule.max_steps"]
+    assert answer["train-steps"] == edit_steps and out[-1][:3] == ["flux1-kontext", "dev", "edit"]
+    again = dict(zip(ids, on_custom.fn(folder, answer["train-model"]["value"], "edit", out[-1], "en")))
+    assert "Non-Commercial" in again["train-licence"]
+    assert all(v == {"__type__": "update"} for k, v in again.items() if k != "train-licence")
+    elsewhere = dict(zip(ids, on_custom.fn("someone/FLUX.1-schnell-v2", "demo", "portrait", SHOWN, "en")))
+    assert "Apache-2.0" in elsewhere["train-licence"] and elsewhere["train-family"] == {"__type__": "update"}

@@ -122,3 +122,20 @@ def test_the_demo_model_proposes_a_short_run_and_real_models_keep_the_presets():
         real = h.proposed_config("style", "24gb", base).to_dict()
         preset = resolve({"model": {"base": base}}, preset="style", tier="24gb").to_dict()
         assert real == preset and real["schedule"]["max_steps"] >= 1000
+
+
+def test_the_dataset_picker_left_without_a_new_choice_redraws_nothing(filled):
+    """Gradio sends the picker's "input" event whenever it loses focus: the dataset the tabs show
+    again changes nothing (the Train tab would propose anew over the settings typed since);
+    another dataset is drawn in every tab."""
+    from studio.ui.build import build_ui
+
+    h.create_dataset(filled, "dog")
+    demo = build_ui(filled)
+    on_pick = next(f for f in demo.fns.values() if f.name == "on_dataset_pick")
+    values = [c.value for c in on_pick.inputs[3:]]  # the tabs' own fields, as the page starts
+    kept = on_pick.fn("cat", "cat", "en", *values)
+    assert len(kept) == len(on_pick.outputs) and all(v == {"__type__": "update"} for v in kept)
+    drawn = dict(zip([getattr(o, "elem_id", None) for o in on_pick.outputs], on_pick.fn("dog", "cat", "en", *values)))
+    assert drawn["dataset-gallery"] == [] and drawn["train-steps"] == h.DEMO_RUN["schedule"]["max_steps"]
+    assert on_pick.fn("dog", "cat", "en", *values)[-1] == "dog"  # now the dataset shown

@@ -74,23 +74,34 @@ def build_ui(data_dir: str | Path, max_upload_mb: int | None = None) -> gr.Block
         view_inputs = [c for _, inputs, _ in ctx.dataset_views for c in inputs]
         view_outputs = [c for _, _, outputs in ctx.dataset_views for c in outputs]
 
+        # The dataset the tabs show. Gradio sends the picker's "input" event each time it loses
+        # focus, chosen or not: the same dataset again redraws nothing, so what was typed stays.
+        shown = gr.State(None)
+
         def show_dataset(dataset, lang, *values):
             # Every tab's view of the chosen dataset in one answer (see Context.dataset_views).
             out, at = [], 0
             for fn, inputs, _ in ctx.dataset_views:
                 out += list(fn(dataset, lang, *values[at:at + len(inputs)]))
                 at += len(inputs)
-            return out
+            return [*out, dataset]
 
-        ctx.dataset.input(show_dataset, [ctx.dataset, ctx.lang, *view_inputs], view_outputs, api_visibility="private")
+        def on_dataset_pick(dataset, last, lang, *values):
+            if dataset == last:
+                return [gr.skip()] * (len(view_outputs) + 1)
+            return show_dataset(dataset, lang, *values)
+
+        ctx.dataset.input(on_dataset_pick, [ctx.dataset, shown, ctx.lang, *view_inputs], view_outputs + [shown],
+                          api_visibility="private")
         for made in (ctx.dataset_created, ctx.demo_dataset_added):
-            made.then(show_dataset, [ctx.dataset, ctx.lang, *view_inputs], view_outputs, api_visibility="private")
+            made.then(show_dataset, [ctx.dataset, ctx.lang, *view_inputs], view_outputs + [shown],
+                      api_visibility="private")
 
         # The page load answers everything at once: language, dataset list and choice, the lists
         # and texts each tab reads now, and every tab's view of the chosen dataset.
         late = [component for component, _ in ctx.on_load]
         load_outputs = [ctx.lang, ctx.dataset, *late]
-        load_outputs += [c for c in view_outputs if c not in load_outputs]
+        load_outputs += [c for c in view_outputs if c not in load_outputs] + [shown]
 
         def on_load(request: gr.Request, *values):
             lang = request_lang(request)
@@ -100,7 +111,7 @@ def build_ui(data_dir: str | Path, max_upload_mb: int | None = None) -> gr.Block
             answer = {ctx.lang: lang, ctx.dataset: gr.update(choices=names, value=chosen)}
             for component, fn in ctx.on_load:
                 answer[component] = fn(lang)
-            for component, value in zip(view_outputs, show_dataset(chosen, lang, *values)):
+            for component, value in zip(view_outputs + [shown], show_dataset(chosen, lang, *values)):
                 answer[component] = merged(answer[component], value) if component in answer else value
             return [answer.get(c, gr.skip()) for c in load_outputs]
 

@@ -34,8 +34,9 @@ def build(ctx: Context) -> None:
                              elem_id="results-try-input")
         try_run = gr.Button(L("results.try_run"))
         with gr.Row():
-            with_lora = gr.Image(label=L("results.try_with"), interactive=False)
-            without_lora = gr.Image(label=L("results.try_without"), interactive=False)
+            with_lora = gr.Image(label=L("results.try_with"), interactive=False, elem_id="results-try-with")
+            without_lora = gr.Image(label=L("results.try_without"), interactive=False,
+                                    elem_id="results-try-without")
         try_folder = gr.State(None)
         try_timer = gr.Timer(2.0, active=False)
     promoted = results_card.build(ctx, pick, refresh)

@@ -56,6 +56,11 @@ def _with_choices(f: dict, lang: str) -> dict:
             "preset": gr.update(choices=preset_choices(family=f["family"], variant=f["variant"]), value=f["preset"])}
 
 
+def _basis(family: str, variant: str, preset: str | None, tier: str, base: str) -> list:
+    """The model, preset, tier and base model the shown settings were proposed for or loaded with."""
+    return [family, variant, preset, tier, base]
+
+
 def build(ctx: Context) -> None:
     d, c = ctx.data_dir, ctx.components
     mc = h.model_choice
@@ -119,6 +124,10 @@ def build(ctx: Context) -> None:
             import_file = gr.File(label=L("train.import"), file_types=[".yaml", ".yml"], type="filepath")
             export = gr.DownloadButton(L("train.export"))
 
+    # Gradio sends a dropdown's "input" event each time it loses focus, changed or not (a click
+    # elsewhere, a Tab through the form): a choice equal to the basis re-proposes nothing, so the
+    # settings typed since stay.
+    basis = gr.State(_basis(family0, variant0, "portrait", suggested_tier, base0))
     names, setting_keys = h.form_names(), h.setting_keys()
     form, settings_out = c.of(TAB, names), c.of(TAB, setting_keys)
     preset, tier, base, custom_base, run_name = c.of(TAB, ("preset", "tier", "base", "custom_base", "run_name"))
@@ -133,7 +142,7 @@ def build(ctx: Context) -> None:
         model = h.form_model({"family": family_v, "variant": variant_v, "base": base_v, "custom_base": custom_v})
         return h.preset_values(preset_v, tier_v, model["base"], model["family"])
 
-    def on_preset(preset_v, tier_v, family_v, variant_v, base_v, custom_v, lang):
+    def filled(preset_v, tier_v, family_v, variant_v, base_v, custom_v, lang):
         try:
             proposed, text = proposal(preset_v, tier_v, family_v, variant_v, base_v, custom_v)
         except Exception:  # an unknown preset leaves the fields as they are
@@ -142,15 +151,22 @@ def build(ctx: Context) -> None:
         # every update it is sent (skips included), while an unchanged value costs nothing.
         return [*(proposed[k] for k in setting_keys), text, h.preset_text(preset_v, lang), h.tier_text(tier_v, lang)]
 
+    def on_preset(preset_v, tier_v, family_v, variant_v, base_v, custom_v, last, lang):
+        now = _basis(family_v, variant_v, preset_v, tier_v, base_v)
+        if now == last:
+            return [gr.skip()] * (len(proposal_out) + 1)
+        return [*filled(preset_v, tier_v, family_v, variant_v, base_v, custom_v, lang), now]
+
     proposal_out = settings_out + [yaml_view, preset_md, tier_md]
     model_in = [family, variant, base, custom_base]
     # .input, not .change: an imported or remembered config sets these too and must not be reset.
     # The base model counts too: the demo model gets a short run, a real model the preset's.
     for comp in (preset, tier, base):
-        comp.input(on_preset, [preset, tier, *model_in, ctx.lang], proposal_out, api_visibility="private")
+        comp.input(on_preset, [preset, tier, *model_in, basis, ctx.lang], proposal_out + [basis],
+                   api_visibility="private")
 
-    def on_model(family_v, variant_v, preset_v, lang):
-        """A family or variant chosen: its variants, base models, presets and tier, then the proposal."""
+    def model_update(family_v, variant_v, preset_v, custom_v, lang):
+        """The tab for a family and variant: its variants, base models, presets and tier, then the proposal."""
         gpu = h.detect_gpu()
         fam = h.model_choice
         variants = [name for _, name in fam.variant_choices(family_v, gpu, lang)]
@@ -159,20 +175,37 @@ def build(ctx: Context) -> None:
         tier_v = fam.suggested_tier(family_v, variant_v, base_v, gpu)
         presets = [name for _, name in preset_choices(family=family_v, variant=variant_v)]
         preset_v = preset_v if preset_v in presets else (presets[0] if presets else None)
-        filled = on_preset(preset_v, tier_v, family_v, variant_v, base_v, "", lang)
         return [gr.update(choices=fam.variant_choices(family_v, gpu, lang), value=variant_v),
                 fam.model_markdown(family_v, variant_v, gpu, lang),
-                gr.update(choices=_model_choices(family_v, variant_v), value=base_v), "",
+                gr.update(choices=_model_choices(family_v, variant_v), value=base_v), custom_v,
                 gr.update(choices=preset_choices(family=family_v, variant=variant_v), value=preset_v), tier_v,
-                h.licence_text(base_v, lang), *filled]
+                h.licence_text(custom_v or base_v, lang),
+                *filled(preset_v, tier_v, family_v, variant_v, base_v, custom_v, lang),
+                family_v, _basis(family_v, variant_v, preset_v, tier_v, base_v)]
 
-    model_out = [variant, model_md, base, custom_base, preset, tier, licence] + proposal_out
-    model_events = {comp: comp.input(on_model, [family, variant, preset, ctx.lang], model_out, api_visibility="private")
+    def on_model(family_v, variant_v, preset_v, last, lang):
+        """A family or variant chosen (a model folder typed for another one is cleared)."""
+        if [family_v, variant_v] == last[:2]:
+            return [gr.skip()] * len(model_out)
+        return model_update(family_v, variant_v, preset_v, "", lang)
+
+    def on_custom(custom_v, base_v, preset_v, last, lang):
+        """A model folder typed: the tab follows its family and variant, read from its config files."""
+        found = h.model_choice.detected(custom_v)
+        if found is not None and list(found) != last[:2]:
+            return model_update(*found, preset_v, custom_v.strip(), lang)
+        answer = [gr.skip()] * len(model_out)
+        answer[model_out.index(licence)] = h.licence_text((custom_v or "").strip() or base_v, lang)
+        return answer
+
+    model_out = [variant, model_md, base, custom_base, preset, tier, licence] + proposal_out + [family, basis]
+    model_events = {comp: comp.input(on_model, [family, variant, preset, basis, ctx.lang], model_out,
+                                     api_visibility="private")
                     for comp in (family, variant)}
     base.change(lambda b, c, lang: h.licence_text(c or b, lang), [base, custom_base, ctx.lang], [licence],
                 api_visibility="private")
-    custom_base.blur(lambda b, c, lang: h.licence_text(c or b, lang), [base, custom_base, ctx.lang], [licence],
-                     api_visibility="private")
+    model_events[custom_base] = custom_base.blur(on_custom, [custom_base, base, preset, basis, ctx.lang], model_out,
+                                                 api_visibility="private")
 
     def reordered(fn):
         # Inputs arrive in `form` order (language first); guarded() wants the language last.
@@ -197,16 +230,18 @@ def build(ctx: Context) -> None:
     check.click(reordered(on_check), form_in, [yaml_view, status, export], api_visibility="private")
     start.click(reordered(on_start), form_in, [yaml_view, status], api_visibility="private")
 
-    @guarded(len(form) + 2, status_index=-1)
+    @guarded(len(form) + 3, status_index=-1)
     def on_import(path, lang):
         if not path:
-            return [gr.skip()] * (len(form) + 2)
-        f = _with_choices(h.fields_from_config(h.import_config(path, lang)), lang)
-        return [*(f[n] for n in names), f["yaml"], h.t("train.imported", lang)]
+            return [gr.skip()] * (len(form) + 3)
+        fields = h.fields_from_config(h.import_config(path, lang))
+        f = _with_choices(fields, lang)
+        return [*(f[n] for n in names), f["yaml"], _basis(*(fields[n] for n in ("family", "variant", "preset", "tier",
+                                                                                "base"))), h.t("train.imported", lang)]
 
-    import_file.upload(on_import, [import_file, ctx.lang], form + [yaml_view, status], api_visibility="private")
+    import_file.upload(on_import, [import_file, ctx.lang], form + [yaml_view, basis, status], api_visibility="private")
 
-    @guarded(len(settings_out) + 10, status_index=-1)
+    @guarded(len(settings_out) + 11, status_index=-1)
     def on_apply_plan(dataset, preset_v, family_v, variant_v, base_v, lang):
         # The proposal's model (family, variant, base), tier, resolution, steps and batch size; the
         # user's preset stays when it suits the proposed model.
@@ -219,9 +254,9 @@ def build(ctx: Context) -> None:
                 gr.update(choices=_model_choices(fam, var), value=p["base"]),
                 gr.update(choices=preset_choices(family=fam, variant=var), value=p["preset"]), p["tier"], p["yaml"],
                 h.tier_text(p["tier"], lang), mc.model_markdown(fam, var, gpu, lang), h.licence_text(p["base"], lang),
-                p["message"]]
+                _basis(fam, var, p["preset"], p["tier"], p["base"]), p["message"]]
 
-    plan_out = [family, variant, base, preset, tier, yaml_view, tier_md, model_md, licence, status]
+    plan_out = [family, variant, base, preset, tier, yaml_view, tier_md, model_md, licence, basis, status]
     apply_plan.click(on_apply_plan, [ctx.dataset, preset, family, variant, base, ctx.lang], settings_out + plan_out,
                      api_visibility="private")
 
@@ -231,13 +266,13 @@ def build(ctx: Context) -> None:
 
     plan_in = [ctx.dataset, family, variant, base, ctx.lang]
     base.input(on_plan, plan_in, [plan_md], api_visibility="private")
-    for comp in (family, variant):  # after on_model has set the variant and base model
-        model_events[comp].then(on_plan, plan_in, [plan_md], api_visibility="private")
+    for event in model_events.values():  # after on_model / on_custom has set the family, variant and base model
+        event.then(on_plan, plan_in, [plan_md], api_visibility="private")
 
     fields_out = form + [yaml_view]
     texts_out = [preset_md, tier_md, licence, plan_md, model_md]
 
-    @guarded(len(fields_out) + len(texts_out) + 1, status_index=-1)
+    @guarded(len(fields_out) + len(texts_out) + 2, status_index=-1)
     def on_dataset(dataset, lang, family_v, variant_v, preset_v, tier_v, base_v, custom_v, run_v):
         # The settings of the newest job on this dataset; else the proposal with its trigger word.
         job = remembered.last_job(d, dataset)
@@ -262,7 +297,7 @@ def build(ctx: Context) -> None:
                  h.licence_text((custom_v or "").strip() or base_v, lang),
                  _plan(dataset, lang, family_v, variant_v, base_v),
                  mc.model_markdown(family_v, variant_v, h.detect_gpu(), lang)]
-        return [*fields, *texts, gr.skip()]
+        return [*fields, *texts, _basis(family_v, variant_v, preset_v, tier_v, base_v), gr.skip()]
 
     def _plan(dataset, lang, family_v=None, variant_v=None, base_v=None) -> str:
         try:
@@ -272,7 +307,7 @@ def build(ctx: Context) -> None:
         return plan_markdown(folder, h.detect_gpu(), lang, *chosen_model(family_v, variant_v, base_v))
 
     ctx.dataset_views.append((on_dataset, [family, variant, preset, tier, base, custom_base, run_name],
-                              fields_out + texts_out + [status]))
+                              fields_out + texts_out + [basis, status]))
     # Choices read when the page loads, and the detected GPU in the page's language.
     ctx.on_load += [(family, lambda lang: gr.update(choices=mc.family_choices(h.detect_gpu(), lang))),
                     (variant, lambda lang: gr.update(choices=mc.variant_choices(family0, h.detect_gpu(), lang))),

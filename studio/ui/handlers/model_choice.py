@@ -86,6 +86,18 @@ def base_choices(family_name: str, variant: str) -> list[str]:
     return ([DEMO] if demo_choice() == (family_name, variant) else []) + ids
 
 
+def detected(base: str) -> tuple[str, str] | None:
+    """(family, variant) of a local model folder, read from its config files; None for anything
+    else (a published name, a missing folder, a model no family knows)."""
+    from pathlib import Path
+
+    base = (base or "").strip()
+    if not base or base == DEMO or not Path(base).is_dir():
+        return None
+    found = chosen({"base": base})
+    return (found[0].name, found[1]) if found and found[1] else None
+
+
 def all_base_choices() -> list[str]:
     """Every base model any choice offers (what an imported config's base is matched against)."""
     return [DEMO] + [v.hub_id for f in families() for v in f.variants.values()]
