@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Family, ModelInfo, Variant, register
+from .base import Family, ModelInfo, Variant, block_counts, block_of, block_target_modules, register
 
 VARIANTS = {
     "dev": Variant(
@@ -54,8 +54,6 @@ TARGET_SETS = {
 TARGET_SETS["all_linear"] = TARGET_SETS["diffusers_default"] + [
     "proj_mlp", "proj_out", "norm.linear", "norm1.linear", "norm1_context.linear"]
 CLIP_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
-# Block containers of the transformer and the names the heat map and per-block rates use.
-BLOCKS = {"transformer_blocks": "double", "single_transformer_blocks": "single"}
 TRANSFORMER_CLASS = "FluxTransformer2DModel"
 
 
@@ -78,40 +76,10 @@ def guess_variant(name: str) -> str:
     return "schnell" if "schnell" in str(name or "").lower() else "dev"
 
 
-def block_of(param_name: str) -> str:
-    """'transformer_blocks.3.attn…' → 'double.3'; 'single_transformer_blocks.10…' → 'single.10'."""
-    parts = param_name.split(".")
-    for i, part in enumerate(parts[:-1]):
-        if part in BLOCKS:
-            return f"{BLOCKS[part]}.{parts[i + 1]}"
-    return "text_encoder" if "text_model" in param_name else "other"
-
-
 def target_modules(lora, transformer) -> list[str]:
     """Full module names that get a LoRA (explicit names, so block selection is exact).
     `lora`: the config's LoraConfig section (targets, target_modules, double/single_blocks)."""
-    import torch
-
-    suffixes = lora.target_modules or TARGET_SETS[lora.targets]
-    chosen = {"transformer_blocks": lora.double_blocks, "single_transformer_blocks": lora.single_blocks}
-    names = []
-    for name, module in transformer.named_modules():
-        if not isinstance(module, torch.nn.Linear):
-            continue
-        parts = name.split(".")
-        if parts[0] not in chosen:
-            continue  # LoRA on blocks only: embedders and the final layer stay frozen
-        allowed = chosen[parts[0]]
-        if allowed is not None and int(parts[1]) not in allowed:
-            continue
-        rest = ".".join(parts[2:])
-        if any(rest == s or rest.endswith("." + s) for s in suffixes):
-            names.append(name)
-    return names
-
-
-def block_counts(transformer) -> dict[str, int]:
-    return {"double": len(transformer.transformer_blocks), "single": len(transformer.single_transformer_blocks)}
+    return block_target_modules(lora, transformer, TARGET_SETS)
 
 
 def pack(latents):
