@@ -5,7 +5,6 @@ FLUX.2 objective computed with the diffusers pipeline's own helpers, learning, b
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from pathlib import Path
 
@@ -14,11 +13,14 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import Events, tiny_config
+from conftest import Events, force_avx512_bf16, tiny_config
+from engine_checks import (assert_lora_changes_output, assert_resume_is_bitwise_exact, assert_same_delta_weights,
+                           assert_step_matches, flux2_objective, memorising_settings, one_step, quiet_pipeline,
+                           resume_settings, shifted_transformer_file, worker_job)
 from faulty_trainer import FaultHooks
 from studio.config import resolve
-from studio.engine import build_state, train
-from studio.events import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from studio.engine import train
+from studio.events import EXIT_FAILED, EXIT_OK
 from studio.families.base import get_family, inspect_model
 
 pytestmark = pytest.mark.engine
@@ -54,9 +56,7 @@ def run(cfg_dict, run_dir, data_dir, resume=False, fault=""):
 def pipeline(model):
     from diffusers import Flux2KleinPipeline
 
-    pipe = Flux2KleinPipeline.from_pretrained(str(model))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return quiet_pipeline(Flux2KleinPipeline, model)
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +68,8 @@ def klein(tmp_path_factory) -> Path:
 def trained(klein, tmp_path_factory):
     """One training run shared by the learning and file tests."""
     root = tmp_path_factory.mktemp("klein-trained")
-    cfg = tiny_config(klein, squares(root / "ds"), root / "out", optimizer={"lr": 1e-2},
-                      lora={"rank": 8, "alpha": 8, "targets": "all_linear"},
-                      schedule={"max_steps": 50, "scheduler": "constant", "warmup_steps": 0},
+    cfg = tiny_config(klein, squares(root / "ds"), root / "out",
+                      **memorising_settings(lr=1e-2, rank=8, max_steps=50),
                       training={"timestep_sampling": "resolution_shift", "batch_size": 2},
                       sample={"guidance": 4.0})
     code, events = run(cfg, root / "out" / "run", root / "data")
@@ -109,14 +108,9 @@ def test_detected_from_configs_and_key_names(klein, tmp_path):
 
 def test_single_file_transformer_replaces_the_folders(klein, tmp_path):
     from diffusers import Flux2Transformer2DModel
-    from safetensors.torch import save_file
 
-    other = Flux2Transformer2DModel.from_pretrained(str(klein), subfolder="transformer")
-    with torch.no_grad():
-        for p in other.parameters():
-            p.add_(0.01)
     single = tmp_path / "klein-finetune.safetensors"
-    save_file(other.state_dict(), str(single))
+    other = shifted_transformer_file(Flux2Transformer2DModel, klein, single)
     pipe = KLEIN.load(inspect_model(str(klein)), str(single))
     assert torch.equal(pipe.transformer.x_embedder.weight, other.x_embedder.weight)
     assert not pipe.transformer.x_embedder.weight.requires_grad
@@ -146,41 +140,13 @@ def test_step_equals_the_flux2_objective(klein, tmp_path):
     own helpers (prompt encoding, VAE latents with batch-norm, patch packing, 4-D ids, the shift)."""
     from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
 
-    from studio.train.step import loss as step_loss
-
     folder = squares(tmp_path / "one", count=1)
     cfg = resolve(tiny_config(klein, folder, tmp_path / "out", lora={"rank": 4, "alpha": 8},
                               training={"timestep_sampling": "resolution_shift"}), tier="cpu")
-    trainer = build_state(cfg, tmp_path / "run", Events(), data_dir=tmp_path / "data")
-    torch.manual_seed(0)
-    for p in trainer.lora_params:  # B non-zero: every LoRA path matters
-        p.data.normal_(0, 0.05)
-    state = trainer.generator.get_state()
-    loss = step_loss(trainer, trainer.plan[0])
-    loss.backward()
-    grads = [p.grad.clone() for p in trainer.lora_params]
-    trainer.optimizer.zero_grad(set_to_none=True)
-
-    pipe = pipeline(klein)
-    gen = torch.Generator().manual_seed(0)
-    gen.set_state(state)
-    with torch.no_grad():
-        embeds, text_ids = pipe.encode_prompt(prompt=CAPTIONS[0], max_sequence_length=512)
-        x0 = pipe._encode_vae_image(pixels(folder / "pic_0.png"), generator=None)  # mode, patchify, batch norm
-    noise = torch.randn(x0.shape, generator=gen)
-    sigma = torch.sigmoid(torch.randn((1,), generator=gen) * cfg.training.logit_std)
-    shift = math.exp(compute_empirical_mu(x0.shape[2] * x0.shape[3], 50))
-    t = shift * sigma / (1 + (shift - 1) * sigma)
-    noisy = (1 - t) * x0 + t * noise
-    ids = pipe._prepare_latent_ids(noisy)
-    pred = trainer.transformer(hidden_states=pipe._pack_latents(noisy), timestep=t, guidance=None,
-                               encoder_hidden_states=embeds, txt_ids=text_ids, img_ids=ids, return_dict=False)[0]
-    pred = pipe._unpack_latents_with_ids(pred, ids)
-    expected = ((pred - (noise - x0)) ** 2).mean()
-    expected.backward()
-    assert abs(loss.item() - expected.item()) < 1e-5 * max(1.0, expected.item())
-    for p, g in zip(trainer.lora_params, grads):
-        torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-6)
+    trainer, loss, grads, state = one_step(cfg, tmp_path / "run", tmp_path / "data")
+    expected = flux2_objective(pipeline(klein), trainer, cfg, CAPTIONS[0], pixels(folder / "pic_0.png"), state,
+                               compute_empirical_mu)
+    assert_step_matches(trainer, loss, grads, expected, 1e-5 * max(1.0, expected.item()), rtol=1e-4, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- learning and files
@@ -226,13 +192,7 @@ def test_diffusers_file_loads_changes_output_and_weight_zero_is_base(trained, kl
         return pipe(prompt=CAPTIONS[0], num_inference_steps=2, height=64, width=64, guidance_scale=1.0,
                     generator=torch.Generator().manual_seed(7), output_type="np").images[0]
 
-    base = generate()
-    pipe.load_lora_weights(str(run_dir / "test-lora.safetensors"), adapter_name="mine")
-    with_lora = generate()
-    pipe.set_adapters(["mine"], adapter_weights=[0.0])
-    weight_zero = generate()
-    assert np.abs(with_lora - base).mean() > 1e-3
-    np.testing.assert_array_equal(weight_zero, base)
+    with_lora = assert_lora_changes_output(pipe, run_dir / "test-lora.safetensors", generate)
     # the ComfyUI file, read by diffusers' kohya FLUX.2 converter, is the same adapter
     other = pipeline(klein)
     other.load_lora_weights(str(run_dir / "test-lora-comfyui.safetensors"), adapter_name="comfy")
@@ -245,10 +205,9 @@ def test_both_files_same_delta_metadata_and_verify(trained):
 
     run_dir, _, events = trained
     diffusers_file, comfy_file = run_dir / "test-lora.safetensors", run_dir / "test-lora-comfyui.safetensors"
-    a, b = KLEIN.delta_weights(diffusers_file), KLEIN.delta_weights(comfy_file)
-    assert set(a) == set(b) and any(".to_q" in k for k in a) and any("to_qkv_mlp_proj" in k for k in a)
-    for name in a:
-        torch.testing.assert_close(b[name], a[name], atol=1e-6, rtol=1e-5)
+    a = KLEIN.delta_weights(diffusers_file)
+    assert any(".to_q" in k for k in a) and any("to_qkv_mlp_proj" in k for k in a)
+    assert_same_delta_weights(a, KLEIN.delta_weights(comfy_file))
     for path in (diffusers_file, comfy_file):
         meta = read_metadata(path)
         assert (meta["model_family"], meta["model_variant"], meta["modelspec.license"]) == ("flux2-klein", "base-4b",
@@ -313,21 +272,9 @@ def test_comfyui_keys_match_the_full_size_key_map(tmp_path):
 
 
 def test_resume_is_bitwise_exact(klein, tmp_path):
-    cfg = tiny_config(klein, squares(tmp_path / "ds", count=2), tmp_path / "out",
-                      schedule={"max_steps": 6, "scheduler": "cosine", "warmup_steps": 2},
-                      training={"ema": True}, dataset={"caption_dropout": 0.3}, lora={"dropout": 0.1})
-    code, _ = run(cfg, tmp_path / "straight", tmp_path / "data")
-    assert code == EXIT_OK
-    code, events = run(cfg, tmp_path / "resumed", tmp_path / "data", fault="sigterm@3")
-    assert code == EXIT_INTERRUPTED and events.of("checkpoint")[-1]["step"] == 3
-    code, events = run(cfg, tmp_path / "resumed", tmp_path / "data", resume=True)
-    assert code == EXIT_OK and events.of("start")[0]["start_step"] == 3
-    from safetensors.torch import load_file
-    a = load_file(str(tmp_path / "straight" / "test-lora.safetensors"))
-    b = load_file(str(tmp_path / "resumed" / "test-lora.safetensors"))
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    cfg = tiny_config(klein, squares(tmp_path / "ds", count=2), tmp_path / "out", **resume_settings(6))
+    assert_resume_is_bitwise_exact(lambda cfg, run_dir, **kw: run(cfg, run_dir, tmp_path / "data", **kw), cfg,
+                                   tmp_path, at=3)
 
 
 def test_text_encoder_lora_is_refused_with_a_clear_message(klein, tmp_path):
@@ -340,16 +287,9 @@ def test_text_encoder_lora_is_refused_with_a_clear_message(klein, tmp_path):
 
 
 def test_worker_runs_a_klein_job(klein, tmp_path):
-    from studio.jobs import JobStore
-    from studio.worker import Worker
-
     config = resolve(tiny_config(klein, squares(tmp_path / "ds"), tmp_path / "out", schedule={"max_steps": 3},
                                  save={"every": 2, "run_name": "klein"}), tier="cpu")
-    store = JobStore(tmp_path / "data")
-    job_id = store.create_job("klein", config.to_dict())
-    Worker(tmp_path / "data", poll_interval=0.1).run_once()  # the default `python -m studio train`
-    job = store.get_job(job_id)
-    assert job["status"] == "succeeded", (job["error_message"], job["advice"])
+    store, job_id, job = worker_job(tmp_path / "data", "klein", config)
     assert job["exit_code"] == 0 and job["step"] == 3 and len(job["files"]) == 2
     assert all(Path(job["run_dir"], f).is_file() for f in job["files"])
     start = store.events(job_id, types=["start"])[0]
@@ -359,32 +299,17 @@ def test_worker_runs_a_klein_job(klein, tmp_path):
 @pytest.mark.parametrize("tier, precision, avx512_bf16", [("12gb", "nf4", False), ("12gb", "nf4", True),
                                                          ("16gb", "int8", False)],
                          ids=["nf4-cpu", "nf4-cpu-avx512bf16", "int8-cpu"])
-def test_quantised_base_trains_and_saves(klein, tmp_path, monkeypatch, tier, precision, avx512_bf16):
+def test_quantised_base_trains_and_saves(klein, tmp_path, monkeypatch, cpu_quantisation, tier, precision,
+                                         avx512_bf16):
     """The 12 and 16 GB tiers' quantised bases (bitsandbytes NF4 / int8) through the engine, on the
-    CPU kernels with the same two GPU guards lifted as tests/test_quantised_cpu.py lifts. NF4 runs
+    CPU kernels with the two GPU guards lifted (conftest's cpu_quantisation, as in tests/test_quantised_cpu.py). NF4 runs
     both as on this CPU and as on one with AVX512-BF16 (bitsandbytes' flag forced), where the
     packed inference kernel must never be entered."""
     pytest.importorskip("bitsandbytes", reason="bitsandbytes is in requirements.txt")
-    from bitsandbytes.nn import modules
-
-    monkeypatch.setattr(modules, "has_avx512bf16", lambda: avx512_bf16)
-    packed = []
-    original_pack = modules._convert_weight_packed_for_cpu
-    monkeypatch.setattr(modules, "_convert_weight_packed_for_cpu",
-                        lambda *a, **k: packed.append(a[1].shape) or original_pack(*a, **k))
     from accelerate.state import AcceleratorState
-    from diffusers.quantizers.bitsandbytes import bnb_quantizer
     from peft.tuners.lora import bnb as peft_bnb
 
-    from studio.train import loop, state
-
-    for cls in (bnb_quantizer.BnB4BitDiffusersQuantizer, bnb_quantizer.BnB8BitDiffusersQuantizer):
-        monkeypatch.setattr(cls, "validate_environment", lambda self, *a, **k: None)
-        monkeypatch.setattr(cls, "update_device_map", lambda self, device_map: {"": "cpu"})
-    monkeypatch.setattr(state, "gpu_only_settings", lambda cfg: [])
-    built = {}
-    original = loop.build_state
-    monkeypatch.setattr(loop, "build_state", lambda *a, **k: built.setdefault("state", original(*a, **k)))
+    packed = force_avx512_bf16(monkeypatch, avx512_bf16)
     cfg = resolve(tiny_config(klein, squares(tmp_path / "ds"), tmp_path / "out", schedule={"max_steps": 2},
                               memory={"device": "auto", "base_precision": precision},
                               optimizer={"name": "adamw", "lr": 1e-3}), tier=tier)
@@ -395,9 +320,10 @@ def test_quantised_base_trains_and_saves(klein, tmp_path, monkeypatch, tier, pre
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
     assert code == EXIT_OK, events.of("error")
-    layer = built["state"].transformer.single_transformer_blocks[0].attn.to_qkv_mlp_proj
+    transformer = cpu_quantisation["trainer"].transformer
+    layer = transformer.single_transformer_blocks[0].attn.to_qkv_mlp_proj
     assert isinstance(layer, peft_bnb.Linear4bit if precision == "nf4" else peft_bnb.Linear8bitLt)
     assert packed == []  # samples and steps stayed on the dequantising kernels on either CPU
-    assert not any(getattr(m, "support_avx512bf16_for_cpu", False) for m in built["state"].transformer.modules())
+    assert not any(getattr(m, "support_avx512bf16_for_cpu", False) for m in transformer.modules())
     for path in events.of("done")[-1]["files"]:
         assert KLEIN.validate(path).rank == 4

@@ -10,12 +10,14 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from conftest import Events, make_images, tiny_config
-from faulty_trainer import FaultHooks
+from conftest import make_images, tiny_config
+from engine_checks import (assert_lora_changes_output, assert_resume_is_bitwise_exact, assert_same_delta_weights,
+                           assert_step_matches, memorising_settings, one_step, quiet_pipeline, replay,
+                           resume_settings, run_with_data_folder, worker_job)
 from studio.config import ConfigError, resolve
-from studio.engine import build_state, train
-from studio.events import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from studio.events import EXIT_FAILED, EXIT_OK
 from studio.train.step import loss as step_loss
+from test_engine import run
 
 INSTRUCTION = "flip it left to right"
 
@@ -48,11 +50,6 @@ def edit_config(model_dir, pairs, out, **sections):
     return tiny_config(model_dir, pairs, out, **deep_merge({"sample": {"prompts": [INSTRUCTION]}}, sections))
 
 
-def run(cfg_dict, run_dir, resume=False, fault=""):
-    events = Events()
-    return train(resolve(cfg_dict, tier="cpu"), run_dir, events, resume=resume, hooks=FaultHooks(fault)), events
-
-
 def test_detected_by_its_pipeline(kontext_model):
     from studio.families import inspect_model
 
@@ -72,19 +69,10 @@ def test_one_step_matches_the_kontext_objective(kontext_model, tmp_path, studio_
 
     dataset = make_pairs(tmp_path / "pairs", count=1, control_size=(128, 128))
     cfg = resolve(edit_config(kontext_model, dataset, tmp_path / "out", lora={"rank": 4, "alpha": 8}), tier="cpu")
-    trainer = build_state(cfg, tmp_path / "run", Events())
-    torch.manual_seed(0)
-    for p in trainer.lora_params:  # make B non-zero so every LoRA path matters
-        p.data.normal_(0, 0.05)
+    trainer, loss, grads, state = one_step(cfg, tmp_path / "run")
     ids = trainer.plan[0]
-    state = trainer.generator.get_state()
-    loss = step_loss(trainer, ids)
-    loss.backward()
-    grads = [p.grad.clone() for p in trainer.lora_params]
-    trainer.optimizer.zero_grad(set_to_none=True)
 
-    gen = torch.Generator().manual_seed(0)
-    gen.set_state(state)
+    gen = replay(state)
     pipe = FluxKontextPipeline.from_pretrained(str(kontext_model))
     vae = pipe.vae.config
 
@@ -114,12 +102,7 @@ def test_one_step_matches_the_kontext_objective(kontext_model, tmp_path, studio_
                                encoder_hidden_states=embeds, txt_ids=text_ids,
                                img_ids=torch.cat([img_ids, ref_ids]), return_dict=False)[0][:, :n_target]
     pred = FluxKontextPipeline._unpack_latents(pred, h * 8, w * 8, 8)
-    expected = ((pred - (noise - latents)) ** 2).mean()
-    expected.backward()
-
-    assert abs(loss.item() - expected.item()) < 1e-5
-    for p, g in zip(trainer.lora_params, grads):
-        torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-5)
+    assert_step_matches(trainer, loss, grads, ((pred - (noise - latents)) ** 2).mean())
     # the reference tokens condition the prediction: another control gives another loss
     trainer.caches.controls[ids[0]] = torch.randn_like(trainer.caches.controls[ids[0]])
     trainer.generator.set_state(state)
@@ -134,23 +117,17 @@ def test_one_step_matches_the_kontext_objective(kontext_model, tmp_path, studio_
 def trained(kontext_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("trained-kontext")
     dataset = make_pairs(root / "pairs", count=2)
-    cfg = edit_config(kontext_model, dataset, root / "out", optimizer={"lr": 3e-3},
-                      lora={"rank": 8, "alpha": 8, "targets": "all_linear"},
-                      schedule={"max_steps": 80, "scheduler": "constant", "warmup_steps": 0},
+    cfg = edit_config(kontext_model, dataset, root / "out", **memorising_settings(lr=3e-3, rank=8, max_steps=80),
                       sample={"every": 40, "at_start": True})
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("STUDIO_DATA", str(root / "data"))
-        code, events = run(cfg, root / "out" / "run")
+    run_dir, code, events = run_with_data_folder(run, cfg, root)
     assert code == EXIT_OK, events.of("error")
-    return root / "out" / "run", dataset, events
+    return run_dir, dataset, events
 
 
 def kontext_pipe(model):
     from diffusers import FluxKontextPipeline
 
-    pipe = FluxKontextPipeline.from_pretrained(str(model))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return quiet_pipeline(FluxKontextPipeline, model)
 
 
 def memorisation_error(pipe, dataset: Path, stem: str) -> float:
@@ -208,13 +185,7 @@ def test_diffusers_file_loads_in_the_kontext_pipeline(trained, kontext_model):
                     num_inference_steps=2, guidance_scale=2.5, max_sequence_length=64,
                     generator=torch.Generator().manual_seed(7), output_type="np").images[0]
 
-    base = edit()
-    pipe.load_lora_weights(str(run_dir / "test-lora.safetensors"), adapter_name="edit")
-    with_lora = edit()
-    pipe.set_adapters(["edit"], adapter_weights=[0.0])
-    at_zero = edit()
-    assert np.abs(with_lora - base).mean() > 1e-3
-    np.testing.assert_array_equal(at_zero, base)
+    assert_lora_changes_output(pipe, run_dir / "test-lora.safetensors", edit)
     for name in ("test-lora.safetensors", "test-lora-comfyui.safetensors"):
         with safe_open(str(run_dir / name), "pt") as f:
             meta = f.metadata()
@@ -226,32 +197,16 @@ def test_comfyui_file_has_the_same_delta_weights(trained):
     from studio.lora_files import delta_weights
 
     run_dir = trained[0]
-    diffusers_dw = delta_weights(run_dir / "test-lora.safetensors")
-    comfy_dw = delta_weights(run_dir / "test-lora-comfyui.safetensors")
-    assert set(diffusers_dw) == set(comfy_dw) and diffusers_dw
-    for name, dw in diffusers_dw.items():
-        torch.testing.assert_close(comfy_dw[name], dw, atol=1e-6, rtol=1e-5)
+    assert_same_delta_weights(delta_weights(run_dir / "test-lora.safetensors"),
+                              delta_weights(run_dir / "test-lora-comfyui.safetensors"))
 
 
 # --------------------------------------------------------------------------- resume, refusals, the worker
 
 
 def test_resume_is_bitwise_exact(kontext_model, tmp_path, studio_data):
-    dataset = make_pairs(tmp_path / "pairs", count=3)
-    cfg = edit_config(kontext_model, dataset, tmp_path / "out", schedule={"max_steps": 8, "scheduler": "cosine",
-                      "warmup_steps": 2}, training={"ema": True}, dataset={"caption_dropout": 0.3},
-                      lora={"dropout": 0.1}, save={"every": 0})
-    assert run(cfg, tmp_path / "straight")[0] == EXIT_OK
-    code, events = run(cfg, tmp_path / "resumed", fault="sigterm@4")
-    assert code == EXIT_INTERRUPTED and events.of("checkpoint")[-1]["step"] == 4
-    code, events = run(cfg, tmp_path / "resumed", resume=True)
-    assert code == EXIT_OK and events.of("start")[0]["start_step"] == 4
-    from safetensors.torch import load_file
-    a = load_file(str(tmp_path / "straight" / "test-lora.safetensors"))
-    b = load_file(str(tmp_path / "resumed" / "test-lora.safetensors"))
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    cfg = edit_config(kontext_model, make_pairs(tmp_path / "pairs", count=3), tmp_path / "out", **resume_settings(8))
+    assert_resume_is_bitwise_exact(run, cfg, tmp_path, at=4)
 
 
 def test_a_dataset_without_pairs_is_refused_by_name(kontext_model, tmp_path, studio_data):
@@ -274,8 +229,6 @@ def test_targets_without_a_control_are_skipped_with_a_warning(kontext_model, tmp
 @pytest.mark.engine
 def test_worker_runs_an_edit_job_from_an_imported_pairs_dataset(kontext_model, tmp_path):
     from studio.data.ingest import ingest
-    from studio.jobs import JobStore
-    from studio.worker import Worker
 
     upload = tmp_path / "upload"
     make_pairs(upload / "source", count=2, control_size=(320, 320))
@@ -292,11 +245,7 @@ def test_worker_runs_an_edit_job_from_an_imported_pairs_dataset(kontext_model, t
     config = resolve(edit_config(kontext_model, tmp_path / "data" / "datasets" / "edits", tmp_path / "out",
                                  schedule={"max_steps": 3}, save={"every": 2, "run_name": "edit"},
                                  sample={"at_start": True}), tier="cpu")
-    store = JobStore(tmp_path / "data")
-    job_id = store.create_job("edit", config.to_dict())
-    Worker(tmp_path / "data", poll_interval=0.1).run_once()
-    job = store.get_job(job_id)
-    assert job["status"] == "succeeded", (job["error_message"], job["advice"])
+    store, job_id, job = worker_job(tmp_path / "data", "edit", config)
     assert job["step"] == 3 and len(job["files"]) == 2
     samples = store.events(job_id, types=["sample"])
     assert samples and all(Path(job["run_dir"], e["path"]).is_file() for e in samples)
