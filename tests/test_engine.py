@@ -254,6 +254,8 @@ def test_model_dependent_validation(tiny_model, tmp_path, studio_data):
     assert code == EXIT_FAILED and events.of("error")[0]["code"] == "GUIDANCE_UNSUPPORTED"
     code, events = run(tiny_config(tiny_model, dataset, tmp_path / "o", lora={"single_blocks": [7]}), tmp_path / "r3")
     assert code == EXIT_FAILED and events.of("error")[0]["code"] == "BLOCK_OUT_OF_RANGE"
+    singles = json.loads((tiny_model / "transformer" / "config.json").read_text())["num_single_layers"]
+    assert f"this model has {singles} single blocks" in events.of("error")[0]["message"]  # the model's own count
     code, events = run(tiny_config(tiny_model, tmp_path / "missing", tmp_path / "o"), tmp_path / "r4")
     assert code == EXIT_FAILED and events.of("error")[0]["code"] == "NO_IMAGES"
 

@@ -92,7 +92,7 @@ class Family:
     tier_min_gib: tuple = ()             # ((tier, smallest GPU GiB), …), largest first (see tier_for)
     min_gpu_gib: float = 0.0             # below this no tier trains the family (0: the 8gb tier always can)
     weight_gib: dict[str, float] = {}    # the transformer's weights per precision
-    tokens_name: str = "T5"              # whose tokens a caption's token limit counts (messages)
+    tokens_name: str = "text-encoder"    # whose tokens a caption's token limit counts (messages): "T5"
     kind: str = "text-to-image"          # or "edit": trains on before/after pairs (control images)
     # Config sections applied on top of any preset when this family is chosen (its learning rate,
     # resolution, timestep shift…); the memory tier and the user's own settings still win.

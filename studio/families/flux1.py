@@ -101,6 +101,7 @@ class Flux1(Family):
     name = "flux1"
     title = "FLUX.1"
     pipeline_class_name = "FluxPipeline"
+    tokens_name = "T5"  # the token limit is T5's (CLIP's 77 tokens only feed the pooled vector)
     variants = VARIANTS
     target_sets = TARGET_SETS
     text_encoder_targets = CLIP_LORA_TARGETS
