@@ -97,7 +97,47 @@ def image_ids(batch: int, height: int, width: int, device, dtype):
     return FluxPipeline._prepare_latent_image_ids(batch, height // 2, width // 2, device, dtype)
 
 
-class Flux1(Family):
+class Flux1Files:
+    """FLUX.1's LoRA files and the architecture facts that check them: the writer and reader in
+    studio/lora_files.py, the key maps in flux1_layouts.py, the shapes in flux1_shapes.py, the offline
+    model in flux1_tiny.py (all imported on use: they pull in torch)."""
+
+    # ------------------------------------------------------------ LoRA files
+    def write_lora(self, *args, **kwargs):
+        from ..lora_files import save_lora
+        return save_lora(*args, **kwargs)
+
+    def validate(self, path):
+        from ..lora_files import validate_lora_file
+        return validate_lora_file(path)
+
+    def delta_weights(self, path, **kwargs):
+        from ..lora_files import delta_weights
+        return delta_weights(path, **kwargs)
+
+    def full_config(self, variant: str) -> dict:
+        from .flux1_shapes import FLUX1_FULL
+        return {**FLUX1_FULL, "guidance_embeds": variant != "schnell"}
+
+    def meta_transformer(self, config: dict):
+        from .flux1_shapes import meta_transformer
+        return meta_transformer(config)
+
+    def comfy_shapes(self, config: dict) -> dict:
+        from .flux1_shapes import bfl_linear_shapes
+        return bfl_linear_shapes(config)
+
+    def lora_factors(self, path) -> dict:
+        from .flux1_layouts import lora_factors
+        return lora_factors(path)
+
+    # ------------------------------------------------------------ the offline model
+    def build_tiny(self, out_dir, size: str = "tiny", variant: str = "schnell", seed: int = 0) -> Path:
+        from .flux1_tiny import build_demo_model
+        return build_demo_model(out_dir, size=size, dev=variant == "dev", seed=seed)
+
+
+class Flux1(Flux1Files, Family):
     name = "flux1"
     title = "FLUX.1"
     pipeline_class_name = "FluxPipeline"
@@ -286,40 +326,6 @@ class Flux1(Family):
     def sample_image_args(self, control, size) -> dict:
         """The pipeline's extra arguments for an input image; FLUX.1 text-to-image takes none."""
         return {}
-
-    # ------------------------------------------------------------ LoRA
-    def write_lora(self, *args, **kwargs):
-        from ..lora_files import save_lora
-        return save_lora(*args, **kwargs)
-
-    def validate(self, path):
-        from ..lora_files import validate_lora_file
-        return validate_lora_file(path)
-
-    def delta_weights(self, path, **kwargs):
-        from ..lora_files import delta_weights
-        return delta_weights(path, **kwargs)
-
-    def full_config(self, variant: str) -> dict:
-        from .flux1_shapes import FLUX1_FULL
-        return {**FLUX1_FULL, "guidance_embeds": variant != "schnell"}
-
-    def meta_transformer(self, config: dict):
-        from .flux1_shapes import meta_transformer
-        return meta_transformer(config)
-
-    def comfy_shapes(self, config: dict) -> dict:
-        from .flux1_shapes import bfl_linear_shapes
-        return bfl_linear_shapes(config)
-
-    def lora_factors(self, path) -> dict:
-        from .flux1_layouts import lora_factors
-        return lora_factors(path)
-
-    # ------------------------------------------------------------ the offline model
-    def build_tiny(self, out_dir, size: str = "tiny", variant: str = "schnell", seed: int = 0) -> Path:
-        from .flux1_tiny import build_demo_model
-        return build_demo_model(out_dir, size=size, dev=variant == "dev", seed=seed)
 
 
 FLUX1 = register(Flux1())
