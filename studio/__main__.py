@@ -217,11 +217,18 @@ def cmd_presets(args) -> int:
     return EXIT_OK
 
 
+def command(sub, func, name: str, **kwargs) -> argparse.ArgumentParser:
+    """A sub-command `name` that runs `func(args)`."""
+    parser = sub.add_parser(name, **kwargs)
+    parser.set_defaults(func=func)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m studio", description="Flux LoRA Studio")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a LoRA from a YAML config (headless)")
+    p = command(sub, cmd_train, "train", help="train a LoRA from a YAML config (headless)")
     p.add_argument("config", nargs="?", help="YAML config (partial configs are fine)")
     p.add_argument("--preset", help="subject preset: " + ", ".join(list_presets()))
     p.add_argument("--tier", help="memory tier: 24gb, 16gb, 12gb, 8gb, cpu (default: detected)")
@@ -229,21 +236,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="run folder (default: save.output_dir/save.run_name)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
     p.add_argument("--data-dir", help="data folder: caches and the demo model (default: $STUDIO_DATA or ./studio_data)")
-    p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("tiny-model", help="write a model of a family with random weights (offline)")
+    p = command(sub, cmd_tiny_model, "tiny-model", help="write a model of a family with random weights (offline)")
     p.add_argument("dir")
     p.add_argument("--family", default="flux1", help="a family or family-variant name (python -m studio families)")
     p.add_argument("--variant", default="", help="one of the family's variants (default: the family's own)")
     p.add_argument("--dev", action="store_true", help="FLUX.1 only: guidance-distilled (dev-shaped)")
     p.add_argument("--size", choices=["tiny", "small"], default="tiny")
-    p.set_defaults(func=cmd_tiny_model)
 
-    p = sub.add_parser("families", help="the model families: variants, sizes, licences, memory tiers")
+    p = command(sub, cmd_families, "families", help="the model families: variants, sizes, licences, memory tiers")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_families)
 
-    p = sub.add_parser("plan", help="what fits on this computer (or --gpu), how long it takes, what it costs")
+    p = command(sub, cmd_plan, "plan", help="what fits on this computer (or --gpu), how long it takes, what it costs")
     p.add_argument("dataset", help="a dataset folder (studio_data/datasets/NAME) or a folder of photos")
     p.add_argument("--gpu", help='plan for this GPU instead of the detected one, e.g. "RTX 4090"')
     p.add_argument("--gpu-gb", type=float, help="its memory in GB (default: known for common GPUs)")
@@ -253,30 +257,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int)
     p.add_argument("--steps", type=int)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("report-card", help="grids of checkpoints x LoRA strengths at fixed seeds; --promote a step")
+    p = command(sub, cmd_report_card, "report-card",
+                help="grids of checkpoints x LoRA strengths at fixed seeds; --promote a step")
     p.add_argument("run_dir")
     p.add_argument("--promote", type=int, metavar="STEP", help="make this checkpoint the run's final LoRA")
-    p.set_defaults(func=cmd_report_card)
 
-    p = sub.add_parser("verify", help="prove a run's two LoRA files (keys, shapes, same ΔW) before sharing them")
+    p = command(sub, cmd_verify, "verify",
+                help="prove a run's two LoRA files (keys, shapes, same ΔW) before sharing them")
     p.add_argument("run_dir", help="the run folder (holds config.yaml and the two .safetensors files)")
-    p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("config-reference", help="print the config reference (Markdown)")
+    p = command(sub, cmd_config_reference, "config-reference", help="print the config reference (Markdown)")
     p.add_argument("--output", "-o")
-    p.set_defaults(func=cmd_config_reference)
 
-    p = sub.add_parser("presets", help="list presets")
+    p = command(sub, cmd_presets, "presets", help="list presets")
     p.add_argument("--family", help="only the presets for this model family (python -m studio families)")
-    p.set_defaults(func=cmd_presets)
 
-    p = sub.add_parser("healthcheck", help="exit 0 when the studio at --url answers (Docker HEALTHCHECK)")
+    p = command(sub, lambda args: __import__("studio.health", fromlist=["healthcheck"]).healthcheck(
+        args.url, args.timeout), "healthcheck", help="exit 0 when the studio at --url answers (Docker HEALTHCHECK)")
     p.add_argument("--url", default="http://127.0.0.1:7860/")
     p.add_argument("--timeout", type=float, default=5.0)
-    p.set_defaults(func=lambda args: __import__("studio.health", fromlist=["healthcheck"]).healthcheck(
-        args.url, args.timeout))
 
     add_dataset_commands(sub)
     add_demo_commands(sub)

@@ -1,7 +1,7 @@
 """The studio's documented API: what a script or an agent (through MCP) can do without the page.
 
-Each public method of `StudioTools` is one endpoint, answering JSON text (`/gradio_api/call/<name>` for gradio
-clients) and, with `python app.py --mcp`, one MCP tool of the same name; its docstring is the
+Each public method of `StudioTools` (its dataset tools in `DatasetTools`) is one endpoint, answering
+JSON text (`/gradio_api/call/<name>` for gradio clients) and, with `python app.py --mcp`, one MCP tool of the same name; its docstring is the
 tool's description. The tools are stateless (every call names its dataset or job), reuse the
 handlers the page uses (same checks, same messages) and return plain JSON. The page's own events
 (timers, refreshes, the page load) are made private by `expose`, so they are neither in the API
@@ -62,12 +62,8 @@ def _tool(method):
     return call
 
 
-class StudioTools:
-    """The tools, bound to one data folder."""
-
-    NAMES = ("list_datasets", "create_dataset", "add_images", "caption_dataset", "check_dataset", "list_options",
-             "start_training", "list_jobs", "job_status", "cancel_job", "resume_job", "list_results", "get_file", "plan_training",
-             "verify_job")
+class DatasetTools:
+    """The dataset tools, bound to one data folder (StudioTools adds training, jobs and results)."""
 
     def __init__(self, data_dir: str | Path, max_upload_mb: int | None = None):
         self.data_dir = Path(data_dir).resolve()
@@ -166,16 +162,27 @@ class StudioTools:
         report = h.run_report(self.data_dir, dataset, preset or None, resolution, trigger_word or None)
         return {"summary": format_report(report), **report}
 
+
+
+class StudioTools(DatasetTools):
+    """The tools, bound to one data folder."""
+
+    NAMES = ("list_datasets", "create_dataset", "add_images", "caption_dataset", "check_dataset", "list_options",
+             "start_training", "list_jobs", "job_status", "cancel_job", "resume_job", "list_results", "get_file", "plan_training",
+             "verify_job")
+
     # ------------------------------------------------------------------ training
 
     def list_options(self) -> dict:
         """What a job can be made of: base models, subject presets and memory tiers (with the detected one)."""
         from studio.config import MEMORY_TIERS, detect_tier, list_presets
+        from studio.families import families
 
-        return {"models": [{"base": "demo", "about": "the built-in demo model (offline, any computer)"},
-                           {"base": "black-forest-labs/FLUX.1-dev", "about": "FLUX.1 [dev], non-commercial licence"},
-                           {"base": "black-forest-labs/FLUX.1-schnell", "about": "FLUX.1 [schnell], Apache-2.0"},
-                           {"base": "<a local folder in diffusers layout>", "about": "any FLUX.1 model folder"}],
+        published = [{"base": v.hub_id, "about": f"{v.title}: {v.description}"}
+                     for family in families() for v in family.variants.values()]
+        return {"models": [{"base": "demo", "about": "the built-in demo model (offline, any computer)"}, *published,
+                           {"base": "<a local folder in diffusers layout>",
+                            "about": "a model folder of any family above (python -m studio families)"}],
                 "presets": list_presets("subject"), "tiers": list(MEMORY_TIERS), "detected_tier": detect_tier()}
 
     def plan_training(self, dataset: str, gpu: str = "", family: str = "") -> dict:

@@ -26,9 +26,11 @@ CATALOGUE = {d.code: d for d in [
     Diagnosis("RANK_TOO_LARGE", "LoRA rank larger than a targeted layer allows",
               "Lower lora.rank below the smallest targeted layer's size, or target other layers."),
     Diagnosis("GUIDANCE_UNSUPPORTED", "Training guidance set for a model without guidance embeddings",
-              "FLUX.1 [schnell] takes no guidance: remove training.guidance (leave it null)."),
+              "This base model takes no guidance value (the message names it): remove training.guidance "
+              "(leave it null)."),
     Diagnosis("BLOCK_OUT_OF_RANGE", "A chosen block does not exist in this model",
-              "Pick block numbers below the model's block count (FLUX.1: 19 double, 38 single)."),
+              "Pick block numbers below this model's block counts, which the message names (each model "
+              "family has its own)."),
     Diagnosis("MODEL_MISSING", "The base model files cannot be found",
               "Download the model first, point model.base at a local diffusers folder, or use "
               "the built-in demo model."),

@@ -36,7 +36,7 @@ from .families.flux1_layouts import (  # noqa: F401  (re-exported: the key maps 
     CLIP_MODULE, DOUBLE_BLOCK_MODULES, GLOBAL_MODULES, KOHYA_CLIP_PREFIX, KOHYA_UNET_PREFIX, ROW_SWAPPED_MODULES,
     SINGLE_BLOCK_MODULES, clip_kohya_name, clip_name, diffusers_parts, kohya_groups, kohya_unet_tensors, put_kohya,
     swap_halves)
-from .sharing import DEMO_NAME, LICENCE_IDS
+from .sharing import DEMO_NAME, BaseIdentity
 
 # diffusers writes these two itself; a caller's metadata must not shadow them.
 RESERVED_METADATA_KEYS = {"format", "lora_adapter_metadata"}
@@ -187,7 +187,7 @@ def _file_metadata(name, metadata, rank, alpha, has_text_encoder) -> dict[str, s
         "modelspec.sai_model_spec": "1.0.0",
         "modelspec.architecture": architecture,
         "modelspec.implementation": implementation,
-        "modelspec.license": LICENCE_IDS[variant],
+        "modelspec.license": BaseIdentity(DEMO_NAME, variant).licence_id,
         "modelspec.title": name,
         "modelspec.date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
     }

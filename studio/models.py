@@ -11,7 +11,6 @@ import logging
 from pathlib import Path
 
 from .families.base import DEMO, ModelError, ModelInfo, inspect_model, resolve_base  # noqa: F401
-from .families.flux1 import VARIANTS as _VARIANTS
 
 # Library messages that say nothing to a user and would flood train.log and the Monitor's log tail.
 _NOISE = (
@@ -42,8 +41,6 @@ def quiet_library_noise() -> None:
 
 
 quiet_library_noise()
-
-LICENCES = {name: v.licence_text for name, v in _VARIANTS.items()}
 
 
 def build_demo_model(out_dir: str | Path, size: str = "tiny", dev: bool = False, seed: int = 0) -> Path:

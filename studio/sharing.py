@@ -17,20 +17,17 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from .families.flux1 import VARIANTS
-
 DEMO = "demo"                       # what model.base says for the built-in demo model
 DEMO_NAME = "flux-lora-studio-demo"  # how files and cards name it
 DEMO_README_HEADING = "# Flux LoRA Studio demo model"  # first line of the demo models' README (build-demo, tiny-model)
 HUB_ID = re.compile(r"[\w\-.]{1,96}/[\w\-.]{1,96}")
 
-# The FLUX.1 variants' licences are the family's facts (studio/families/flux1.py); the demo model
-# is the studio's own.
+# A variant's licence is its family's fact (every family's `Variant` has one); the demo model is
+# the studio's own.
+DEMO_LICENCE_ID = "apache-2.0"
 DEMO_LICENCE_TEXT = ("Apache-2.0: trained on Flux LoRA Studio's own demo model (a tiny model in the FLUX.1 "
                      "architecture that draws coloured shapes, not FLUX.1), which is part of the studio and under the "
                      "studio's licence.")
-LICENCE_IDS = {**{name: v.licence_id for name, v in VARIANTS.items()}, "demo": "apache-2.0"}
-LICENCE_TEXTS = {**{name: v.licence_text for name, v in VARIANTS.items()}, "demo": DEMO_LICENCE_TEXT}
 
 
 @dataclass(frozen=True)
@@ -45,15 +42,11 @@ class BaseIdentity:
 
     @property
     def licence(self) -> str:
-        if self.family == "demo" or self.family_name == "flux1":
-            return LICENCE_TEXTS[self.family]
-        return self._variant().licence_text
+        return DEMO_LICENCE_TEXT if self.family == DEMO else self._variant().licence_text
 
     @property
     def licence_id(self) -> str:
-        if self.family == "demo" or self.family_name == "flux1":
-            return LICENCE_IDS[self.family]
-        return self._variant().licence_id
+        return DEMO_LICENCE_ID if self.family == DEMO else self._variant().licence_id
 
 
 def is_demo_model(source: str, path: str | Path | None = None) -> bool:

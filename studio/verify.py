@@ -9,10 +9,10 @@ loader would otherwise find out the hard way:
 2. the diffusers file's modules are exactly the base transformer's linear layers that the run
    trained (no unexpected key, none missing), with their shapes — from the model's own
    architecture, built on the meta device (no weights, any size);
-3. the ComfyUI file's keys and shapes are those ComfyUI maps for a FLUX.1 transformer of that
+3. the ComfyUI file's keys and shapes are those ComfyUI maps for a transformer of that
    architecture (BFL module names: double_blocks.N.img_attn.qkv, single_blocks.N.linear1, …), at
-   full size (19 double, 38 single blocks) for a real FLUX.1 base; other families (FLUX.2) answer
-   the same questions through their Family methods (full_config, meta_transformer, comfy_shapes,
+   the published size of the file's variant when the base model cannot be read here; each family
+   answers these questions through its Family methods (full_config, meta_transformer, comfy_shapes,
    lora_factors);
 4. both files give the same ΔW for every module, alpha and scale applied as each loader applies
    them (checked on random probe vectors, so full-size files need no 3072x3072 matrices).
@@ -76,9 +76,6 @@ def architecture(run_dir: Path, metadata: dict[str, str]) -> tuple[dict, str, ob
         family = get_family(metadata.get("model_family") or "flux1")
     except FamilyError:
         family = get_family("flux1")
-    if family.name == "flux1":
-        guidance = metadata.get("base_family", "dev") != "schnell"
-        return {**FLUX1_FULL, "guidance_embeds": guidance}, "FLUX.1 at full size: 19 double, 38 single blocks", family
     variant = metadata.get("model_variant", "")
     variant = variant if variant in family.variants else family.guess_variant(metadata.get("base_model", ""))
     config = family.full_config(variant)

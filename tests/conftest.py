@@ -83,6 +83,43 @@ def studio_data(tmp_path, monkeypatch) -> Path:
     return data
 
 
+@pytest.fixture
+def cpu_quantisation(monkeypatch) -> dict:
+    """Let the GPU-only settings (bitsandbytes / torchao bases) run on the CPU kernels, with exactly
+    two guards lifted: ours (config.gpu_only_settings) and diffusers' own "a GPU is needed for
+    quantization" check. `["trainer"]` is the state the engine built last."""
+    from diffusers.quantizers.bitsandbytes import bnb_quantizer
+
+    from studio.train import loop, state
+
+    for cls in (bnb_quantizer.BnB4BitDiffusersQuantizer, bnb_quantizer.BnB8BitDiffusersQuantizer):
+        monkeypatch.setattr(cls, "validate_environment", lambda self, *a, **k: None)
+        monkeypatch.setattr(cls, "update_device_map", lambda self, device_map: {"": "cpu"})
+    monkeypatch.setattr(state, "gpu_only_settings", lambda cfg: [])
+    built = {}
+    original = loop.build_state
+
+    def spy(*args, **kwargs):
+        built["trainer"] = original(*args, **kwargs)
+        return built["trainer"]
+
+    monkeypatch.setattr(loop, "build_state", spy)
+    return built
+
+
+def force_avx512_bf16(monkeypatch, present: bool) -> list:
+    """bitsandbytes told that this CPU has (or lacks) AVX512-BF16, whatever it has; the returned list
+    collects the shape of every weight it repacks for its packed CPU inference kernel."""
+    from bitsandbytes.nn import modules
+
+    monkeypatch.setattr(modules, "has_avx512bf16", lambda: present)
+    repacked = []
+    original = modules._convert_weight_packed_for_cpu
+    monkeypatch.setattr(modules, "_convert_weight_packed_for_cpu",
+                        lambda *args, **kw: repacked.append(args[1].shape) or original(*args, **kw))
+    return repacked
+
+
 def tiny_config(model_dir: Path, images: Path, out: Path, **sections) -> dict:
     """A config dict that trains in seconds on the tiny model."""
     from studio.config import deep_merge

@@ -11,32 +11,19 @@ report/report.json into the run folder.
 
 from __future__ import annotations
 
-import argparse
 import json
-import signal
 import sys
 import time
 from pathlib import Path
 
 from PIL import Image
 
+from fake_child import start
+
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("request")
-    parser.add_argument("--run-dir", required=True)
-    parser.add_argument("--data-dir")
-    args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(4))  # as studio.jobs.report does
-    request = json.loads(Path(args.request).read_text())
-    out, run = Path(args.run_dir), Path(request["run_dir"])
-    (out / "seen.json").write_text(json.dumps({**request, "data_dir": args.data_dir}))
-    metrics = open(out / "metrics.jsonl", "a")
-
-    def emit(kind: str, **data) -> None:
-        metrics.write(json.dumps({"type": kind, "time": time.time(), **data}) + "\n")
-        metrics.flush()
-
+    request, _, emit = start()
+    run = Path(request["run_dir"])
     emit("start", max_steps=3, start_step=0)
     if run.name.endswith("fail"):
         emit("error", code="NOTHING_TO_COMPARE", message=f"{run} has no checkpoints and no final LoRA")

@@ -9,32 +9,17 @@ error event, anything else writes with.png, without.png, the events and status.j
 
 from __future__ import annotations
 
-import argparse
 import json
-import signal
 import sys
 import time
-from pathlib import Path
 
 from PIL import Image
 
+from fake_child import start
+
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("request")
-    parser.add_argument("--run-dir", required=True)
-    parser.add_argument("--data-dir")
-    args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(4))  # as studio.jobs.tryit does
-    request = json.loads(Path(args.request).read_text())
-    out = Path(args.run_dir)
-    (out / "seen.json").write_text(json.dumps({**request, "data_dir": args.data_dir}))
-    metrics = open(out / "metrics.jsonl", "a")
-
-    def emit(kind: str, **data) -> None:
-        metrics.write(json.dumps({"type": kind, "time": time.time(), **data}) + "\n")
-        metrics.flush()
-
+    request, out, emit = start()
     emit("start", max_steps=2, start_step=0)
     if request["prompt"] == "slow":
         time.sleep(600)

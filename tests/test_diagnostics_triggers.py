@@ -28,6 +28,7 @@ from studio.config import resolve
 from studio.diagnostics import CATALOGUE
 from studio.events import EXIT_CONFIG, EXIT_FAILED, EXIT_OOM, Broadcast, ConsoleReporter
 from studio.engine import train
+from studio.families import get_family
 from studio.ui import runs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,7 +99,9 @@ def test_prompt_longer_than_t5_limit_warns(tiny_model, tmp_path, studio_data):
     code, events, console = run(quick(tiny_model, images, tmp_path), tmp_path / "run")
     assert code == 0, events.of("error")
     [warning] = [w for w in events.of("warning") if w["code"] == "PROMPT_TRUNCATED"]
-    assert "T5 tokens; only the first 256 are used" in warning["message"]
+    # the family's text encoder (FLUX.1: T5) and the variant's limit (schnell: 256)
+    assert get_family("flux1").tokens_name == "T5"
+    assert f"{get_family('flux1').tokens_name} tokens; only the first 256 are used" in warning["message"]
     assert warning["message"].startswith("Caption 'word0 detail")
     assert f"WARNING [PROMPT_TRUNCATED] {warning['message']}" in console
     assert "python -m studio families" in CATALOGUE["PROMPT_TRUNCATED"].advice  # each model's limit

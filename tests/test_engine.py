@@ -12,11 +12,13 @@ import yaml
 from PIL import Image
 
 from conftest import Events, make_images, tiny_config
+from engine_checks import (assert_lora_changes_output, assert_resume_is_bitwise_exact, assert_same_delta_weights,
+                           assert_step_matches, memorising_settings, one_step, quiet_pipeline, replay,
+                           resume_settings, run_with_data_folder, shifted_transformer_file)
 from faulty_trainer import FaultHooks
 from studio.config import resolve
 from studio.engine import build_state, train
-from studio.events import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
-from studio.train.step import loss as step_loss
+from studio.events import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 
 
 def run(cfg_dict, run_dir, resume=False, tier="cpu", fault=""):
@@ -43,21 +45,10 @@ def test_one_step_matches_formulas(tiny_model, tmp_path, studio_data):
     Image.fromarray(pixels).save(folder / "a.png")
     (folder / "a.txt").write_text("a photo of sks")
     cfg = resolve(tiny_config(tiny_model, folder, tmp_path / "out", lora={"rank": 4, "alpha": 8}), tier="cpu")
-    trainer = build_state(cfg, tmp_path / "run", Events())
-    torch.manual_seed(0)
-    for p in trainer.lora_params:  # make B non-zero so every LoRA path matters
-        p.data.normal_(0, 0.05)
-    ids = trainer.plan[0]
-    state = trainer.generator.get_state()
-
-    loss = step_loss(trainer, ids)
-    loss.backward()
-    grads = [p.grad.clone() for p in trainer.lora_params]
-    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer, loss, grads, state = one_step(cfg, tmp_path / "run")
 
     # Independent: encode text with a fresh pipeline, then the formulas of FLUX_NOTES.
-    gen = torch.Generator().manual_seed(0)
-    gen.set_state(state)
+    gen = replay(state)
     pipe = FluxPipeline.from_pretrained(str(tiny_model))
     with torch.no_grad():
         embeds, pooled, _ = pipe.encode_prompt("a photo of sks", None, max_sequence_length=256)
@@ -83,12 +74,7 @@ def test_one_step_matches_formulas(tiny_model, tmp_path, studio_data):
     pred = trainer.transformer(hidden_states=pack(noisy), timestep=t, guidance=None, pooled_projections=pooled,
                                encoder_hidden_states=embeds, txt_ids=torch.zeros(embeds.shape[1], 3),
                                img_ids=img_ids.reshape(-1, 3), return_dict=False)[0]
-    expected = ((pred - pack(noise - latents)) ** 2).mean()
-    expected.backward()
-
-    assert abs(loss.item() - expected.item()) < 1e-5
-    for p, g in zip(trainer.lora_params, grads):
-        torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-5)
+    assert_step_matches(trainer, loss, grads, ((pred - pack(noise - latents)) ** 2).mean())
 
 
 # --------------------------------------------------------------------------- learning and output
@@ -98,16 +84,11 @@ def test_one_step_matches_formulas(tiny_model, tmp_path, studio_data):
 def trained(tiny_model, tmp_path_factory):
     """One real training run shared by the output tests (the slowest part of the suite)."""
     root = tmp_path_factory.mktemp("trained")
-    dataset = make_images(root / "ds", count=4)
-    cfg = tiny_config(tiny_model, dataset, root / "out", optimizer={"lr": 3e-3},
-                      lora={"rank": 16, "alpha": 16, "targets": "all_linear"},
-                      schedule={"max_steps": 200, "scheduler": "constant", "warmup_steps": 0},
+    cfg = tiny_config(tiny_model, make_images(root / "ds", count=4), root / "out",
+                      **memorising_settings(lr=3e-3, rank=16, max_steps=200),
                       training={"timestep_sampling": "sigmoid", "batch_size": 2},
                       sample={"every": 100, "at_start": True}, save={"every": 100})
-    with pytest.MonkeyPatch.context() as env:  # module scope: the monkeypatch fixture is per test
-        env.setenv("STUDIO_DATA", str(root / "data"))
-        code, events = run(cfg, root / "out" / "run")
-    return root / "out" / "run", code, events
+    return run_with_data_folder(run, cfg, root)
 
 
 def test_training_learns_and_writes_everything(trained):
@@ -136,31 +117,21 @@ def test_lora_changes_output_and_strength_zero_is_base(trained, tiny_model):
     from diffusers import FluxPipeline
 
     run_dir = trained[0]
-    pipe = FluxPipeline.from_pretrained(str(tiny_model))
-    pipe.set_progress_bar_config(disable=True)
+    pipe = quiet_pipeline(FluxPipeline, tiny_model)
 
     def generate():
         return pipe("a photo of sks", num_inference_steps=2, height=64, width=64,
                     generator=torch.Generator().manual_seed(7), output_type="np").images[0]
 
-    base = generate()
-    pipe.load_lora_weights(str(run_dir / "test-lora.safetensors"), adapter_name="mine")
-    with_lora = generate()
-    pipe.set_adapters(["mine"], adapter_weights=[0.0])
-    strength_zero = generate()
-    assert np.abs(with_lora - base).mean() > 1e-3
-    np.testing.assert_array_equal(strength_zero, base)
+    assert_lora_changes_output(pipe, run_dir / "test-lora.safetensors", generate)
 
 
 def test_comfyui_file_has_same_delta_weights(trained):
     from studio.lora_files import delta_weights, read_metadata
 
     run_dir = trained[0]
-    diffusers_dw = delta_weights(run_dir / "test-lora.safetensors")
-    comfy_dw = delta_weights(run_dir / "test-lora-comfyui.safetensors")
-    assert set(diffusers_dw) == set(comfy_dw) and diffusers_dw
-    for name, dw in diffusers_dw.items():
-        torch.testing.assert_close(comfy_dw[name], dw, atol=1e-6, rtol=1e-5)
+    assert_same_delta_weights(delta_weights(run_dir / "test-lora.safetensors"),
+                              delta_weights(run_dir / "test-lora-comfyui.safetensors"))
     for name in ("test-lora.safetensors", "test-lora-comfyui.safetensors"):
         meta = read_metadata(run_dir / name)
         for key in ("base_model", "trigger_word", "rank", "alpha", "steps", "resolution", "dataset_size",
@@ -176,24 +147,9 @@ def test_comfyui_file_has_same_delta_weights(trained):
 
 
 def test_resume_is_bitwise_exact(tiny_model, tmp_path, studio_data):
-    dataset = make_images(tmp_path / "ds", count=3)
-    cfg = tiny_config(tiny_model, dataset, tmp_path / "out", schedule={"max_steps": 10, "scheduler": "cosine",
-                      "warmup_steps": 2}, training={"ema": True}, dataset={"caption_dropout": 0.3},
-                      lora={"dropout": 0.1}, save={"every": 0})
-    code, _ = run(cfg, tmp_path / "straight")
-    assert code == EXIT_OK
-
-    # SIGTERM after step 4: the engine checkpoints and exits "interrupted".
-    code, events = run(cfg, tmp_path / "resumed", fault="sigterm@4")
-    assert code == EXIT_INTERRUPTED and events.of("checkpoint")[-1]["step"] == 4
-    code, events = run(cfg, tmp_path / "resumed", resume=True)
-    assert code == EXIT_OK and events.of("start")[0]["start_step"] == 4
-
-    a = lora_tensors(tmp_path / "straight" / "test-lora.safetensors")
-    b = lora_tensors(tmp_path / "resumed" / "test-lora.safetensors")
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    cfg = tiny_config(tiny_model, make_images(tmp_path / "ds", count=3), tmp_path / "out", **resume_settings(10))
+    # SIGTERM after step 4: the engine checkpoints and exits "interrupted"; resumed, it ends as a straight run.
+    assert_resume_is_bitwise_exact(run, cfg, tmp_path, at=4)
 
 
 def test_caches_hit_and_invalidate(tiny_model, tmp_path, studio_data):
@@ -298,6 +254,8 @@ def test_model_dependent_validation(tiny_model, tmp_path, studio_data):
     assert code == EXIT_FAILED and events.of("error")[0]["code"] == "GUIDANCE_UNSUPPORTED"
     code, events = run(tiny_config(tiny_model, dataset, tmp_path / "o", lora={"single_blocks": [7]}), tmp_path / "r3")
     assert code == EXIT_FAILED and events.of("error")[0]["code"] == "BLOCK_OUT_OF_RANGE"
+    singles = json.loads((tiny_model / "transformer" / "config.json").read_text())["num_single_layers"]
+    assert f"this model has {singles} single blocks" in events.of("error")[0]["message"]  # the model's own count
     code, events = run(tiny_config(tiny_model, tmp_path / "missing", tmp_path / "o"), tmp_path / "r4")
     assert code == EXIT_FAILED and events.of("error")[0]["code"] == "NO_IMAGES"
 
@@ -355,14 +313,9 @@ def test_cli_exit_codes(tiny_model, tmp_path, studio_data):
 def test_single_file_transformer_replaces_the_folders(tiny_model, tmp_path, studio_data):
     """model.transformer_file: a single .safetensors transformer, the rest from the folder."""
     from diffusers import FluxTransformer2DModel
-    from safetensors.torch import save_file
 
-    other = FluxTransformer2DModel.from_pretrained(str(tiny_model), subfolder="transformer")
-    with torch.no_grad():
-        for p in other.parameters():
-            p.add_(0.01)
     single = tmp_path / "flux-finetune.safetensors"
-    save_file(other.state_dict(), str(single))
+    other = shifted_transformer_file(FluxTransformer2DModel, tiny_model, single)
     dataset = make_images(tmp_path / "ds", count=1)
     cfg = resolve(tiny_config(tiny_model, dataset, tmp_path / "out", model={"transformer_file": str(single)}), tier="cpu")
     trainer = build_state(cfg, tmp_path / "run", Events())

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from studio.families import ModelError, detect, get_family, inspect_model
+from studio.families import ModelError, detect, families, get_family, inspect_model
 from studio.families.base import Family
 from studio.families.flux1 import FLUX1, VARIANTS
 
@@ -54,11 +54,14 @@ def test_a_model_of_no_known_family_is_refused_by_name(tmp_path):
 
 
 def test_variant_facts_have_one_source():
-    from studio import models, publish, sharing
+    from studio import publish, sharing
 
+    for family in families():  # a file's or a card's licence is its family's variant's
+        for name, v in family.variants.items():
+            base = sharing.BaseIdentity(v.hub_id, name, family.name)
+            assert (base.licence, base.licence_id) == (v.licence_text, v.licence_id) and v.licence_text
+    assert sharing.BaseIdentity(sharing.DEMO_NAME, "demo").licence_id == "apache-2.0"
     for name, v in VARIANTS.items():
-        assert sharing.LICENCE_TEXTS[name] == v.licence_text == models.LICENCES[name]
-        assert sharing.LICENCE_IDS[name] == v.licence_id
         assert publish._base_model({"base_model": "/local/model", "base_family": name}, name) == v.hub_id
     assert (VARIANTS["dev"].token_limit, VARIANTS["schnell"].token_limit) == (512, 256)
     assert (VARIANTS["dev"].steps, VARIANTS["dev"].guidance) == (28, 3.5)

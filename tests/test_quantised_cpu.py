@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import Events, make_images, tiny_config
+from conftest import Events, force_avx512_bf16, make_images, tiny_config
 from faulty_trainer import FaultHooks
 from studio import engine
 from studio.config import resolve
@@ -44,30 +44,6 @@ def _train(cfg, run_dir, resume=False, hooks=None):
     _reset_accelerate()
     events = Events()
     return engine.train(cfg, run_dir, events, resume=resume, hooks=hooks), events
-
-
-@pytest.fixture
-def cpu_quantisation(monkeypatch):
-    """Let the GPU-only settings run on the CPU kernels, and record what the engine built."""
-    from diffusers.quantizers.bitsandbytes import bnb_quantizer
-
-    for cls in (bnb_quantizer.BnB4BitDiffusersQuantizer, bnb_quantizer.BnB8BitDiffusersQuantizer):
-        monkeypatch.setattr(cls, "validate_environment", lambda self, *a, **k: None)
-        monkeypatch.setattr(cls, "update_device_map", lambda self, device_map: {"": "cpu"})
-    from studio.train import loop, state
-    monkeypatch.setattr(state, "gpu_only_settings", lambda cfg: [])
-    built = {}
-    original = loop.build_state
-
-    def spy(*args, **kwargs):
-        self = original(*args, **kwargs)
-        built["trainer"] = self
-        built["to_q"] = self.transformer.transformer_blocks[0].attn.to_q
-        built["single_q"] = self.transformer.single_transformer_blocks[0].attn.to_q
-        return self
-
-    monkeypatch.setattr(loop, "build_state", spy)
-    return built
 
 
 def _config(tiny_model, tmp_path, tier: str, **sections):
@@ -114,8 +90,9 @@ def test_quantised_base_trains_samples_and_saves(tiny_model, tmp_path, studio_da
     code, events = _train(cfg, tmp_path / "run")
     files = _files(code, events)
 
-    layer, weight = cpu_quantisation["to_q"], cpu_quantisation["to_q"].base_layer.weight
-    single = cpu_quantisation["single_q"]
+    transformer = cpu_quantisation["trainer"].transformer
+    layer, single = transformer.transformer_blocks[0].attn.to_q, transformer.single_transformer_blocks[0].attn.to_q
+    weight = layer.base_layer.weight
     if precision == "nf4":
         assert isinstance(layer, peft_bnb.Linear4bit) and isinstance(single, peft_bnb.Linear4bit)
         assert isinstance(weight, bnb.nn.Params4bit) and weight.dtype == torch.uint8
@@ -180,14 +157,8 @@ def test_nf4_trains_and_samples_with_and_without_avx512_bf16(tiny_model, tmp_pat
     on layers narrower than a quantisation block, and a repacked layer would train through a kernel
     without gradients. The flag is forced either way here, so both machine kinds are tested on
     any CPU: the engine keeps NF4 layers on the training kernels, and nothing is ever repacked."""
-    from bitsandbytes.nn import modules
-
-    monkeypatch.setattr(modules, "has_avx512bf16", lambda: avx512_bf16)
+    repacked = force_avx512_bf16(monkeypatch, avx512_bf16)
     assert bnb.nn.Linear4bit(64, 64).support_avx512bf16_for_cpu is avx512_bf16  # what each new layer reads
-    repacked = []
-    original = modules._convert_weight_packed_for_cpu
-    monkeypatch.setattr(modules, "_convert_weight_packed_for_cpu",
-                        lambda *args, **kw: repacked.append(args[1].shape) or original(*args, **kw))
 
     cfg = _config(tiny_model, tmp_path, "12gb", optimizer={"name": "adamw", "lr": 1e-3})
     files = _files(*_train(cfg, tmp_path / "run"))

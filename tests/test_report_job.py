@@ -91,23 +91,25 @@ def test_progress_events_count_the_rate_from_the_first_picture():
     assert events[2][1] == {"step": 3, "max_steps": 5, "it_s": round(2 / 30, 4), "eta_s": 30.0}
 
 
-def test_a_report_that_fails_says_why_in_the_results_tab(tmp_path):
-    store = JobStore(tmp_path)
-    source = finished_run(store, "fail")
-    card_view.queue_report(tmp_path, source, "en")
-    worker(tmp_path).run_once()
+def report_of(data: Path, run_name: str):
+    """(the finished training job, its report job) after the worker ran a report queued from the Results tab."""
+    store = JobStore(data)
+    source = finished_run(store, run_name)
+    card_view.queue_report(data, source, "en")
+    worker(data).run_once()
     [report] = [j for j in store.jobs() if j.kind == "report"]
+    return source, report
+
+
+def test_a_report_that_fails_says_why_in_the_results_tab(tmp_path):
+    source, report = report_of(tmp_path, "fail")
     assert report.status == "failed" and report.error_code == "NOTHING_TO_COMPARE"
     panel = card_view.card_panel(tmp_path, source, "zh-CN")
     assert not panel["active"] and "没有可供报告卡比较的内容" in panel["ended"] and "no checkpoints" in panel["ended"]
 
 
 def test_a_report_without_its_grid_is_not_a_success(tmp_path):
-    store = JobStore(tmp_path)
-    source = finished_run(store, "nogrid")
-    card_view.queue_report(tmp_path, source, "en")
-    worker(tmp_path).run_once()
-    [report] = [j for j in store.jobs() if j.kind == "report"]
+    report = report_of(tmp_path, "nogrid")[1]
     assert report.status == "failed" and "grid_p0.png missing from report/" in report.error_message
 
 

@@ -12,13 +12,14 @@ from faulty_trainer import FaultHooks
 from studio.config import resolve
 from studio.engine import train
 from studio.events import EXIT_OK
+from studio.families.flux1 import FLUX1
 from studio import training_utils as tu
 
 
 @pytest.mark.parametrize("scheme", ["uniform", "sigmoid", "logit_normal", "shift", "resolution_shift"])
 def test_timesteps_lie_in_unit_interval(scheme):
     cfg = resolve({"training": {"timestep_sampling": scheme}}, tier="cpu")
-    t = tu.sample_timesteps(cfg, 20000, 1024, torch.Generator().manual_seed(0), "cpu")
+    t = tu.sample_timesteps(cfg, 20000, 1024, torch.Generator().manual_seed(0), "cpu", FLUX1.resolution_shift)
     assert t.shape == (20000,) and float(t.min()) > 0 and float(t.max()) < 1
 
 
@@ -30,10 +31,13 @@ def test_shift_moves_noise_levels_up_as_the_formula_says():
                                   10000, 256, g, "cpu")
     torch.testing.assert_close(shifted, 3 * plain / (1 + 2 * plain))
     small, large = (tu.sample_timesteps(resolve({"training": {"timestep_sampling": "resolution_shift"}}, tier="cpu"),
-                                        10000, n, torch.Generator().manual_seed(0), "cpu") for n in (256, 4096))
-    # μ = 0.5 at 256 tokens and 1.15 at 4096: the larger image gets noisier timesteps.
+                                        10000, n, torch.Generator().manual_seed(0), "cpu", FLUX1.resolution_shift)
+                    for n in (256, 4096))
+    # FLUX.1's shift, μ = 0.5 at 256 tokens and 1.15 at 4096: the larger image gets noisier timesteps.
     assert float(large.mean()) > float(small.mean())
     torch.testing.assert_close(small, math.exp(0.5) * plain / (1 + (math.exp(0.5) - 1) * plain))
+    with pytest.raises(ValueError, match="needs the model family's resolution_shift"):  # no silent default family
+        tu.sample_timesteps(resolve({"training": {"timestep_sampling": "resolution_shift"}}, tier="cpu"), 4, 256, g, "cpu")
 
 
 def _lrs(scheduler_cfg: dict, steps: int = 100) -> list[float]:

@@ -437,16 +437,13 @@ def test_canary_token_in_config_and_error_never_reaches_db_or_run_files(tmp_path
 def test_real_engine_job_through_the_worker(tmp_path, tiny_model):
     import studio.engine  # noqa: F401  (an engine that no longer imports must fail here, not skip)
     from conftest import make_images, tiny_config
+    from engine_checks import worker_job
     from studio.config import resolve
 
     dataset = make_images(tmp_path / "dataset")
     config = resolve(tiny_config(tiny_model, dataset, tmp_path / "out", schedule={"max_steps": 4},
                                  save={"every": 2, "run_name": "tiny"}), tier="cpu")
-    store = JobStore(tmp_path / "data")
-    job_id = store.create_job("tiny", config.to_dict())
-    Worker(tmp_path / "data", poll_interval=0.1).run_once()  # the default `python -m studio train`
-    job = store.get_job(job_id)
-    assert job["status"] == "succeeded", (job["error_message"], job["advice"])
+    store, job_id, job = worker_job(tmp_path / "data", "tiny", config)
     assert job["exit_code"] == 0 and job["step"] == 4 and len(job["files"]) == 2
     assert all(Path(job["run_dir"], f).is_file() for f in job["files"])
     assert [e["step"] for e in store.events(job_id, types=["step"])][-1] == 4

@@ -41,7 +41,7 @@ class IngestLimits:
     min_side: int = 256  # below this a FLUX LoRA learns mostly upscaling blur
     max_zip_entries: int = 20_000
     max_zip_uncompressed_bytes: int = 8 * 1024**3  # real archives compress 1-3x (Sonar RSPEC-5042)
-    max_caption_chars: int = 2000  # ~500 T5 tokens, the FLUX.1-dev limit is 512
+    max_caption_chars: int = 2000  # ~500 tokens: about the longest text-encoder limit a family has (512)
 
     def __post_init__(self):
         for f in dataclasses.fields(self):

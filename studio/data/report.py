@@ -330,7 +330,7 @@ def quality_report(dataset_dir: Path, resolution: int = 1024, guidance: dict | N
     tokens = {im["stem"]: _count_tokens(im["caption"], tokenizer) for im in captioned}
     too_long = sorted(s for s, t in tokens.items() if t > t5_max_tokens)
     if too_long:
-        warnings.append(_warn("caption_truncated", f"{len(too_long)} caption(s) exceed the T5 limit of "
+        warnings.append(_warn("caption_truncated", f"{len(too_long)} caption(s) exceed the text encoder's limit of "
                               f"{t5_max_tokens} tokens and will be cut: {_names(too_long)}.",
                               "Shorten them (the end is silently dropped), or caption with a shorter "
                               "style.", too_long))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Family, ModelInfo, Variant, register
+from .base import Family, ModelInfo, Variant, block_counts, block_of, block_target_modules, register
 
 VARIANTS = {
     "dev": Variant(
@@ -74,8 +74,6 @@ TARGET_SETS["all_linear"] = TARGET_SETS["diffusers_default"] + [
 # r times this many parameters. tests/test_plan.py recounts them on the meta device.
 LORA_WIDTH = {"attention": 1_634_304, "diffusers_default": 2_801_664, "all_linear": 5_369_856}
 CLIP_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
-# Block containers of the transformer and the names the heat map and per-block rates use.
-BLOCKS = {"transformer_blocks": "double", "single_transformer_blocks": "single"}
 TRANSFORMER_CLASS = "FluxTransformer2DModel"
 
 
@@ -98,40 +96,10 @@ def guess_variant(name: str) -> str:
     return "schnell" if "schnell" in str(name or "").lower() else "dev"
 
 
-def block_of(param_name: str) -> str:
-    """'transformer_blocks.3.attn…' → 'double.3'; 'single_transformer_blocks.10…' → 'single.10'."""
-    parts = param_name.split(".")
-    for i, part in enumerate(parts[:-1]):
-        if part in BLOCKS:
-            return f"{BLOCKS[part]}.{parts[i + 1]}"
-    return "text_encoder" if "text_model" in param_name else "other"
-
-
 def target_modules(lora, transformer) -> list[str]:
     """Full module names that get a LoRA (explicit names, so block selection is exact).
     `lora`: the config's LoraConfig section (targets, target_modules, double/single_blocks)."""
-    import torch
-
-    suffixes = lora.target_modules or TARGET_SETS[lora.targets]
-    chosen = {"transformer_blocks": lora.double_blocks, "single_transformer_blocks": lora.single_blocks}
-    names = []
-    for name, module in transformer.named_modules():
-        if not isinstance(module, torch.nn.Linear):
-            continue
-        parts = name.split(".")
-        if parts[0] not in chosen:
-            continue  # LoRA on blocks only: embedders and the final layer stay frozen
-        allowed = chosen[parts[0]]
-        if allowed is not None and int(parts[1]) not in allowed:
-            continue
-        rest = ".".join(parts[2:])
-        if any(rest == s or rest.endswith("." + s) for s in suffixes):
-            names.append(name)
-    return names
-
-
-def block_counts(transformer) -> dict[str, int]:
-    return {"double": len(transformer.transformer_blocks), "single": len(transformer.single_transformer_blocks)}
+    return block_target_modules(lora, transformer, TARGET_SETS)
 
 
 def pack(latents):
@@ -149,10 +117,51 @@ def image_ids(batch: int, height: int, width: int, device, dtype):
     return FluxPipeline._prepare_latent_image_ids(batch, height // 2, width // 2, device, dtype)
 
 
-class Flux1(Family):
+class Flux1Files:
+    """FLUX.1's LoRA files and the architecture facts that check them: the writer and reader in
+    studio/lora_files.py, the key maps in flux1_layouts.py, the shapes in flux1_shapes.py, the offline
+    model in flux1_tiny.py (all imported on use: they pull in torch)."""
+
+    # ------------------------------------------------------------ LoRA files
+    def write_lora(self, *args, **kwargs):
+        from ..lora_files import save_lora
+        return save_lora(*args, **kwargs)
+
+    def validate(self, path):
+        from ..lora_files import validate_lora_file
+        return validate_lora_file(path)
+
+    def delta_weights(self, path, **kwargs):
+        from ..lora_files import delta_weights
+        return delta_weights(path, **kwargs)
+
+    def full_config(self, variant: str) -> dict:
+        from .flux1_shapes import FLUX1_FULL
+        return {**FLUX1_FULL, "guidance_embeds": variant != "schnell"}
+
+    def meta_transformer(self, config: dict):
+        from .flux1_shapes import meta_transformer
+        return meta_transformer(config)
+
+    def comfy_shapes(self, config: dict) -> dict:
+        from .flux1_shapes import bfl_linear_shapes
+        return bfl_linear_shapes(config)
+
+    def lora_factors(self, path) -> dict:
+        from .flux1_layouts import lora_factors
+        return lora_factors(path)
+
+    # ------------------------------------------------------------ the offline model
+    def build_tiny(self, out_dir, size: str = "tiny", variant: str = "schnell", seed: int = 0) -> Path:
+        from .flux1_tiny import build_demo_model
+        return build_demo_model(out_dir, size=size, dev=variant == "dev", seed=seed)
+
+
+class Flux1(Flux1Files, Family):
     name = "flux1"
     title = "FLUX.1"
     pipeline_class_name = "FluxPipeline"
+    tokens_name = "T5"  # the token limit is T5's (CLIP's 77 tokens only feed the pooled vector)
     variants = VARIANTS
     target_sets = TARGET_SETS
     text_encoder_targets = CLIP_LORA_TARGETS
@@ -342,40 +351,6 @@ class Flux1(Family):
     def sample_image_args(self, control, size) -> dict:
         """The pipeline's extra arguments for an input image; FLUX.1 text-to-image takes none."""
         return {}
-
-    # ------------------------------------------------------------ LoRA
-    def write_lora(self, *args, **kwargs):
-        from ..lora_files import save_lora
-        return save_lora(*args, **kwargs)
-
-    def validate(self, path):
-        from ..lora_files import validate_lora_file
-        return validate_lora_file(path)
-
-    def delta_weights(self, path, **kwargs):
-        from ..lora_files import delta_weights
-        return delta_weights(path, **kwargs)
-
-    def full_config(self, variant: str) -> dict:
-        from .flux1_shapes import FLUX1_FULL
-        return {**FLUX1_FULL, "guidance_embeds": variant != "schnell"}
-
-    def meta_transformer(self, config: dict):
-        from .flux1_shapes import meta_transformer
-        return meta_transformer(config)
-
-    def comfy_shapes(self, config: dict) -> dict:
-        from .flux1_shapes import bfl_linear_shapes
-        return bfl_linear_shapes(config)
-
-    def lora_factors(self, path) -> dict:
-        from .flux1_layouts import lora_factors
-        return lora_factors(path)
-
-    # ------------------------------------------------------------ the offline model
-    def build_tiny(self, out_dir, size: str = "tiny", variant: str = "schnell", seed: int = 0) -> Path:
-        from .flux1_tiny import build_demo_model
-        return build_demo_model(out_dir, size=size, dev=variant == "dev", seed=seed)
 
 
 FLUX1 = register(Flux1())

@@ -18,20 +18,19 @@ so the FLUX.1 writer serves both; the metadata names the family `flux1-kontext`.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
-from .base import Variant, register
+from .base import register
 from .flux1 import TRANSFORMER_CLASS, Flux1
+from .flux1 import VARIANTS as FLUX1_VARIANTS
 
-VARIANTS = {
-    "dev": Variant(
-        name="dev", title="FLUX.1 Kontext [dev]", hub_id="black-forest-labs/FLUX.1-Kontext-dev",
-        licence_id="flux-1-dev-non-commercial-license",
-        licence_text="FLUX.1 [dev] Non-Commercial License: Kontext [dev], its outputs and LoRAs trained on it "
-                     "are for non-commercial use unless you hold a commercial licence from Black Forest Labs.",
-        token_limit=512, guidance_embeds=True, steps=28, guidance=2.5, kohya_version="flux1",
-        description="image editing from an instruction, 28 steps, non-commercial licence", parameters_b=11.90),
-}
+# FLUX.1 [dev]'s architecture, token limit, steps and licence; its own weights, wording and guidance.
+VARIANTS = {"dev": replace(
+    FLUX1_VARIANTS["dev"], title="FLUX.1 Kontext [dev]", hub_id="black-forest-labs/FLUX.1-Kontext-dev",
+    licence_text="FLUX.1 [dev] Non-Commercial License: Kontext [dev], its outputs and LoRAs trained on it "
+                 "are for non-commercial use unless you hold a commercial licence from Black Forest Labs.",
+    guidance=2.5, description="image editing from an instruction, 28 steps, non-commercial licence")}
 
 
 class Flux1Kontext(Flux1):

@@ -16,17 +16,27 @@ from .base import LoraFileError
 
 KOHYA_UNET_PREFIX = "lora_unet_"
 KOHYA_CLIP_PREFIX = "lora_te1_"
-# Module correspondence, diffusers name (inside block N) -> BFL name (kohya spells "." as "_").
-# Fused BFL modules list their diffusers parts in the order their output rows are stacked.
+# A double block's BFL layers (FLUX.1 and FLUX.2 name them alike) → their diffusers parts inside
+# block N. Fused BFL modules list their diffusers parts in the order their output rows are stacked.
+BFL_DOUBLE_ATTENTION = {
+    "img_attn.qkv": ["attn.to_q", "attn.to_k", "attn.to_v"],
+    "txt_attn.qkv": ["attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"],
+    "img_attn.proj": ["attn.to_out.0"],
+    "txt_attn.proj": ["attn.to_add_out"],
+}
+
+
+def bfl_double_mlp(first: str, second: str) -> dict[str, list[str]]:
+    """The feed-forwards of both streams: BFL `img_mlp.0/2`, `txt_mlp.0/2` → diffusers `ff.<first>`,
+    `ff.<second>`, `ff_context.<first>`, `ff_context.<second>` (the layer names differ by generation)."""
+    return {f"{side}_mlp.{i}": [f"{stream}.{layer}"]
+            for side, stream in (("img", "ff"), ("txt", "ff_context")) for i, layer in ((0, first), (2, second))}
+
+
+# FLUX.1's module correspondence, BFL name (kohya spells "." as "_") -> diffusers parts in block N.
 DOUBLE_BLOCK_MODULES = {
-    "img_attn_qkv": ["attn.to_q", "attn.to_k", "attn.to_v"],
-    "txt_attn_qkv": ["attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"],
-    "img_attn_proj": ["attn.to_out.0"],
-    "txt_attn_proj": ["attn.to_add_out"],
-    "img_mlp_0": ["ff.net.0.proj"],
-    "img_mlp_2": ["ff.net.2"],
-    "txt_mlp_0": ["ff_context.net.0.proj"],
-    "txt_mlp_2": ["ff_context.net.2"],
+    **{name.replace(".", "_"): parts for name, parts in
+       {**BFL_DOUBLE_ATTENTION, **bfl_double_mlp("net.0.proj", "net.2")}.items()},
     "img_mod_lin": ["norm1.linear"],
     "txt_mod_lin": ["norm1_context.linear"],
 }

@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import math
 
-from .base import Family, ModelInfo
-from .flux1 import BLOCKS, block_counts, block_of  # noqa: F401  (the same two block containers)
+from .base import Family, ModelInfo, Variant, block_counts, block_of, block_target_modules
 
 TRANSFORMER_CLASS = "Flux2Transformer2DModel"
 DOUBLE_ATTENTION = ["attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
@@ -43,27 +42,17 @@ TARGET_SETS = {
 }
 # The pipelines' default number of steps; the training shift uses the mu they would use there.
 SHIFT_STEPS = 50
+TOKEN_LIMIT = 512  # every FLUX.2 pipeline's max_sequence_length
 
 
-def target_modules(lora, transformer, target_sets: dict = TARGET_SETS) -> list[str]:
-    """Full names of the block layers that get a LoRA (explicit names, so block selection is exact).
-    `lora`: the config's LoraConfig section (targets, target_modules, double/single_blocks)."""
-    import torch
-
-    suffixes = lora.target_modules or target_sets[lora.targets]
-    chosen = {"transformer_blocks": lora.double_blocks, "single_transformer_blocks": lora.single_blocks}
-    names = []
-    for name, module in transformer.named_modules():
-        parts = name.split(".")
-        if not isinstance(module, torch.nn.Linear) or parts[0] not in chosen:
-            continue
-        allowed = chosen[parts[0]]
-        if allowed is not None and int(parts[1]) not in allowed:
-            continue
-        rest = ".".join(parts[2:])
-        if any(rest == s or rest.endswith("." + s) for s in suffixes):
-            names.append(name)
-    return names
+def flux2_variant(name: str, title: str, hub_id: str, licence_id: str, licence_text: str, description: str, *,
+                  steps: int, guidance: float, kohya_version: str, parameters_b: float,
+                  guidance_embeds: bool = False, train_on: bool = True) -> Variant:
+    """One published FLUX.2 model: what differs between them; the token limit is FLUX.2's."""
+    return Variant(name=name, title=title, hub_id=hub_id, licence_id=licence_id, licence_text=licence_text,
+                   token_limit=TOKEN_LIMIT, guidance_embeds=guidance_embeds, steps=steps, guidance=guidance,
+                   kohya_version=kohya_version, description=description, parameters_b=parameters_b,
+                   train_on=train_on)
 
 
 def resolution_shift(image_seq_len: int) -> float:
@@ -104,8 +93,15 @@ class Flux2Family(Family):
         import diffusers
         return getattr(diffusers, self.pipeline_class_name)
 
+    def is_own_model(self, model_index: dict, transformer_cfg: dict) -> bool:
+        """A FLUX.2 transformer behind this family's pipeline (or with no model_index.json: a hub id)."""
+        pipeline = model_index.get("_class_name")
+        if pipeline and pipeline != self.pipeline_class_name:
+            return False
+        return transformer_cfg.get("_class_name") == TRANSFORMER_CLASS
+
     def target_modules(self, lora, transformer) -> list[str]:
-        return target_modules(lora, transformer, self.target_sets)
+        return block_target_modules(lora, transformer, self.target_sets)
 
     def inner_dim(self, transformer_cfg: dict) -> int:
         return transformer_cfg["num_attention_heads"] * transformer_cfg["attention_head_dim"]

@@ -16,19 +16,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import ModelInfo, Variant, register
-from .flux2 import TRANSFORMER_CLASS, Flux2Family
+from .base import ModelInfo, register
+from .flux2 import TOKEN_LIMIT, Flux2Family, flux2_variant
 
-VARIANTS = {
-    "dev": Variant(
-        name="dev", title="FLUX.2 [dev]", hub_id="black-forest-labs/FLUX.2-dev",
-        licence_id="flux-dev-non-commercial-license",
-        licence_text="FLUX [dev] Non-Commercial License: LoRAs trained on FLUX.2 [dev], and the images they make, "
-                     "are for non-commercial use unless you hold a commercial licence from Black Forest Labs.",
-        token_limit=512, guidance_embeds=True, steps=50, guidance=4.0, kohya_version="flux2_dev",
-        description="guidance-distilled 32 B, 50 steps; non-commercial licence; needs a 48 GB card or more",
-        parameters_b=32.22),
-}
+VARIANTS = {"dev": flux2_variant(
+    "dev", "FLUX.2 [dev]", "black-forest-labs/FLUX.2-dev", "flux-dev-non-commercial-license",
+    "FLUX [dev] Non-Commercial License: LoRAs trained on FLUX.2 [dev], and the images they make, "
+    "are for non-commercial use unless you hold a commercial licence from Black Forest Labs.",
+    "guidance-distilled 32 B, 50 steps; non-commercial licence; needs a 48 GB card or more",
+    steps=50, guidance=4.0, kohya_version="flux2_dev", parameters_b=32.22, guidance_embeds=True)}
 FULL_CONFIG = dict(patch_size=1, in_channels=128, num_layers=8, num_single_layers=48, attention_head_dim=128,
                    num_attention_heads=48, joint_attention_dim=15360, timestep_guidance_channels=256, mlp_ratio=3.0,
                    axes_dims_rope=(32, 32, 32, 32), rope_theta=2000, eps=1e-6, guidance_embeds=True)
@@ -60,10 +56,7 @@ class Flux2Dev(Flux2Family):
         return dict(FULL_CONFIG)
 
     def detect(self, model_index: dict, transformer_cfg: dict) -> str | None:
-        pipeline = model_index.get("_class_name")
-        if pipeline and pipeline != self.pipeline_class_name:
-            return None
-        if transformer_cfg.get("_class_name") != TRANSFORMER_CLASS:
+        if not self.is_own_model(model_index, transformer_cfg):
             return None
         return "dev" if transformer_cfg.get("guidance_embeds", True) else None
 
@@ -71,7 +64,7 @@ class Flux2Dev(Flux2Family):
         return "dev"
 
     def info(self, source: str, path: str, variant: str, transformer_cfg: dict, vae_cfg: dict) -> ModelInfo:
-        return ModelInfo(source=source, path=path, family=variant, guidance_embeds=True, t5_max_length=512,
+        return ModelInfo(source=source, path=path, family=variant, guidance_embeds=True, t5_max_length=TOKEN_LIMIT,
                          transformer=transformer_cfg,
                          vae_scale_factor=2 ** (len(vae_cfg.get("block_out_channels", [1, 1, 1, 1])) - 1),
                          latent_channels=vae_cfg.get("latent_channels", 32), family_name=self.name)

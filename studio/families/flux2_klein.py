@@ -18,21 +18,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from .base import ModelInfo, Variant, register
-from .flux2 import TRANSFORMER_CLASS, Flux2Family
+from .flux2 import TOKEN_LIMIT, Flux2Family, flux2_variant
 
 APACHE = ("Apache-2.0: LoRAs trained on FLUX.2 [klein] 4B, and the images they make, may be used "
           "commercially.")
 NON_COMMERCIAL = ("FLUX Non-Commercial License: LoRAs trained on FLUX.2 [klein] 9B, and the images they make, "
                   "are for non-commercial use unless you hold a commercial licence from Black Forest Labs.")
-TOKEN_LIMIT = 512  # Flux2KleinPipeline's max_sequence_length
 PARAMETERS_B = {"4b": 3.88, "9b": 9.08}  # transformer parameters (meta-device count of the published configs)
 
 
 def _variant(name, title, hub, licence_id, licence, distilled, size, description) -> Variant:
-    return Variant(name=name, title=title, hub_id=hub, licence_id=licence_id, licence_text=licence,
-                   token_limit=TOKEN_LIMIT, guidance_embeds=False, steps=4 if distilled else 50,
-                   guidance=1.0 if distilled else 4.0, kohya_version=f"flux2_klein_{size}", description=description,
-                   parameters_b=PARAMETERS_B[size], train_on=not distilled)
+    return flux2_variant(name, title, hub, licence_id, licence, description, steps=4 if distilled else 50,
+                         guidance=1.0 if distilled else 4.0, kohya_version=f"flux2_klein_{size}",
+                         parameters_b=PARAMETERS_B[size], train_on=not distilled)
 
 
 VARIANTS = {
@@ -106,12 +104,9 @@ class Flux2Klein(Flux2Family):
 
     # ------------------------------------------------------------ recognising a model
     def detect(self, model_index: dict, transformer_cfg: dict) -> str | None:
-        pipeline = model_index.get("_class_name")
-        if pipeline and pipeline != self.pipeline_class_name:
+        if not self.is_own_model(model_index, transformer_cfg):
             return None
-        if transformer_cfg.get("_class_name") != TRANSFORMER_CLASS:
-            return None
-        if not pipeline and transformer_cfg.get("guidance_embeds", True):
+        if not model_index.get("_class_name") and transformer_cfg.get("guidance_embeds", True):
             return None  # FLUX.2 [dev]: the same transformer class, with guidance embeddings
         size = INNER_DIMS.get(self.inner_dim(transformer_cfg), "4b")  # tiny test models count as 4 B
         return size if model_index.get("is_distilled") else f"base-{size}"

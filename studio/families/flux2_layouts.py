@@ -28,19 +28,11 @@ from pathlib import Path
 import torch
 
 from .base import LoraFileError
+from .flux1_layouts import BFL_DOUBLE_ATTENTION, bfl_double_mlp
 
 KOHYA_PREFIX = "lora_unet_"
 # BFL module inside double_blocks.N → its diffusers parts inside transformer_blocks.N, in row order.
-DOUBLE = {
-    "img_attn.qkv": ["attn.to_q", "attn.to_k", "attn.to_v"],
-    "txt_attn.qkv": ["attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"],
-    "img_attn.proj": ["attn.to_out.0"],
-    "txt_attn.proj": ["attn.to_add_out"],
-    "img_mlp.0": ["ff.linear_in"],
-    "img_mlp.2": ["ff.linear_out"],
-    "txt_mlp.0": ["ff_context.linear_in"],
-    "txt_mlp.2": ["ff_context.linear_out"],
-}
+DOUBLE = {**BFL_DOUBLE_ATTENTION, **bfl_double_mlp("linear_in", "linear_out")}
 SINGLE = {"linear1": ["attn.to_qkv_mlp_proj"], "linear2": ["attn.to_out"]}
 _KOHYA = re.compile(r"lora_unet_(double|single)_blocks_(\d+)_(.+)")
 

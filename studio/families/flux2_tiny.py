@@ -59,23 +59,12 @@ def qwen_tokenizer(vocab_size: int = 500):
 def build_klein(out_dir: str | Path, size: str = "tiny", distilled: bool = False, seed: int = 0,
                 readme: str = "") -> Path:
     """Write a Flux2KleinPipeline with random weights in diffusers layout (atomically)."""
-    import torch
-    from diffusers import Flux2KleinPipeline, Flux2Transformer2DModel
+    from diffusers import Flux2KleinPipeline
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from ..models import quiet_loading
-
-    quiet_loading()
-    if size not in SIZES:
-        raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
-    s = SIZES[size]
+    s = _sizes(size)
     tokenizer = qwen_tokenizer()
-    torch.manual_seed(seed)
-    transformer = Flux2Transformer2DModel(
-        patch_size=1, in_channels=s["latent"] * 4, num_layers=s["double"], num_single_layers=s["single"],
-        attention_head_dim=s["head_dim"], num_attention_heads=s["heads"], joint_attention_dim=3 * s["text_hidden"],
-        timestep_guidance_channels=256, mlp_ratio=3.0, axes_dims_rope=s["rope"], rope_theta=2000,
-        guidance_embeds=False)
+    transformer = _transformer(s, seed, guidance_embeds=False)
     vae = _vae(s, seed)
     text = Qwen3ForCausalLM(Qwen3Config(
         vocab_size=len(tokenizer), hidden_size=s["text_hidden"], intermediate_size=s["text_hidden"] * 2,
@@ -85,6 +74,29 @@ def build_klein(out_dir: str | Path, size: str = "tiny", distilled: bool = False
     pipe = Flux2KleinPipeline(scheduler=_scheduler(), vae=vae, text_encoder=text, tokenizer=tokenizer,
                               transformer=transformer, is_distilled=distilled)
     return _save(pipe, out_dir, readme)
+
+
+def _sizes(size: str) -> dict:
+    """The dimensions of a tiny model size (library loading messages quietened for the build)."""
+    from ..models import quiet_loading
+
+    quiet_loading()
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
+    return SIZES[size]
+
+
+def _transformer(s: dict, seed: int, guidance_embeds: bool):
+    """A FLUX.2 transformer of size `s`, seeded; its text width is three stacked hidden states."""
+    import torch
+    from diffusers import Flux2Transformer2DModel
+
+    torch.manual_seed(seed)
+    return Flux2Transformer2DModel(
+        patch_size=1, in_channels=s["latent"] * 4, num_layers=s["double"], num_single_layers=s["single"],
+        attention_head_dim=s["head_dim"], num_attention_heads=s["heads"], joint_attention_dim=3 * s["text_hidden"],
+        timestep_guidance_channels=256, mlp_ratio=3.0, axes_dims_rope=s["rope"], rope_theta=2000,
+        guidance_embeds=guidance_embeds)
 
 
 def _vae(s: dict, seed: int):
@@ -160,24 +172,13 @@ def mistral_processor(vocab_size: int = 500):
 
 def build_dev(out_dir: str | Path, size: str = "tiny", seed: int = 0, readme: str = "") -> Path:
     """Write a Flux2Pipeline with random weights (guidance-embedding transformer, Mistral3 text model)."""
-    import torch
-    from diffusers import Flux2Pipeline, Flux2Transformer2DModel
+    from diffusers import Flux2Pipeline
     from transformers import Mistral3Config, Mistral3ForConditionalGeneration
 
-    from ..models import quiet_loading
-
-    quiet_loading()
-    if size not in SIZES:
-        raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
-    s = SIZES[size]
+    s = _sizes(size)
     processor = mistral_processor()
     tok = processor.tokenizer
-    torch.manual_seed(seed)
-    transformer = Flux2Transformer2DModel(
-        patch_size=1, in_channels=s["latent"] * 4, num_layers=s["double"], num_single_layers=s["single"],
-        attention_head_dim=s["head_dim"], num_attention_heads=s["heads"], joint_attention_dim=3 * s["text_hidden"],
-        timestep_guidance_channels=256, mlp_ratio=3.0, axes_dims_rope=s["rope"], rope_theta=2000,
-        guidance_embeds=True)
+    transformer = _transformer(s, seed, guidance_embeds=True)
     vae = _vae(s, seed)
     text = Mistral3ForConditionalGeneration(Mistral3Config(
         text_config=dict(model_type="mistral", vocab_size=len(tok), hidden_size=s["text_hidden"],

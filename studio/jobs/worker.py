@@ -62,6 +62,25 @@ def package_root() -> str:
     return str(Path(__file__).resolve().parents[2])
 
 
+def child_env(gpus: Sequence[int] | None) -> dict[str, str]:
+    """A child's environment: this process's, the checkout importable, `gpus` the visible devices."""
+    env = dict(os.environ)  # HF_TOKEN, if the studio was given one, reaches the child here
+    env.pop("STUDIO_DATA", None)  # the data folder travels as --data-dir: one source of truth
+    env["PYTHONUNBUFFERED"] = "1"  # so train.log is current when we quote its tail
+    # `-m studio` must import this same checkout even when it is not pip-installed.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root(), env.get("PYTHONPATH", "")) if p)
+    if gpus is not None:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
+    return env
+
+
+def install_stop_handlers(handler) -> dict[int, Any]:
+    """SIGTERM and SIGINT call `handler` (in the main thread only); returns the handlers they replace."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
 class Worker:
     def __init__(
         self,
@@ -123,7 +142,7 @@ class Worker:
     def run_forever(self) -> int:
         """Serve the queue until SIGTERM/SIGINT. Returns the process exit code."""
         # Handlers first: a SIGTERM during reconciliation must not kill us half-way through.
-        previous = self._install_signal_handlers()
+        previous = install_stop_handlers(self._on_stop_signal)
         try:
             self.acquire()
             while not self._stop:
@@ -149,11 +168,6 @@ class Worker:
         (the engine checkpoints) and its job becomes `interrupted`."""
         self._on_stop_signal(signal.SIGTERM, None)
 
-    def _install_signal_handlers(self) -> dict[int, Any]:
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        return {sig: signal.signal(sig, self._on_stop_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-
     def _on_stop_signal(self, signum: int, frame: Any) -> None:
         self._stop = True
         child = self._child
@@ -175,14 +189,7 @@ class Worker:
         return self.kinds[job.kind].command(job, config_path, run_dir)
 
     def child_env(self) -> dict[str, str]:
-        env = dict(os.environ)  # HF_TOKEN, if the studio was given one, reaches the child here
-        env.pop("STUDIO_DATA", None)  # the data folder travels as --data-dir: one source of truth
-        env["PYTHONUNBUFFERED"] = "1"  # so train.log is current when we quote its tail
-        # `-m studio` must import this same checkout even when it is not pip-installed.
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root(), env.get("PYTHONPATH", "")) if p)
-        if self.gpus is not None:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in self.gpus)
-        return env
+        return child_env(self.gpus)
 
     def _start_child(self, job: Job) -> tuple[subprocess.Popen, Path]:
         run_dir = Path(job.run_dir)

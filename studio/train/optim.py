@@ -8,10 +8,8 @@ from ..config import TrainConfig
 from ..models import require_package
 
 
-def param_groups(cfg: TrainConfig, transformer: torch.nn.Module, text_encoder=None, block_of=None) -> list[dict]:
-    """One parameter group per block kind (`block_of`: the family's, FLUX.1's by default), each at its rate."""
-    if block_of is None:
-        from ..families.flux1 import block_of
+def param_groups(cfg: TrainConfig, transformer: torch.nn.Module, text_encoder, block_of) -> list[dict]:
+    """One parameter group per block kind (`block_of`: the model family's), each at its rate."""
     o = cfg.optimizer
     groups: dict[str, dict] = {}
     for name, p in transformer.named_parameters():

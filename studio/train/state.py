@@ -109,9 +109,8 @@ def inspect(cfg: TrainConfig, data_dir: Path) -> ModelInfo:
                           f"layers allow (hidden size {info.inner_dim}); use at most {info.inner_dim}.")
     title = info.model_family.variants[info.family].title
     if cfg.training.guidance is not None and not info.guidance_embeds:
-        kind = "a schnell-type model" if info.family_name == "flux1" else title
         raise StudioError("GUIDANCE_UNSUPPORTED", f"training.guidance is {cfg.training.guidance}, but "
-                          f"{cfg.model.base} has no guidance embeddings ({kind}).")
+                          f"{cfg.model.base} has no guidance embeddings ({title}).")
     if cfg.lora.train_text_encoder and not info.model_family.text_encoder_targets:
         raise StudioError("CONFIG_INVALID", f"lora.train_text_encoder is on, but {title} has no text-encoder "
                           "LoRA in the studio; turn it off (the transformer's LoRA learns the subject).")

@@ -10,7 +10,7 @@ from ..config import TrainConfig
 def sample_timesteps(cfg: TrainConfig, batch_size: int, image_seq_len: int,
                      generator: torch.Generator, device, resolution_shift=None) -> torch.Tensor:
     """t ∈ (0, 1) per sample, by the configured scheme (see FLUX_NOTES: the field's choices).
-    `resolution_shift(image_seq_len)`: the family's shift for resolution_shift (FLUX.1's by default)."""
+    `resolution_shift(image_seq_len)`: the model family's shift, which the resolution_shift scheme needs."""
     from diffusers.training_utils import compute_density_for_timestep_sampling
 
     t_cfg = cfg.training
@@ -29,6 +29,6 @@ def sample_timesteps(cfg: TrainConfig, batch_size: int, image_seq_len: int,
         shift = t_cfg.shift
     else:
         if resolution_shift is None:
-            from ..families.flux1 import resolution_shift
+            raise ValueError("timestep_sampling resolution_shift needs the model family's resolution_shift")
         shift = resolution_shift(image_seq_len)
     return shift * t / (1 + (shift - 1) * t)
