@@ -17,6 +17,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .blocks import BLOCKS, block_counts, block_of, block_target_modules  # noqa: F401 - where families found them
+from .plan_facts import FamilySizes
+
 
 class ModelError(RuntimeError):
     """The base model cannot be found or loaded; the message says where we looked."""
@@ -76,7 +79,7 @@ class ModelInfo:
         return self.model_family.inner_dim(self.transformer)
 
 
-class Family:
+class Family(FamilySizes):
     """The interface one model family implements (studio/families/flux1.py is the reference).
 
     The engine (studio/train) calls exactly these; methods that need torch import it inside, so a
@@ -103,61 +106,6 @@ class Family:
     latent_channels: int = 16            # the VAE's latent channels
     lora_width: dict[str, int] = {}      # target set → sum of in + out features of its layers, full size
     text_encoder_gib: float = 0.0        # the text encoders' weights in bf16
-
-    def trains_from_pairs(self) -> bool:
-        """Whether the family trains edit LoRAs from before/after pairs (what the plan asks of it):
-        an edit model, or one whose pipeline takes reference images (see `run_mode`)."""
-        return self.kind == "edit" or self.reference_images
-
-    def variant_lora_width(self, variant: str = "") -> dict[str, int]:
-        return dict(self.lora_width)
-
-    def variant_text_encoder_gib(self, variant: str = "") -> float:
-        return self.text_encoder_gib
-
-    def tier_memory(self, variant: str = "") -> dict:
-        """{tier: TierMemory}: the peak training memory per tier at 512 px, and where it comes from."""
-        raise NotImplementedError
-
-    def plan_facts(self, variant: str):
-        """The variant's sizes, tokens and memory per tier for the training plan (a PlanFacts)."""
-        from .plan_facts import PlanFacts
-
-        config = self.full_config(variant)
-        return PlanFacts(
-            family=self.name, variant=variant, title=self.variants[variant].title,
-            parameters=self.variants[variant].parameters_b * 1e9, attention_width=self.inner_dim(config),
-            blocks=config["num_layers"] + config["num_single_layers"], text_tokens=self.token_limit(variant),
-            text_width=config["joint_attention_dim"], latent_channels=self.latent_channels,
-            lora_width=self.variant_lora_width(variant), weight_gib=self.variant_weight_gib(variant),
-            text_encoder_gib=self.variant_text_encoder_gib(variant), tiers=self.variant_tiers(variant),
-            min_gpu_gib=self.variant_min_gpu_gib(variant), tier_memory=self.tier_memory(variant),
-            trains_from_pairs=self.trains_from_pairs(), edit_only=self.kind == "edit",
-            train_on=self.variants[variant].train_on)
-
-    # -- sizes and memory (a family whose variants differ in size overrides these)
-    def variant_weight_gib(self, variant: str = "") -> dict[str, float]:
-        """The transformer's weights in GiB per precision, for one variant."""
-        return dict(self.weight_gib)
-
-    def variant_tiers(self, variant: str = "") -> tuple:
-        """((tier, smallest GPU GiB), …), largest first, for one variant."""
-        return tuple(self.tier_min_gib)
-
-    def variant_min_gpu_gib(self, variant: str = "") -> float:
-        """The smallest GPU (GiB) the variant trains on at all, in the lowest tier (8gb: block offload)."""
-        return self.min_gpu_gib
-
-    def tier_for(self, gib: float | None, variant: str = "") -> str | None:
-        """The memory tier a GPU of `gib` GiB gets for this variant: the first of its table it
-        reaches, else the 8gb tier when it reaches the variant's minimum; 'cpu' without a GPU;
-        None when the GPU is too small to train this variant at all."""
-        if gib is None:
-            return "cpu"
-        for tier, need in self.variant_tiers(variant):
-            if gib >= need:
-                return tier
-        return "8gb" if gib >= self.variant_min_gpu_gib(variant) else None
 
     # -- recognising a model (config files only)
     def detect(self, model_index: dict, transformer_cfg: dict) -> str | None:
@@ -288,48 +236,6 @@ class Family:
     # -- the offline model for tests and the demo
     def build_tiny(self, out_dir, size: str = "tiny", variant: str = "", seed: int = 0) -> Path:
         raise NotImplementedError
-
-
-# --------------------------------------------------------------------------- FLUX transformer blocks
-
-# The block containers of a FLUX transformer (both generations) and the names the heat map, the
-# per-block learning rates and `lora.double_blocks` / `lora.single_blocks` use for them.
-BLOCKS = {"transformer_blocks": "double", "single_transformer_blocks": "single"}
-
-
-def block_of(param_name: str) -> str:
-    """'transformer_blocks.3.attn…' → 'double.3'; 'single_transformer_blocks.10…' → 'single.10'."""
-    parts = param_name.split(".")
-    for i, part in enumerate(parts[:-1]):
-        if part in BLOCKS:
-            return f"{BLOCKS[part]}.{parts[i + 1]}"
-    return "text_encoder" if "text_model" in param_name else "other"
-
-
-def block_counts(transformer) -> dict[str, int]:
-    return {kind: len(getattr(transformer, container)) for container, kind in BLOCKS.items()}
-
-
-def block_target_modules(lora, transformer, target_sets: dict) -> list[str]:
-    """Full names of the block layers that get a LoRA (explicit names, so block selection is exact):
-    linear layers whose name ends in one of the chosen suffixes, in the chosen blocks only (embedders,
-    shared modulations and the output layer stay frozen). `lora`: the config's LoraConfig section."""
-    import torch
-
-    suffixes = lora.target_modules or target_sets[lora.targets]
-    chosen = {container: getattr(lora, f"{kind}_blocks") for container, kind in BLOCKS.items()}
-    names = []
-    for name, module in transformer.named_modules():
-        parts = name.split(".")
-        if not isinstance(module, torch.nn.Linear) or parts[0] not in chosen:
-            continue
-        allowed = chosen[parts[0]]
-        if allowed is not None and int(parts[1]) not in allowed:
-            continue
-        rest = ".".join(parts[2:])
-        if any(rest == s or rest.endswith("." + s) for s in suffixes):
-            names.append(name)
-    return names
 
 
 _REGISTRY: dict[str, Family] = {}

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Family, ModelInfo, Variant, block_counts, block_of, block_target_modules, register
+from .base import Family, ModelInfo, Variant, register
+from .blocks import block_counts, block_of, block_target_modules
 
 VARIANTS = {
     "dev": Variant(

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import math
 
-from .base import Family, ModelInfo, Variant, block_counts, block_of, block_target_modules
+from .base import Family, ModelInfo, Variant
+from .blocks import block_counts, block_of, block_target_modules
 
 TRANSFORMER_CLASS = "Flux2Transformer2DModel"
 DOUBLE_ATTENTION = ["attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",

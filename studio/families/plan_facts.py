@@ -122,3 +122,61 @@ def scaled_tier_memory(reference: PlanFacts, weight_gib: dict[str, float], atten
             f"{reference.title}'s published overhead in this tier scaled by width × blocks ({scale:.2f}×)",
             "estimated")
     return out
+
+
+class FamilySizes:
+    """The part of the Family interface (base.py) that answers how big a variant is, which memory
+    tier a card gets, and the plan's facts; the attributes it reads are declared on Family."""
+
+    def trains_from_pairs(self) -> bool:
+        """Whether the family trains edit LoRAs from before/after pairs (what the plan asks of it):
+        an edit model, or one whose pipeline takes reference images (see `run_mode`)."""
+        return self.kind == "edit" or self.reference_images
+
+    def variant_lora_width(self, variant: str = "") -> dict[str, int]:
+        return dict(self.lora_width)
+
+    def variant_text_encoder_gib(self, variant: str = "") -> float:
+        return self.text_encoder_gib
+
+    def tier_memory(self, variant: str = "") -> dict:
+        """{tier: TierMemory}: the peak training memory per tier at 512 px, and where it comes from."""
+        raise NotImplementedError
+
+    def plan_facts(self, variant: str):
+        """The variant's sizes, tokens and memory per tier for the training plan (a PlanFacts)."""
+        config = self.full_config(variant)
+        return PlanFacts(
+            family=self.name, variant=variant, title=self.variants[variant].title,
+            parameters=self.variants[variant].parameters_b * 1e9, attention_width=self.inner_dim(config),
+            blocks=config["num_layers"] + config["num_single_layers"], text_tokens=self.token_limit(variant),
+            text_width=config["joint_attention_dim"], latent_channels=self.latent_channels,
+            lora_width=self.variant_lora_width(variant), weight_gib=self.variant_weight_gib(variant),
+            text_encoder_gib=self.variant_text_encoder_gib(variant), tiers=self.variant_tiers(variant),
+            min_gpu_gib=self.variant_min_gpu_gib(variant), tier_memory=self.tier_memory(variant),
+            trains_from_pairs=self.trains_from_pairs(), edit_only=self.kind == "edit",
+            train_on=self.variants[variant].train_on)
+
+    # -- sizes and memory (a family whose variants differ in size overrides these)
+    def variant_weight_gib(self, variant: str = "") -> dict[str, float]:
+        """The transformer's weights in GiB per precision, for one variant."""
+        return dict(self.weight_gib)
+
+    def variant_tiers(self, variant: str = "") -> tuple:
+        """((tier, smallest GPU GiB), …), largest first, for one variant."""
+        return tuple(self.tier_min_gib)
+
+    def variant_min_gpu_gib(self, variant: str = "") -> float:
+        """The smallest GPU (GiB) the variant trains on at all, in the lowest tier (8gb: block offload)."""
+        return self.min_gpu_gib
+
+    def tier_for(self, gib: float | None, variant: str = "") -> str | None:
+        """The memory tier a GPU of `gib` GiB gets for this variant: the first of its table it
+        reaches, else the 8gb tier when it reaches the variant's minimum; 'cpu' without a GPU;
+        None when the GPU is too small to train this variant at all."""
+        if gib is None:
+            return "cpu"
+        for tier, need in self.variant_tiers(variant):
+            if gib >= need:
+                return tier
+        return "8gb" if gib >= self.variant_min_gpu_gib(variant) else None
