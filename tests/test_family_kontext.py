@@ -332,11 +332,12 @@ def test_worker_runs_an_edit_job_from_an_imported_pairs_dataset(kontext_model, t
     assert not np.array_equal(drawn["pair_0"][2], drawn["pair_0"][1])  # and the LoRA changes the edit
 
 
-def test_the_edit_preset_suits_kontext():
+def test_the_edit_preset_suits_the_families_that_edit():
     from studio.config import load_preset, validate
 
     preset = load_preset("edit")
-    assert preset.families == ["flux1-kontext"] and load_preset("portrait").families is None
+    assert preset.families == ["flux1-kontext", "flux2-klein", "flux2-dev"]  # every family that trains from pairs
+    assert load_preset("portrait").families is None
     cfg = resolve({"dataset": {"path": "/x"}, "model": {"family": "flux1-kontext"}}, preset="edit", tier="cpu")
     with pytest.raises(ConfigError, match="not for the flux1 model family"):  # the demo model cannot edit
         resolve({"dataset": {"path": "/x"}}, preset="edit", tier="cpu")
