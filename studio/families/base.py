@@ -262,6 +262,7 @@ def _load_builtin() -> None:
     from . import flux1_kontext  # noqa: F401
 
     from . import flux2_dev  # noqa: F401
+    from . import flux3  # noqa: F401
 
 
 def families() -> list[Family]:
