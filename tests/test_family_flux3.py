@@ -1,0 +1,286 @@
+"""FLUX.3 end to end on its tiny offline model: detection, the training step against the FLUX.3
+objective computed with diffusers' own FLUX.3 helpers, learning, the diffusers LoRA file loaded
+by the modular pipeline, resume and a worker job."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import Events, tiny_config
+from studio.config import resolve
+from studio.engine import build_state
+from studio.events import EXIT_INTERRUPTED, EXIT_OK
+from studio.families.base import get_family, inspect_model
+from test_family_flux2_klein import CAPTIONS, pixels, run, squares
+
+pytestmark = pytest.mark.engine
+FLUX3 = get_family("flux3")
+SHIFT = 6.93  # Flux3SetTimestepsStep's default
+
+
+def pipeline(model, distilled: bool = False):
+    """The diffusers way: the auto blocks without the prompt upsampler, components from the folder."""
+    import diffusers
+
+    blocks = getattr(diffusers, "Flux3DistilledAutoBlocks" if distilled else "Flux3AutoBlocks")()
+    blocks.sub_blocks.pop("prompt_upsampler")
+    pipe = blocks.init_pipeline(str(model))
+    pipe.load_components(dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def encode(pipe, caption: str):
+    """Prompt embeddings and text ids with diffusers' helpers, padded to the studio's 512 tokens."""
+    from diffusers.modular_pipelines.flux3.before_denoise import Flux3TextRoPEInputsStep
+    from diffusers.modular_pipelines.flux3.encoders import Flux3TextEncoderStep
+
+    embeds = Flux3TextEncoderStep._get_qwen3_vl_prompt_embeds(pipe.text_encoder, pipe.tokenizer, caption,
+                                                              max_sequence_length=512, pad_multiple=512)
+    return embeds, Flux3TextRoPEInputsStep._prepare_text_ids(embeds)
+
+
+def latents(pipe, path: Path):
+    """What Flux3VaeEncoderStep does to an image: the mode, 2x2 patches, the VAE's batch norm."""
+    from diffusers.modular_pipelines.flux3.encoders import Flux3VaeEncoderStep
+
+    vae = pipe.vae
+    x = Flux3VaeEncoderStep._patchify_latents(vae.encode(pixels(path)).latent_dist.mode())
+    mean = vae.bn.running_mean.view(1, -1, 1, 1)
+    std = torch.sqrt(vae.bn.running_var.view(1, -1, 1, 1) + vae.config.batch_norm_eps)
+    return (x - mean) / std
+
+
+def predict(transformer, noisy, t, embeds, text_ids):
+    """The velocity as Flux3LoopDenoiser asks for it (tokens row by row, 4-D ids at rope scale 0.5)."""
+    from diffusers.modular_pipelines.flux3.before_denoise import _prepare_image_ids
+
+    h, w = noisy.shape[-2:]
+    return transformer(hidden_states=noisy.flatten(2).transpose(1, 2), timestep=t, encoder_hidden_states=embeds,
+                       img_ids=_prepare_image_ids(h, w, 0.5), txt_ids=text_ids, return_dict=False)[0]
+
+
+@pytest.fixture(scope="module")
+def flux3(tmp_path_factory) -> Path:
+    return FLUX3.build_tiny(tmp_path_factory.mktemp("flux3") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def trained(flux3, tmp_path_factory):
+    """One training run shared by the learning and file tests."""
+    root = tmp_path_factory.mktemp("flux3-trained")
+    cfg = tiny_config(flux3, squares(root / "ds"), root / "out", optimizer={"lr": 1e-2},
+                      lora={"rank": 8, "alpha": 8, "targets": "all_linear"},
+                      schedule={"max_steps": 50, "scheduler": "constant", "warmup_steps": 0},
+                      training={"batch_size": 2}, sample={"guidance": 3.5})
+    code, events = run(cfg, root / "out" / "run", root / "data")
+    assert code == EXIT_OK, events.of("error")
+    return root / "out" / "run", root / "ds", events
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def test_detected_from_configs_and_key_names(flux3, tmp_path):
+    info = inspect_model(str(flux3))
+    assert (info.family_name, info.variant, info.token_limit, info.guidance_embeds) == ("flux3", "base", 512, False)
+    distilled = tmp_path / "distilled"  # config files are all detection reads
+    for name in ("transformer/config.json", "vae/config.json"):
+        (distilled / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(flux3 / name, distilled / name)
+    config = json.loads((distilled / "transformer/config.json").read_text())
+    (distilled / "transformer/config.json").write_text(json.dumps({**config, "flow_map": True}))
+    assert inspect_model(str(distilled)).variant == "distilled"
+    for other in ("flux1", "flux2-klein", "flux2-dev"):
+        assert get_family(other).detect({}, config) is None
+    from safetensors import safe_open
+    keys = list(safe_open(str(flux3 / "transformer" / "diffusion_pytorch_model.safetensors"), "pt").keys())
+    bfl = ["early_stream_modulations.image.lin.weight", "single_blocks.0.q_proj.weight"]  # diffusers' converter's names
+    assert FLUX3.detect_keys(keys) and not get_family("flux2-klein").detect_keys(keys)
+    assert FLUX3.detect_keys(bfl) and FLUX3.detect_keys(["model.diffusion_model." + k for k in bfl])
+    assert not FLUX3.detect_keys(["single_stream_modulation.lin.weight", "double_blocks.0.img_attn.qkv.weight"])
+    assert not get_family("flux2-klein").detect_keys(bfl)
+
+
+def test_full_size_counts_and_facts():
+    """Parameters counted on the meta device from the published (default) configs; licences not invented."""
+    for variant, v in FLUX3.variants.items():
+        model = FLUX3.meta_transformer(FLUX3.full_config(variant))
+        count = sum(p.numel() for p in model.parameters()) / 1e9
+        assert abs(count - v.parameters_b) < 0.005, (variant, count)
+        assert v.licence_id == "other" and v.hub_id in v.licence_text and "model card" in v.licence_text
+        assert FLUX3.variant_weight_gib(variant)["bf16"] == pytest.approx(count * 1e9 * 2 / 2 ** 30, rel=0.01)
+    assert FLUX3.full_config("distilled")["flow_map"] and not FLUX3.full_config("base")["flow_map"]
+    assert FLUX3.resolution_shift(256) == FLUX3.resolution_shift(4096) == SHIFT
+    assert FLUX3.block_of("txt_mode_blocks.2.attn.to_q.lora_A.default.weight") == "double.2"
+    assert FLUX3.block_of("mode_blocks.image.1.ff.linear_in.lora_B.default.weight") == "double.1"
+    assert FLUX3.block_of("single_transformer_blocks.7.attn.to_out.0.weight") == "single.7"
+
+
+def test_targets_and_block_selection(flux3):
+    model = FLUX3.meta_transformer(json.loads((flux3 / "transformer/config.json").read_text()))
+    lora = type("L", (), {"targets": "all_linear", "target_modules": None, "double_blocks": [1], "single_blocks": [0]})
+    names = FLUX3.target_modules(lora, model)
+    assert names and not any("image_cond" in n for n in names)  # text-to-image: reference blocks see nothing
+    assert {n.rsplit(".", 2)[0] if n.endswith("to_out.0") else n.rsplit(".", 1)[0] for n in names} == {
+        "txt_mode_blocks.1.attn", "txt_mode_blocks.1.ff", "mode_blocks.image.1.attn", "mode_blocks.image.1.ff",
+        "single_transformer_blocks.0.attn", "single_transformer_blocks.0.ff"}
+    assert len(names) == 3 * 6
+
+
+# --------------------------------------------------------------------------- the step
+
+
+@pytest.mark.parametrize("distilled", [False, True], ids=["base", "flow-map"])
+def test_step_equals_the_flux3_objective(flux3, tmp_path, distilled):
+    """Loss and LoRA gradients of one step equal the FLUX.3 objective computed with diffusers' FLUX.3
+    helpers (Qwen3-VL encoding, VAE latents with batch norm, token packing, 4-D ids, the constant shift);
+    a flow-map model gets the step's own t as its target timestep."""
+    from studio.train.step import loss as step_loss
+
+    model = flux3
+    if distilled:
+        model = FLUX3.build_tiny(tmp_path / "distilled", variant="distilled")
+    folder = squares(tmp_path / "one", count=1)
+    cfg = resolve(tiny_config(model, folder, tmp_path / "out", lora={"rank": 4, "alpha": 8}), tier="cpu")
+    assert cfg.training.timestep_sampling == "resolution_shift" and not cfg.save.comfyui  # the family's settings
+    trainer = build_state(cfg, tmp_path / "run", Events(), data_dir=tmp_path / "data")
+    torch.manual_seed(0)
+    for p in trainer.lora_params:  # B non-zero: every LoRA path matters
+        p.data.normal_(0, 0.05)
+    state = trainer.generator.get_state()
+    loss = step_loss(trainer, trainer.plan[0])
+    loss.backward()
+    grads = [p.grad.clone() for p in trainer.lora_params]
+    trainer.optimizer.zero_grad(set_to_none=True)
+
+    pipe = pipeline(model, distilled)
+    gen = torch.Generator().manual_seed(0)
+    gen.set_state(state)
+    with torch.no_grad():
+        embeds, text_ids = encode(pipe, CAPTIONS[0])
+        x0 = latents(pipe, folder / "pic_0.png")
+    noise = torch.randn(x0.shape, generator=gen)
+    sigma = torch.sigmoid(torch.randn((1,), generator=gen) * cfg.training.logit_std)
+    t = SHIFT * sigma / (1 + (SHIFT - 1) * sigma)
+    noisy = (1 - t) * x0 + t * noise
+    from diffusers.modular_pipelines.flux3.before_denoise import _prepare_image_ids
+    h, w = noisy.shape[-2:]
+    pred = trainer.transformer(hidden_states=noisy.flatten(2).transpose(1, 2), timestep=t,
+                               encoder_hidden_states=embeds, img_ids=_prepare_image_ids(h, w, 0.5), txt_ids=text_ids,
+                               return_dict=False, **({"target_timestep": t} if distilled else {}))[0]
+    expected = ((pred - (noise - x0).flatten(2).transpose(1, 2)) ** 2).mean()
+    expected.backward()
+    assert abs(loss.item() - expected.item()) < 1e-5 * max(1.0, expected.item())
+    for p, g in zip(trainer.lora_params, grads):
+        torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- learning and files
+
+
+def test_lora_memorises_the_training_latents(trained, flux3):
+    """At fixed noise and noise levels, the trained LoRA predicts the training images' velocity far
+    better than the base model does (memorisation in latent space, not only a falling loss)."""
+    run_dir, dataset, _ = trained
+    pipe = pipeline(flux3)
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        cases = []
+        for i, caption in enumerate(CAPTIONS):
+            embeds, text_ids = encode(pipe, caption)
+            x0 = latents(pipe, dataset / f"pic_{i}.png")
+            for t in (0.3, 0.6, 0.9):
+                cases.append((embeds, text_ids, x0, torch.randn(x0.shape, generator=gen), torch.tensor([t])))
+
+        def error():
+            total = 0.0
+            for embeds, text_ids, x0, noise, t in cases:
+                pred = predict(pipe.transformer, (1 - t) * x0 + t * noise, t, embeds, text_ids)
+                total += float(((pred - (noise - x0).flatten(2).transpose(1, 2)) ** 2).mean())
+            return total / len(cases)
+
+        base = error()
+        pipe.load_lora_weights(str(run_dir / "test-lora.safetensors"), adapter_name="mine")
+        learned = error()
+    assert learned < 0.85 * base, (base, learned)
+
+
+def test_diffusers_file_loads_changes_output_and_weight_zero_is_base(trained, flux3):
+    """The modular pipeline (Flux3LoraLoaderMixin) loads the file: the image changes; at weight 0 it is
+    the base model's image bit for bit. The run wrote no ComfyUI file (the family's setting)."""
+    run_dir, _, events = trained
+    pipe = pipeline(flux3)
+
+    def generate():
+        return pipe(prompt=CAPTIONS[0], num_inference_steps=2, height=64, width=64,
+                    generator=torch.Generator().manual_seed(7), output="images", output_type="np")[0]
+
+    base = generate()
+    pipe.load_lora_weights(str(run_dir / "test-lora.safetensors"), adapter_name="mine")
+    with_lora = generate()
+    pipe.set_adapters(["mine"], adapter_weights=[0.0])
+    weight_zero = generate()
+    assert np.abs(with_lora - base).mean() > 1e-3
+    np.testing.assert_array_equal(weight_zero, base)
+    assert events.of("done")[-1]["files"] == [str(run_dir / "test-lora.safetensors")]
+    assert not (run_dir / "test-lora-comfyui.safetensors").exists()
+
+
+def test_file_metadata_and_validation(trained):
+    from studio.lora_files import read_metadata
+
+    run_dir, _, events = trained
+    path = run_dir / "test-lora.safetensors"
+    meta = read_metadata(path)
+    assert (meta["model_family"], meta["model_variant"], meta["modelspec.license"]) == ("flux3", "base", "other")
+    assert "ss_network_module" not in meta and "flux-3-image-klein" in meta["modelspec.implementation"]
+    assert meta["ss_network_dim"] == "8" and FLUX3.validate(path).rank == 8
+    deltas = FLUX3.delta_weights(path)
+    assert any(k.startswith("txt_mode_blocks.") for k in deltas) and any(k.endswith("ff.linear_out") for k in deltas)
+    assert "model card" in events.of("start")[0]["licence"]
+    sample = events.of("sample")[-1]  # guided against the empty prompt cached before the encoder went
+    assert sample["step"] == 50
+
+
+# --------------------------------------------------------------------------- resume and the worker
+
+
+def test_resume_is_bitwise_exact(flux3, tmp_path):
+    cfg = tiny_config(flux3, squares(tmp_path / "ds", count=2), tmp_path / "out",
+                      schedule={"max_steps": 6, "scheduler": "cosine", "warmup_steps": 2},
+                      training={"ema": True}, dataset={"caption_dropout": 0.3}, lora={"dropout": 0.1})
+    code, _ = run(cfg, tmp_path / "straight", tmp_path / "data")
+    assert code == EXIT_OK
+    code, events = run(cfg, tmp_path / "resumed", tmp_path / "data", fault="sigterm@3")
+    assert code == EXIT_INTERRUPTED and events.of("checkpoint")[-1]["step"] == 3
+    code, events = run(cfg, tmp_path / "resumed", tmp_path / "data", resume=True)
+    assert code == EXIT_OK and events.of("start")[0]["start_step"] == 3
+    from safetensors.torch import load_file
+    a = load_file(str(tmp_path / "straight" / "test-lora.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "test-lora.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_worker_runs_a_flux3_job(flux3, tmp_path):
+    from studio.jobs import JobStore
+    from studio.worker import Worker
+
+    config = resolve(tiny_config(flux3, squares(tmp_path / "ds"), tmp_path / "out", schedule={"max_steps": 3},
+                                 save={"every": 2, "run_name": "flux3"}), tier="cpu")
+    store = JobStore(tmp_path / "data")
+    job_id = store.create_job("flux3", config.to_dict())
+    Worker(tmp_path / "data", poll_interval=0.1).run_once()
+    job = store.get_job(job_id)
+    assert job["status"] == "succeeded", (job["error_message"], job["advice"])
+    assert job["exit_code"] == 0 and job["step"] == 3 and job["files"] == ["flux3.safetensors"]
+    start = store.events(job_id, types=["start"])[0]
+    assert start["family"] == "base" and "model card" in start["licence"]
