@@ -111,7 +111,8 @@ def verify_files(diffusers_path: Path, comfy_path: Path, config: dict, where: st
     family = family or get_family("flux1")
 
     checks, read = [], {}
-    for label, path in (("diffusers", diffusers_path), ("ComfyUI", comfy_path)):
+    pairs = (("diffusers", diffusers_path), ("ComfyUI", comfy_path)) if comfy_path else (("diffusers", diffusers_path),)
+    for label, path in pairs:
         check_id = f"readable_{label.lower()}"
         try:
             read[label] = _read_modules(path)
@@ -294,6 +295,19 @@ def run_files(run_dir: Path) -> tuple[Path, Path]:
                             "verify a run that succeeded")
 
 
+def _diffusers_only(run_dir: Path) -> Path | None:
+    """The diffusers file of a run whose family writes no ComfyUI layout (FLUX.3), else None."""
+    from studio.families.base import ModelError, get_family
+    from studio.lora_files import LoraFileError, read_metadata
+
+    name = str((_run_config(run_dir).get("save") or {}).get("run_name") or "")
+    path = Path(run_dir) / f"{name}.safetensors"
+    try:
+        return None if get_family(read_metadata(path).get("model_family", "flux1")).comfyui_layout else path
+    except (ModelError, LoraFileError, OSError):
+        return None
+
+
 def run_targets(run_dir: Path, config: dict, family=None) -> list[str] | None:
     """The modules the run's settings train on a transformer of `config` (None if unreadable)."""
     from studio.config import ConfigError, TrainConfig
@@ -314,7 +328,9 @@ def verify_run(run_dir: str | Path) -> list[Check]:
     try:
         diffusers_path, comfy_path = run_files(run_dir)
     except FileNotFoundError as exc:
-        return [Check("files", "the run has both LoRA files", False, [str(exc)])]
+        diffusers_path, comfy_path = _diffusers_only(run_dir), None
+        if diffusers_path is None:
+            return [Check("files", "the run has both LoRA files", False, [str(exc)])]
     try:
         metadata = read_metadata(diffusers_path)
     except LoraFileError:

@@ -247,6 +247,18 @@ def test_file_metadata_and_validation(trained):
     assert "model card" in events.of("start")[0]["licence"]
     sample = events.of("sample")[-1]  # guided against the empty prompt cached before the encoder went
     assert sample["step"] == 50
+    from studio.verify import verify_run
+    checks = verify_run(run_dir)  # the diffusers file's checks: no ComfyUI file is expected
+    assert [c.id for c in checks] == ["readable_diffusers", "diffusers_keys"]
+    assert all(c.ok for c in checks), [c.line() for c in checks if not c.ok]
+
+
+def test_comfyui_file_is_refused_before_training(flux3, tmp_path):
+    cfg = tiny_config(flux3, squares(tmp_path / "ds", count=1), tmp_path / "out", save={"comfyui": True})
+    code, events = run(cfg, tmp_path / "run", tmp_path / "data")
+    error = events.of("error")[0]
+    assert code != EXIT_OK and error["code"] == "CONFIG_INVALID" and "save.comfyui" in error["message"]
+    assert not (tmp_path / "run" / "test-lora.safetensors").exists()
 
 
 # --------------------------------------------------------------------------- resume and the worker
@@ -281,6 +293,6 @@ def test_worker_runs_a_flux3_job(flux3, tmp_path):
     Worker(tmp_path / "data", poll_interval=0.1).run_once()
     job = store.get_job(job_id)
     assert job["status"] == "succeeded", (job["error_message"], job["advice"])
-    assert job["exit_code"] == 0 and job["step"] == 3 and job["files"] == ["flux3.safetensors"]
+    assert job["exit_code"] == 0 and job["step"] == 3 and [Path(f).name for f in job["files"]] == ["flux3.safetensors"]
     start = store.events(job_id, types=["start"])[0]
     assert start["family"] == "base" and "model card" in start["licence"]

@@ -94,6 +94,7 @@ class Family:
     weight_gib: dict[str, float] = {}    # the transformer's weights per precision
     tokens_name: str = "T5"              # whose tokens a caption's token limit counts (messages)
     kind: str = "text-to-image"          # or "edit": trains on before/after pairs (control images)
+    comfyui_layout: bool = True          # writes <name>-comfyui.safetensors too (save.comfyui)
     # Config sections applied on top of any preset when this family is chosen (its learning rate,
     # resolution, timestep shift…); the memory tier and the user's own settings still win.
     config_overrides: dict = {}

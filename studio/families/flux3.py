@@ -128,6 +128,7 @@ class Flux3(Flux2Family):
     pipeline_class_name = "Flux3ModularPipeline"
     transformer_class_name = TRANSFORMER_CLASS
     kind = "text-to-image"
+    comfyui_layout = False  # no ComfyUI key names for FLUX.3 are known to the studio
     tokens_name = "Qwen3-VL"
     variants = VARIANTS
     target_sets = TARGET_SETS
