@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import Events, tiny_config
+from conftest import tiny_config
+from family_checks import assert_same_step, studio_step
 from studio.config import resolve
-from studio.engine import build_state, train
+from studio.engine import train
 from studio.events import EXIT_OK
 from studio.families.base import get_family, inspect_model
 from test_family_flux2_klein import CAPTIONS, pixels, squares
@@ -51,20 +52,10 @@ def test_detected_and_told_apart_from_klein(dev):
 def test_step_equals_the_flux2_objective_with_guidance(dev, tmp_path):
     from diffusers.pipelines.flux2.pipeline_flux2 import compute_empirical_mu
 
-    from studio.train.step import loss as step_loss
-
     folder = squares(tmp_path / "one", count=1)
     cfg = resolve(tiny_config(dev, folder, tmp_path / "out", lora={"rank": 4, "alpha": 8},
                               training={"timestep_sampling": "resolution_shift", "guidance": 2.5}), tier="cpu")
-    trainer = build_state(cfg, tmp_path / "run", Events(), data_dir=tmp_path / "data")
-    torch.manual_seed(0)
-    for p in trainer.lora_params:
-        p.data.normal_(0, 0.05)
-    state = trainer.generator.get_state()
-    loss = step_loss(trainer, trainer.plan[0])
-    loss.backward()
-    grads = [p.grad.clone() for p in trainer.lora_params]
-    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer, state, loss, grads = studio_step(cfg, tmp_path)
 
     pipe = pipeline(dev)
     gen = torch.Generator().manual_seed(0)
@@ -80,11 +71,7 @@ def test_step_equals_the_flux2_objective_with_guidance(dev, tmp_path):
     ids = pipe._prepare_latent_ids(noisy)
     pred = trainer.transformer(hidden_states=pipe._pack_latents(noisy), timestep=t, guidance=torch.tensor([2.5]),
                                encoder_hidden_states=embeds, txt_ids=text_ids, img_ids=ids, return_dict=False)[0]
-    expected = ((pipe._unpack_latents_with_ids(pred, ids) - (noise - x0)) ** 2).mean()
-    expected.backward()
-    assert abs(loss.item() - expected.item()) < 1e-5 * max(1.0, expected.item())
-    for p, g in zip(trainer.lora_params, grads):
-        torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-6)
+    assert_same_step(trainer, loss, grads, ((pipe._unpack_latents_with_ids(pred, ids) - (noise - x0)) ** 2).mean())
 
 
 def test_worker_job_files_load_in_flux2_pipeline(dev, tmp_path):

@@ -15,10 +15,11 @@ import torch
 from PIL import Image
 
 from conftest import Events, tiny_config
+from family_checks import assert_resume_is_bitwise, assert_same_step, memorising_run, studio_step
 from faulty_trainer import FaultHooks
 from studio.config import resolve
-from studio.engine import build_state, train
-from studio.events import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from studio.engine import train
+from studio.events import EXIT_FAILED, EXIT_OK
 from studio.families.base import get_family, inspect_model
 
 pytestmark = pytest.mark.engine
@@ -68,14 +69,8 @@ def klein(tmp_path_factory) -> Path:
 def trained(klein, tmp_path_factory):
     """One training run shared by the learning and file tests."""
     root = tmp_path_factory.mktemp("klein-trained")
-    cfg = tiny_config(klein, squares(root / "ds"), root / "out", optimizer={"lr": 1e-2},
-                      lora={"rank": 8, "alpha": 8, "targets": "all_linear"},
-                      schedule={"max_steps": 50, "scheduler": "constant", "warmup_steps": 0},
-                      training={"timestep_sampling": "resolution_shift", "batch_size": 2},
-                      sample={"guidance": 4.0})
-    code, events = run(cfg, root / "out" / "run", root / "data")
-    assert code == EXIT_OK, events.of("error")
-    return root / "out" / "run", root / "ds", events
+    return memorising_run(klein, squares(root / "ds"), root, run, training={"timestep_sampling": "resolution_shift"},
+                          sample={"guidance": 4.0})
 
 
 # --------------------------------------------------------------------------- the model
@@ -146,20 +141,10 @@ def test_step_equals_the_flux2_objective(klein, tmp_path):
     own helpers (prompt encoding, VAE latents with batch-norm, patch packing, 4-D ids, the shift)."""
     from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
 
-    from studio.train.step import loss as step_loss
-
     folder = squares(tmp_path / "one", count=1)
     cfg = resolve(tiny_config(klein, folder, tmp_path / "out", lora={"rank": 4, "alpha": 8},
                               training={"timestep_sampling": "resolution_shift"}), tier="cpu")
-    trainer = build_state(cfg, tmp_path / "run", Events(), data_dir=tmp_path / "data")
-    torch.manual_seed(0)
-    for p in trainer.lora_params:  # B non-zero: every LoRA path matters
-        p.data.normal_(0, 0.05)
-    state = trainer.generator.get_state()
-    loss = step_loss(trainer, trainer.plan[0])
-    loss.backward()
-    grads = [p.grad.clone() for p in trainer.lora_params]
-    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer, state, loss, grads = studio_step(cfg, tmp_path)
 
     pipe = pipeline(klein)
     gen = torch.Generator().manual_seed(0)
@@ -176,11 +161,7 @@ def test_step_equals_the_flux2_objective(klein, tmp_path):
     pred = trainer.transformer(hidden_states=pipe._pack_latents(noisy), timestep=t, guidance=None,
                                encoder_hidden_states=embeds, txt_ids=text_ids, img_ids=ids, return_dict=False)[0]
     pred = pipe._unpack_latents_with_ids(pred, ids)
-    expected = ((pred - (noise - x0)) ** 2).mean()
-    expected.backward()
-    assert abs(loss.item() - expected.item()) < 1e-5 * max(1.0, expected.item())
-    for p, g in zip(trainer.lora_params, grads):
-        torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-6)
+    assert_same_step(trainer, loss, grads, ((pred - (noise - x0)) ** 2).mean())
 
 
 # --------------------------------------------------------------------------- learning and files
@@ -313,21 +294,7 @@ def test_comfyui_keys_match_the_full_size_key_map(tmp_path):
 
 
 def test_resume_is_bitwise_exact(klein, tmp_path):
-    cfg = tiny_config(klein, squares(tmp_path / "ds", count=2), tmp_path / "out",
-                      schedule={"max_steps": 6, "scheduler": "cosine", "warmup_steps": 2},
-                      training={"ema": True}, dataset={"caption_dropout": 0.3}, lora={"dropout": 0.1})
-    code, _ = run(cfg, tmp_path / "straight", tmp_path / "data")
-    assert code == EXIT_OK
-    code, events = run(cfg, tmp_path / "resumed", tmp_path / "data", fault="sigterm@3")
-    assert code == EXIT_INTERRUPTED and events.of("checkpoint")[-1]["step"] == 3
-    code, events = run(cfg, tmp_path / "resumed", tmp_path / "data", resume=True)
-    assert code == EXIT_OK and events.of("start")[0]["start_step"] == 3
-    from safetensors.torch import load_file
-    a = load_file(str(tmp_path / "straight" / "test-lora.safetensors"))
-    b = load_file(str(tmp_path / "resumed" / "test-lora.safetensors"))
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    assert_resume_is_bitwise(klein, squares(tmp_path / "ds", count=2), tmp_path, run)
 
 
 def test_text_encoder_lora_is_refused_with_a_clear_message(klein, tmp_path):

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import Events, tiny_config
+from conftest import tiny_config
+from family_checks import assert_resume_is_bitwise, assert_same_step, memorising_run, studio_step
 from studio.config import resolve
-from studio.engine import build_state
-from studio.events import EXIT_INTERRUPTED, EXIT_OK
+from studio.events import EXIT_OK
 from studio.families.base import get_family, inspect_model
 from test_family_flux2_klein import CAPTIONS, pixels, run, squares
 
@@ -75,13 +75,7 @@ def flux3(tmp_path_factory) -> Path:
 def trained(flux3, tmp_path_factory):
     """One training run shared by the learning and file tests."""
     root = tmp_path_factory.mktemp("flux3-trained")
-    cfg = tiny_config(flux3, squares(root / "ds"), root / "out", optimizer={"lr": 1e-2},
-                      lora={"rank": 8, "alpha": 8, "targets": "all_linear"},
-                      schedule={"max_steps": 50, "scheduler": "constant", "warmup_steps": 0},
-                      training={"batch_size": 2}, sample={"guidance": 3.5})
-    code, events = run(cfg, root / "out" / "run", root / "data")
-    assert code == EXIT_OK, events.of("error")
-    return root / "out" / "run", root / "ds", events
+    return memorising_run(flux3, squares(root / "ds"), root, run, sample={"guidance": 3.5})
 
 
 # --------------------------------------------------------------------------- the model
@@ -142,23 +136,13 @@ def test_step_equals_the_flux3_objective(flux3, tmp_path, distilled):
     """Loss and LoRA gradients of one step equal the FLUX.3 objective computed with diffusers' FLUX.3
     helpers (Qwen3-VL encoding, VAE latents with batch norm, token packing, 4-D ids, the constant shift);
     a flow-map model gets the step's own t as its target timestep."""
-    from studio.train.step import loss as step_loss
-
     model = flux3
     if distilled:
         model = FLUX3.build_tiny(tmp_path / "distilled", variant="distilled")
     folder = squares(tmp_path / "one", count=1)
     cfg = resolve(tiny_config(model, folder, tmp_path / "out", lora={"rank": 4, "alpha": 8}), tier="cpu")
     assert cfg.training.timestep_sampling == "resolution_shift" and not cfg.save.comfyui  # the family's settings
-    trainer = build_state(cfg, tmp_path / "run", Events(), data_dir=tmp_path / "data")
-    torch.manual_seed(0)
-    for p in trainer.lora_params:  # B non-zero: every LoRA path matters
-        p.data.normal_(0, 0.05)
-    state = trainer.generator.get_state()
-    loss = step_loss(trainer, trainer.plan[0])
-    loss.backward()
-    grads = [p.grad.clone() for p in trainer.lora_params]
-    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer, state, loss, grads = studio_step(cfg, tmp_path)
 
     pipe = pipeline(model, distilled)
     gen = torch.Generator().manual_seed(0)
@@ -175,11 +159,7 @@ def test_step_equals_the_flux3_objective(flux3, tmp_path, distilled):
     pred = trainer.transformer(hidden_states=noisy.flatten(2).transpose(1, 2), timestep=t,
                                encoder_hidden_states=embeds, img_ids=_prepare_image_ids(h, w, 0.5), txt_ids=text_ids,
                                return_dict=False, **({"target_timestep": t} if distilled else {}))[0]
-    expected = ((pred - (noise - x0).flatten(2).transpose(1, 2)) ** 2).mean()
-    expected.backward()
-    assert abs(loss.item() - expected.item()) < 1e-5 * max(1.0, expected.item())
-    for p, g in zip(trainer.lora_params, grads):
-        torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-6)
+    assert_same_step(trainer, loss, grads, ((pred - (noise - x0).flatten(2).transpose(1, 2)) ** 2).mean())
 
 
 # --------------------------------------------------------------------------- learning and files
@@ -265,21 +245,7 @@ def test_comfyui_file_is_refused_before_training(flux3, tmp_path):
 
 
 def test_resume_is_bitwise_exact(flux3, tmp_path):
-    cfg = tiny_config(flux3, squares(tmp_path / "ds", count=2), tmp_path / "out",
-                      schedule={"max_steps": 6, "scheduler": "cosine", "warmup_steps": 2},
-                      training={"ema": True}, dataset={"caption_dropout": 0.3}, lora={"dropout": 0.1})
-    code, _ = run(cfg, tmp_path / "straight", tmp_path / "data")
-    assert code == EXIT_OK
-    code, events = run(cfg, tmp_path / "resumed", tmp_path / "data", fault="sigterm@3")
-    assert code == EXIT_INTERRUPTED and events.of("checkpoint")[-1]["step"] == 3
-    code, events = run(cfg, tmp_path / "resumed", tmp_path / "data", resume=True)
-    assert code == EXIT_OK and events.of("start")[0]["start_step"] == 3
-    from safetensors.torch import load_file
-    a = load_file(str(tmp_path / "straight" / "test-lora.safetensors"))
-    b = load_file(str(tmp_path / "resumed" / "test-lora.safetensors"))
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    assert_resume_is_bitwise(flux3, squares(tmp_path / "ds", count=2), tmp_path, run)
 
 
 def test_worker_runs_a_flux3_job(flux3, tmp_path):
