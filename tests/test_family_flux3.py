@@ -111,6 +111,7 @@ def test_full_size_counts_and_facts():
         assert v.licence_id == "other" and v.hub_id in v.licence_text and "model card" in v.licence_text
         assert FLUX3.variant_weight_gib(variant)["bf16"] == pytest.approx(count * 1e9 * 2 / 2 ** 30, rel=0.01)
     assert FLUX3.full_config("distilled")["flow_map"] and not FLUX3.full_config("base")["flow_map"]
+    assert (FLUX3.full_config("base")["num_layers"], FLUX3.full_config("base")["num_single_layers"]) == (5, 28)
     assert FLUX3.resolution_shift(256) == FLUX3.resolution_shift(4096) == SHIFT
     assert FLUX3.block_of("txt_mode_blocks.2.attn.to_q.lora_A.default.weight") == "double.2"
     assert FLUX3.block_of("mode_blocks.image.1.ff.linear_in.lora_B.default.weight") == "double.1"
@@ -126,6 +127,30 @@ def test_targets_and_block_selection(flux3):
         "txt_mode_blocks.1.attn", "txt_mode_blocks.1.ff", "mode_blocks.image.1.attn", "mode_blocks.image.1.ff",
         "single_transformer_blocks.0.attn", "single_transformer_blocks.0.ff"}
     assert len(names) == 3 * 6
+
+
+def test_full_size_file_passes_verify(tmp_path):
+    """A full-size FLUX.3 LoRA (every linear target, real shapes, rank 2) written by the family: verify
+    finds exactly the trained layers of the published architecture, with their shapes."""
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    from studio.verify import verify_files
+
+    config = FLUX3.full_config("base")
+    model = FLUX3.meta_transformer(config)
+    lora = type("L", (), {"targets": "all_linear", "target_modules": None, "double_blocks": None, "single_blocks": None})
+    targets = FLUX3.target_modules(lora, model)
+    assert len(targets) == (2 * 5 + 28) * 6  # text and image per-mode blocks, joint blocks; 6 layers each
+    model.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=targets))
+    gen = torch.Generator().manual_seed(0)
+    layers = {k: torch.randn(v.shape, generator=gen) * 0.01 for k, v in get_peft_model_state_dict(model).items()}
+    paths = FLUX3.write_lora(tmp_path, "full", layers, 2, 2, {"model_variant": "base"}, save_comfyui=True)
+    assert list(paths) == ["diffusers"]
+    checks = verify_files(paths["diffusers"], None, config, "full size", targets, FLUX3)
+    assert [c.id for c in checks] == ["readable_diffusers", "diffusers_keys"]
+    assert all(c.ok for c in checks), [c.line() for c in checks if not c.ok]
+    shrunk = {**config, "num_single_layers": 27}  # a file for a bigger model than the one it is checked on
+    assert not verify_files(paths["diffusers"], None, shrunk, "smaller", targets, FLUX3)[1].ok
 
 
 # --------------------------------------------------------------------------- the step

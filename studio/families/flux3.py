@@ -47,7 +47,7 @@ BLOCKS = {"txt_mode_blocks": "double", "mode_blocks.image": "double", "single_tr
 PARAMETERS_B = {"base": 5.54, "distilled": 5.55}
 # Weights per precision (bf16: 2 bytes, int8: 1, NF4: 0.5 + a float32 scale per 64 weights).
 WEIGHT_GIB = {"bf16": 10.32, "int8": 5.16, "nf4": 2.90}
-# Estimated from the weights (between FLUX.2 [klein] 4B's and 9B's measured tables), not measured.
+# Estimated from the weights (between the FLUX.2 [klein] 4B and 9B tables), not measured on a GPU.
 TIER_MIN_GIB = (("24gb", 18.0), ("16gb", 12.0), ("12gb", 8.0))
 LICENCE = ("Licence not stated in diffusers: read the model card of {hub} before sharing LoRAs trained on it "
            "or the images they make.")
@@ -147,9 +147,13 @@ class Flux3(Flux2Family):
         return SHIFT
 
     def full_config(self, variant: str) -> dict:
+        import inspect
+
         from diffusers import Flux3Transformer2DModel
 
-        defaults = {k: v for k, v in Flux3Transformer2DModel.extract_init_dict({})[0].items()}
+        # the class's defaults: the published shape (diffusers' single-file loader pairs them)
+        defaults = {name: p.default for name, p in inspect.signature(Flux3Transformer2DModel.__init__).parameters.items()
+                    if p.default is not inspect.Parameter.empty}
         return {**defaults, "flow_map": variant == "distilled"}
 
     def target_modules(self, lora, transformer) -> list[str]:
