@@ -282,8 +282,9 @@ def _compare(name: str, reference, other) -> str | None:
 # ---------------------------------------------------------------------------------- a run
 
 
-def run_files(run_dir: Path) -> tuple[Path, Path]:
-    """(diffusers file, ComfyUI file) of a run folder; FileNotFoundError naming what is missing."""
+def run_files(run_dir: Path) -> tuple[Path, Path | None]:
+    """(diffusers file, ComfyUI file) of a run folder, (diffusers file, None) for a family that writes no
+    ComfyUI layout (FLUX.3); FileNotFoundError naming what is missing."""
     run_dir = Path(run_dir)
     name = str((_run_config(run_dir).get("save") or {}).get("run_name") or "")
     stems = [name] if name else [p.name[: -len("-comfyui.safetensors")] for p in run_dir.glob("*-comfyui.safetensors")]
@@ -291,6 +292,9 @@ def run_files(run_dir: Path) -> tuple[Path, Path]:
         pair = run_dir / f"{stem}.safetensors", run_dir / f"{stem}-comfyui.safetensors"
         if pair[0].is_file() and pair[1].is_file():
             return pair
+    single = _diffusers_only(run_dir)
+    if single is not None:
+        return single, None
     raise FileNotFoundError(f"{run_dir} has no finished LoRA (<name>.safetensors and <name>-comfyui.safetensors); "
                             "verify a run that succeeded")
 
@@ -302,6 +306,8 @@ def _diffusers_only(run_dir: Path) -> Path | None:
 
     name = str((_run_config(run_dir).get("save") or {}).get("run_name") or "")
     path = Path(run_dir) / f"{name}.safetensors"
+    if not name or not path.is_file():
+        return None
     try:
         return None if get_family(read_metadata(path).get("model_family", "flux1")).comfyui_layout else path
     except (ModelError, LoraFileError, OSError):
@@ -328,9 +334,7 @@ def verify_run(run_dir: str | Path) -> list[Check]:
     try:
         diffusers_path, comfy_path = run_files(run_dir)
     except FileNotFoundError as exc:
-        diffusers_path, comfy_path = _diffusers_only(run_dir), None
-        if diffusers_path is None:
-            return [Check("files", "the run has both LoRA files", False, [str(exc)])]
+        return [Check("files", "the run has both LoRA files", False, [str(exc)])]
     try:
         metadata = read_metadata(diffusers_path)
     except LoraFileError:

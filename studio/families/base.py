@@ -207,6 +207,11 @@ class Family:
         """One PIL image. `control`: the input image (PIL) of an edit family, else None."""
         raise NotImplementedError
 
+    def usage_code(self, base: str, repo: str, weight_name: str, prompt: str, variant: Variant) -> list[str] | None:
+        """The model card's diffusers lines (after `import torch`, before `image.save`) that load the base,
+        the LoRA and draw `image`; None: the card's `<pipeline_class_name>.from_pretrained` lines."""
+        return None
+
     # -- LoRA: targets, blocks, files
     def target_modules(self, lora, transformer) -> list[str]:
         raise NotImplementedError

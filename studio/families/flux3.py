@@ -286,6 +286,15 @@ class Flux3(Flux2Family):
                 inputs["negative_prompt_embeds"] = negative[None].to(device, dtype)
         return sampler(**inputs, output="images")[0]
 
+    def usage_code(self, base: str, repo: str, weight_name: str, prompt: str, variant: Variant) -> list[str]:
+        """The modular pipeline without its prompt upsampler (add the upsampler's weights to keep it)."""
+        blocks = "Flux3DistilledAutoBlocks" if variant.name == "distilled" else "Flux3AutoBlocks"
+        return [f"from diffusers import {blocks}", "", f"blocks = {blocks}()",
+                'blocks.sub_blocks.pop("prompt_upsampler")  # the prompt as written, as the LoRA was trained',
+                f'pipe = blocks.init_pipeline("{base}")', "pipe.load_components(dtype=torch.bfloat16)",
+                'pipe.to("cuda")', f'pipe.load_lora_weights("{repo}", weight_name="{weight_name}")',
+                f'image = pipe(prompt={prompt}, num_inference_steps={variant.steps}, output="images")[0]']
+
     # ------------------------------------------------------------ LoRA files
     def write_lora(self, out_dir, name, transformer_layers, rank, alpha, metadata, **kwargs) -> dict:
         """`<name>.safetensors` in the diffusers layout only, whatever save.comfyui says (this family sets
