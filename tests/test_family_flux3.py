@@ -326,3 +326,21 @@ def test_model_card_code_runs_and_says_there_is_no_comfyui_file(trained, flux3):
     exec(compile(local, "model card", "exec"), scope)  # noqa: S102  (the card's own code, offline)
     assert scope["image"].size == (64, 64)
     assert scope["pipe"].transformer.peft_config  # the LoRA is loaded
+
+
+def test_publish_uploads_the_one_lora_file(trained, monkeypatch):
+    from fake_hub import FakeHub
+    from huggingface_hub import constants
+
+    from studio.publish import publish_run
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the fake Hub on 127.0.0.1 only
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    run_dir = trained[0]
+    with FakeHub() as hub:
+        publish_run(run_dir, "alice/flux3-lora", token="hf_test_token", endpoint=hub.url)
+    files = hub.files["alice/flux3-lora"]
+    assert {"test-lora.safetensors", "config.yaml", "README.md"} <= set(files)
+    assert not any("comfyui" in name for name in files)
+    assert files["test-lora.safetensors"] == (run_dir / "test-lora.safetensors").read_bytes()
