@@ -344,3 +344,22 @@ def test_publish_uploads_the_one_lora_file(trained, monkeypatch):
     assert {"test-lora.safetensors", "config.yaml", "README.md"} <= set(files)
     assert not any("comfyui" in name for name in files)
     assert files["test-lora.safetensors"] == (run_dir / "test-lora.safetensors").read_bytes()
+
+
+def test_report_card_and_promoting_a_checkpoint(flux3, tmp_path):
+    """The report card draws FLUX.3 checkpoints at several strengths through the modular pipeline, and
+    promoting step 2 rewrites the one LoRA file, which then passes verify."""
+    from studio.report_card import build_report_card, promote
+    from studio.verify import verify_run
+
+    cfg = tiny_config(flux3, squares(tmp_path / "ds"), tmp_path / "out", schedule={"max_steps": 4},
+                      optimizer={"lr": 1e-2}, save={"every": 2, "keep_last": 0})
+    code, events = run(cfg, tmp_path / "run", tmp_path / "data")
+    assert code == EXIT_OK, events.of("error")
+    report = build_report_card(tmp_path / "run", strengths=(0.0, 1.0))
+    assert [r["label"] for r in report["rows"]] == ["step 2", "final"] and report["grids"]
+    final = (tmp_path / "run" / "test-lora.safetensors").read_bytes()
+    files = promote(tmp_path / "run", 2)
+    assert [Path(f).name for f in files] == ["test-lora.safetensors"]
+    assert (tmp_path / "run" / "test-lora.safetensors").read_bytes() != final
+    assert all(c.ok for c in verify_run(tmp_path / "run"))
