@@ -73,3 +73,52 @@ def memorising_run(model: Path, dataset: Path, root: Path, run, **sections):
     code, events = run(cfg, root / "out" / "run", root / "data")
     assert code == EXIT_OK, events.of("error")
     return root / "out" / "run", dataset, events
+
+
+QUANTISED_CASES = [("12gb", "nf4", False), ("12gb", "nf4", True), ("16gb", "int8", False)]
+QUANTISED_IDS = ["nf4-cpu", "nf4-cpu-avx512bf16", "int8-cpu"]
+
+
+def quantised_run(model: Path, dataset: Path, tmp_path: Path, monkeypatch, tier: str, precision: str,
+                  avx512_bf16: bool):
+    """Two steps of the `tier`'s quantised base (bitsandbytes NF4 / int8) through the engine, on the CPU
+    kernels with the same two GPU guards lifted as tests/test_quantised_cpu.py lifts. NF4 runs both as
+    on this CPU and as on one with AVX512-BF16 (bitsandbytes' flag forced), where the packed inference
+    kernel must never be entered. → (the run's training state, the LoRA files written)."""
+    import pytest
+
+    pytest.importorskip("bitsandbytes", reason="bitsandbytes is in requirements.txt")
+    from accelerate.state import AcceleratorState
+    from bitsandbytes.nn import modules
+    from diffusers.quantizers.bitsandbytes import bnb_quantizer
+
+    from studio.config import resolve
+    from studio.engine import train
+    from studio.events import EXIT_OK
+    from studio.train import loop, state
+
+    monkeypatch.setattr(modules, "has_avx512bf16", lambda: avx512_bf16)
+    packed = []
+    original_pack = modules._convert_weight_packed_for_cpu
+    monkeypatch.setattr(modules, "_convert_weight_packed_for_cpu",
+                        lambda *a, **k: packed.append(a[1].shape) or original_pack(*a, **k))
+    for cls in (bnb_quantizer.BnB4BitDiffusersQuantizer, bnb_quantizer.BnB8BitDiffusersQuantizer):
+        monkeypatch.setattr(cls, "validate_environment", lambda self, *a, **k: None)
+        monkeypatch.setattr(cls, "update_device_map", lambda self, device_map: {"": "cpu"})
+    monkeypatch.setattr(state, "gpu_only_settings", lambda cfg: [])
+    built = {}
+    original = loop.build_state
+    monkeypatch.setattr(loop, "build_state", lambda *a, **k: built.setdefault("state", original(*a, **k)))
+    cfg = resolve(tiny_config(model, dataset, tmp_path / "out", schedule={"max_steps": 2},
+                              memory={"device": "auto", "base_precision": precision},
+                              optimizer={"name": "adamw", "lr": 1e-3}), tier=tier)
+    AcceleratorState._reset_state(reset_partial_state=True)  # bf16 mixed precision here, none elsewhere
+    try:
+        events = Events()
+        code = train(cfg, tmp_path / "run", events, data_dir=tmp_path / "data")
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    assert code == EXIT_OK, events.of("error")
+    assert packed == []  # samples and steps stayed on the dequantising kernels on either CPU
+    assert not any(getattr(m, "support_avx512bf16_for_cpu", False) for m in built["state"].transformer.modules())
+    return built["state"], events.of("done")[-1]["files"]

@@ -15,11 +15,12 @@ import torch
 from PIL import Image
 
 from conftest import Events, tiny_config
-from family_checks import assert_resume_is_bitwise, assert_same_step, memorising_run, studio_step
+from family_checks import (QUANTISED_CASES, QUANTISED_IDS, assert_resume_is_bitwise, assert_same_step, memorising_run,
+                           quantised_run, studio_step)
 from faulty_trainer import FaultHooks
 from studio.config import resolve
 from studio.engine import train
-from studio.events import EXIT_FAILED, EXIT_OK
+from studio.events import EXIT_FAILED
 from studio.families.base import get_family, inspect_model
 
 pytestmark = pytest.mark.engine
@@ -323,48 +324,13 @@ def test_worker_runs_a_klein_job(klein, tmp_path):
     assert start["family"] == "base-4b" and start["licence"].startswith("Apache-2.0")
 
 
-@pytest.mark.parametrize("tier, precision, avx512_bf16", [("12gb", "nf4", False), ("12gb", "nf4", True),
-                                                         ("16gb", "int8", False)],
-                         ids=["nf4-cpu", "nf4-cpu-avx512bf16", "int8-cpu"])
+@pytest.mark.parametrize("tier, precision, avx512_bf16", QUANTISED_CASES, ids=QUANTISED_IDS)
 def test_quantised_base_trains_and_saves(klein, tmp_path, monkeypatch, tier, precision, avx512_bf16):
-    """The 12 and 16 GB tiers' quantised bases (bitsandbytes NF4 / int8) through the engine, on the
-    CPU kernels with the same two GPU guards lifted as tests/test_quantised_cpu.py lifts. NF4 runs
-    both as on this CPU and as on one with AVX512-BF16 (bitsandbytes' flag forced), where the
-    packed inference kernel must never be entered."""
-    pytest.importorskip("bitsandbytes", reason="bitsandbytes is in requirements.txt")
-    from bitsandbytes.nn import modules
-
-    monkeypatch.setattr(modules, "has_avx512bf16", lambda: avx512_bf16)
-    packed = []
-    original_pack = modules._convert_weight_packed_for_cpu
-    monkeypatch.setattr(modules, "_convert_weight_packed_for_cpu",
-                        lambda *a, **k: packed.append(a[1].shape) or original_pack(*a, **k))
-    from accelerate.state import AcceleratorState
-    from diffusers.quantizers.bitsandbytes import bnb_quantizer
+    """The 12 and 16 GB tiers' quantised bases through the engine on the CPU kernels (family_checks.py)."""
     from peft.tuners.lora import bnb as peft_bnb
 
-    from studio.train import loop, state
-
-    for cls in (bnb_quantizer.BnB4BitDiffusersQuantizer, bnb_quantizer.BnB8BitDiffusersQuantizer):
-        monkeypatch.setattr(cls, "validate_environment", lambda self, *a, **k: None)
-        monkeypatch.setattr(cls, "update_device_map", lambda self, device_map: {"": "cpu"})
-    monkeypatch.setattr(state, "gpu_only_settings", lambda cfg: [])
-    built = {}
-    original = loop.build_state
-    monkeypatch.setattr(loop, "build_state", lambda *a, **k: built.setdefault("state", original(*a, **k)))
-    cfg = resolve(tiny_config(klein, squares(tmp_path / "ds"), tmp_path / "out", schedule={"max_steps": 2},
-                              memory={"device": "auto", "base_precision": precision},
-                              optimizer={"name": "adamw", "lr": 1e-3}), tier=tier)
-    AcceleratorState._reset_state(reset_partial_state=True)  # bf16 mixed precision here, none elsewhere
-    try:
-        events = Events()
-        code = train(cfg, tmp_path / "run", events, data_dir=tmp_path / "data")
-    finally:
-        AcceleratorState._reset_state(reset_partial_state=True)
-    assert code == EXIT_OK, events.of("error")
-    layer = built["state"].transformer.single_transformer_blocks[0].attn.to_qkv_mlp_proj
+    state, files = quantised_run(klein, squares(tmp_path / "ds"), tmp_path, monkeypatch, tier, precision, avx512_bf16)
+    layer = state.transformer.single_transformer_blocks[0].attn.to_qkv_mlp_proj
     assert isinstance(layer, peft_bnb.Linear4bit if precision == "nf4" else peft_bnb.Linear8bitLt)
-    assert packed == []  # samples and steps stayed on the dequantising kernels on either CPU
-    assert not any(getattr(m, "support_avx512bf16_for_cpu", False) for m in built["state"].transformer.modules())
-    for path in events.of("done")[-1]["files"]:
+    for path in files:
         assert KLEIN.validate(path).rank == 4

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from conftest import Events, tiny_config
-from family_checks import assert_resume_is_bitwise, assert_same_step, memorising_run, studio_step
+from family_checks import (QUANTISED_CASES, QUANTISED_IDS, assert_resume_is_bitwise, assert_same_step, memorising_run,
+                           quantised_run, studio_step)
 from studio.config import resolve
 from studio.events import EXIT_OK
 from studio.families.base import get_family, inspect_model
@@ -100,6 +101,21 @@ def test_detected_from_configs_and_key_names(flux3, tmp_path):
     assert FLUX3.detect_keys(bfl) and FLUX3.detect_keys(["model.diffusion_model." + k for k in bfl])
     assert not FLUX3.detect_keys(["single_stream_modulation.lin.weight", "double_blocks.0.img_attn.qkv.weight"])
     assert not get_family("flux2-klein").detect_keys(bfl)
+
+
+def test_single_file_transformer_replaces_the_folders(flux3, tmp_path):
+    from diffusers import Flux3Transformer2DModel
+    from safetensors.torch import save_file
+
+    other = Flux3Transformer2DModel.from_pretrained(str(flux3), subfolder="transformer")
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.01)
+    single = tmp_path / "flux3-finetune.safetensors"
+    save_file(other.state_dict(), str(single))
+    pipe = FLUX3.load(inspect_model(str(flux3)), str(single))
+    assert torch.equal(pipe.transformer.context_embedder.weight, other.context_embedder.weight)
+    assert not pipe.transformer.context_embedder.weight.requires_grad and pipe.text_encoder is not None
 
 
 def test_full_size_counts_and_facts():
@@ -363,3 +379,14 @@ def test_report_card_and_promoting_a_checkpoint(flux3, tmp_path):
     assert [Path(f).name for f in files] == ["test-lora.safetensors"]
     assert (tmp_path / "run" / "test-lora.safetensors").read_bytes() != final
     assert all(c.ok for c in verify_run(tmp_path / "run"))
+
+
+@pytest.mark.parametrize("tier, precision, avx512_bf16", QUANTISED_CASES, ids=QUANTISED_IDS)
+def test_quantised_base_trains_and_saves(flux3, tmp_path, monkeypatch, tier, precision, avx512_bf16):
+    """The 12 and 16 GB tiers' quantised FLUX.3 bases through the engine on the CPU kernels (family_checks.py)."""
+    from peft.tuners.lora import bnb as peft_bnb
+
+    state, files = quantised_run(flux3, squares(tmp_path / "ds"), tmp_path, monkeypatch, tier, precision, avx512_bf16)
+    layer = state.transformer.single_transformer_blocks[0].attn.to_q
+    assert isinstance(layer, peft_bnb.Linear4bit if precision == "nf4" else peft_bnb.Linear8bitLt)
+    assert [Path(f).name for f in files] == ["test-lora.safetensors"] and FLUX3.validate(files[0]).rank == 4
