@@ -122,3 +122,19 @@ def quantised_run(model: Path, dataset: Path, tmp_path: Path, monkeypatch, tier:
     assert packed == []  # samples and steps stayed on the dequantising kernels on either CPU
     assert not any(getattr(m, "support_avx512bf16_for_cpu", False) for m in built["state"].transformer.modules())
     return built["state"], events.of("done")[-1]["files"]
+
+
+def single_file_pipeline(family, model: Path, tmp_path: Path, transformer_class):
+    """The family's pipeline with its transformer from one .safetensors file (the folder's weights
+    + 0.01, so it differs from the folder's). → (pipeline, the transformer the file holds)."""
+    from safetensors.torch import save_file
+
+    from studio.families.base import inspect_model
+
+    other = transformer_class.from_pretrained(str(model), subfolder="transformer")
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.01)
+    single = tmp_path / "finetune.safetensors"
+    save_file(other.state_dict(), str(single))
+    return family.load(inspect_model(str(model)), str(single)), other

@@ -16,7 +16,7 @@ from PIL import Image
 
 from conftest import Events, tiny_config
 from family_checks import (QUANTISED_CASES, QUANTISED_IDS, assert_resume_is_bitwise, assert_same_step, memorising_run,
-                           quantised_run, studio_step)
+                           quantised_run, single_file_pipeline, studio_step)
 from faulty_trainer import FaultHooks
 from studio.config import resolve
 from studio.engine import train
@@ -105,15 +105,8 @@ def test_detected_from_configs_and_key_names(klein, tmp_path):
 
 def test_single_file_transformer_replaces_the_folders(klein, tmp_path):
     from diffusers import Flux2Transformer2DModel
-    from safetensors.torch import save_file
 
-    other = Flux2Transformer2DModel.from_pretrained(str(klein), subfolder="transformer")
-    with torch.no_grad():
-        for p in other.parameters():
-            p.add_(0.01)
-    single = tmp_path / "klein-finetune.safetensors"
-    save_file(other.state_dict(), str(single))
-    pipe = KLEIN.load(inspect_model(str(klein)), str(single))
+    pipe, other = single_file_pipeline(KLEIN, klein, tmp_path, Flux2Transformer2DModel)
     assert torch.equal(pipe.transformer.x_embedder.weight, other.x_embedder.weight)
     assert not pipe.transformer.x_embedder.weight.requires_grad
 

@@ -14,7 +14,7 @@ import torch
 
 from conftest import Events, tiny_config
 from family_checks import (QUANTISED_CASES, QUANTISED_IDS, assert_resume_is_bitwise, assert_same_step, memorising_run,
-                           quantised_run, studio_step)
+                           quantised_run, single_file_pipeline, studio_step)
 from studio.config import resolve
 from studio.events import EXIT_OK
 from studio.families.base import get_family, inspect_model
@@ -105,15 +105,8 @@ def test_detected_from_configs_and_key_names(flux3, tmp_path):
 
 def test_single_file_transformer_replaces_the_folders(flux3, tmp_path):
     from diffusers import Flux3Transformer2DModel
-    from safetensors.torch import save_file
 
-    other = Flux3Transformer2DModel.from_pretrained(str(flux3), subfolder="transformer")
-    with torch.no_grad():
-        for p in other.parameters():
-            p.add_(0.01)
-    single = tmp_path / "flux3-finetune.safetensors"
-    save_file(other.state_dict(), str(single))
-    pipe = FLUX3.load(inspect_model(str(flux3)), str(single))
+    pipe, other = single_file_pipeline(FLUX3, flux3, tmp_path, Flux3Transformer2DModel)
     assert torch.equal(pipe.transformer.context_embedder.weight, other.context_embedder.weight)
     assert not pipe.transformer.context_embedder.weight.requires_grad and pipe.text_encoder is not None
 
