@@ -100,7 +100,7 @@ def _run_config(run_dir: Path) -> dict:
 # ---------------------------------------------------------------------------------- the checks
 
 
-def verify_files(diffusers_path: Path, comfy_path: Path, config: dict, where: str,
+def verify_files(diffusers_path: Path, comfy_path: Path | None, config: dict, where: str,
                  targets: list[str] | None = None, family=None) -> list[Check]:
     """The checklist for one pair of files against a transformer `config` (see module doc).
     `targets`: the modules the run trained (diffusers names), for the missing-keys check.

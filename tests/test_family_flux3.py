@@ -383,3 +383,19 @@ def test_quantised_base_trains_and_saves(flux3, tmp_path, monkeypatch, tier, pre
     layer = state.transformer.single_transformer_blocks[0].attn.to_q
     assert isinstance(layer, peft_bnb.Linear4bit if precision == "nf4" else peft_bnb.Linear8bitLt)
     assert [Path(f).name for f in files] == ["test-lora.safetensors"] and FLUX3.validate(files[0]).rank == 4
+
+
+@pytest.mark.parametrize("lang", ["en", "zh-CN"])
+def test_results_tab_card_names_no_comfyui_file(lang, tmp_path):
+    from studio.i18n import t
+    from studio.ui import runs
+
+    job = {"name": "flux3-lora", "step": 20, "files": [str(tmp_path / "flux3-lora.safetensors")], "run_dir": "",
+           "config": {"save": {"run_name": "flux3-lora", "comfyui": False}, "model": {"base": "demo"},
+                      "dataset": {"trigger_word": "ohwx", "resolution": 512}, "lora": {"rank": 16},
+                      "optimizer": {"lr": 1e-4}, "schedule": {"max_steps": 20}}}
+    card = runs.model_card(job, lang)
+    assert t("card.usage_diffusers", lang, file="flux3-lora.safetensors") in card
+    assert "-comfyui.safetensors" not in card
+    both = runs.model_card({**job, "config": {**job["config"], "save": {"run_name": "flux3-lora"}}}, lang)
+    assert "flux3-lora-comfyui.safetensors" in both
