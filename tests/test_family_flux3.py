@@ -111,6 +111,15 @@ def test_single_file_transformer_replaces_the_folders(flux3, tmp_path):
     assert not pipe.transformer.context_embedder.weight.requires_grad and pipe.text_encoder is not None
 
 
+def test_a_folder_without_its_text_encoder_is_a_clear_model_error(flux3, tmp_path):
+    from studio.families.base import ModelError
+
+    broken = tmp_path / "broken"
+    shutil.copytree(flux3, broken, ignore=shutil.ignore_patterns("text_encoder"))
+    with pytest.raises(ModelError, match="text_encoder did not load"):
+        FLUX3.load(inspect_model(str(broken)))
+
+
 def test_full_size_counts_and_facts():
     """Parameters counted on the meta device from the published (default) configs; licences not invented."""
     for variant, v in FLUX3.variants.items():
