@@ -13,7 +13,8 @@ from studio.families.flux1 import FLUX1, VARIANTS
 
 
 # Methods of Family with a working default (read from the class attributes).
-DEFAULTED = {"token_limit", "variant_weight_gib", "variant_tiers", "variant_min_gpu_gib", "tier_for"}
+DEFAULTED = {"token_limit", "variant_weight_gib", "variant_tiers", "variant_min_gpu_gib", "tier_for",
+             "usage_code"}  # None: the card's own from_pretrained lines
 
 
 def test_flux1_implements_the_whole_interface():
