@@ -130,6 +130,8 @@ def _variant(metadata: dict[str, str]) -> Variant:
 
 
 def _licence_link(variant: Variant) -> str:
+    if variant.licence_id == "other":  # a licence the studio does not know: the model card says it
+        return f"https://huggingface.co/{variant.hub_id}"
     return f"https://huggingface.co/{variant.hub_id}/blob/main/LICENSE.md"
 
 
@@ -195,23 +197,27 @@ def model_card(run_dir, repo_id: str | None = None) -> str:
         load = [f'pipe = {pipeline}.from_pretrained("{base}", dtype=torch.bfloat16).to("cuda")']
         base_name = f"the {variant.title} model"
     source = 'image=load_image("before.png"), prompt=' if edit else ""
+    use = [f"from diffusers import {pipeline}", *(["from diffusers.utils import load_image"] if edit else []), "",
+           *load, f'pipe.load_lora_weights("{repo}", weight_name="{lora.name}")',
+           f'image = pipe({source}{prompt}, num_inference_steps={steps}, guidance_scale={guidance}).images[0]']
+    use = model_family.usage_code(base, repo, lora.name, prompt, variant) or use
+    comfy_text = [
+        "## Use it in ComfyUI (or Forge)", "",
+        f"Download [`{comfy.name}`]({comfy.name}) (kohya/BFL layout) into `ComfyUI/models/loras/` and load it "
+        f"with a *LoraLoaderModelOnly* node after {base_name}. `{lora.name}` is the "
+        "diffusers/peft layout of the same weights (its alpha/rank scale is folded into the weights, so it "
+        "gives the same effect in any loader).", ""] if comfy else [
+        "## ComfyUI", "",
+        f"There is no ComfyUI file: Flux LoRA Studio knows no ComfyUI key names for {model_family.title}. "
+        f"`{lora.name}` is in the diffusers/peft layout (its alpha/rank scale folded into the weights).", ""]
     body = [
         f"# {title}", "",
         what, "",
         "## Trigger word", "",
         f"Use `{trigger}` in the prompt to activate the LoRA." if trigger else "This LoRA has no trigger word.", "",
         "## Use it with diffusers", "",
-        "```python", "import torch", f"from diffusers import {pipeline}",
-        *(["from diffusers.utils import load_image"] if edit else []), "",
-        *load,
-        f'pipe.load_lora_weights("{repo}", weight_name="{lora.name}")',
-        f'image = pipe({source}{prompt}, num_inference_steps={steps}, guidance_scale={guidance}).images[0]',
-        'image.save("out.png")', "```", "",
-        "## Use it in ComfyUI (or Forge)", "",
-        f"Download [`{comfy.name}`]({comfy.name}) (kohya/BFL layout) into `ComfyUI/models/loras/` and load it "
-        f"with a *LoraLoaderModelOnly* node after {base_name}. `{lora.name}` is the "
-        "diffusers/peft layout of the same weights (its alpha/rank scale is folded into the weights, so it "
-        "gives the same effect in any loader).", "",
+        "```python", "import torch", *use, 'image.save("out.png")', "```", "",
+        *comfy_text,
         *_report_card_section(run),
         "## Training settings", "",
         *_settings_table(config, metadata), "",

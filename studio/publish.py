@@ -80,7 +80,7 @@ def publish_run(run_dir, repo_id: str, token: str | None = None, private: bool =
 
     card = model_card(run, repo_id=repo_id)
     config_bytes = shareable_config_text(run).encode()
-    files = [(lora.name, lora), (comfy.name, comfy), ("config.yaml", config_bytes), ("README.md", card.encode())]
+    files = [(p.name, p) for p in (lora, comfy) if p] + [("config.yaml", config_bytes), ("README.md", card.encode())]
     files += [(s["path"], run / s["path"]) for s in _samples(run)]
     files += [(path, run / path) for path, _ in _report_grids(run)]
     log.info("publishing %s (%d files) to %s", run.name, len(files), repo_id)

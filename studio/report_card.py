@@ -264,7 +264,7 @@ def promote(run_dir: str | Path, step: int) -> list[str]:
     shutil.rmtree(previous, ignore_errors=True)
     previous.mkdir()
     try:
-        old = run_files(run_dir)
+        old = tuple(path for path in run_files(run_dir) if path)  # one file for a family without ComfyUI's
     except FileNotFoundError:
         old = ()
     for path in old:

@@ -97,7 +97,7 @@ def _run_config(run_dir: Path) -> dict:
 # ---------------------------------------------------------------------------------- the checks
 
 
-def verify_files(diffusers_path: Path, comfy_path: Path, config: dict, where: str,
+def verify_files(diffusers_path: Path, comfy_path: Path | None, config: dict, where: str,
                  targets: list[str] | None = None, family=None) -> list[Check]:
     """The checklist for one pair of files against a transformer `config` (see module doc).
     `targets`: the modules the run trained (diffusers names), for the missing-keys check.
@@ -108,7 +108,8 @@ def verify_files(diffusers_path: Path, comfy_path: Path, config: dict, where: st
     family = family or get_family("flux1")
 
     checks, read = [], {}
-    for label, path in (("diffusers", diffusers_path), ("ComfyUI", comfy_path)):
+    pairs = (("diffusers", diffusers_path), ("ComfyUI", comfy_path)) if comfy_path else (("diffusers", diffusers_path),)
+    for label, path in pairs:
         check_id = f"readable_{label.lower()}"
         try:
             read[label] = _read_modules(path)
@@ -278,8 +279,9 @@ def _compare(name: str, reference, other) -> str | None:
 # ---------------------------------------------------------------------------------- a run
 
 
-def run_files(run_dir: Path) -> tuple[Path, Path]:
-    """(diffusers file, ComfyUI file) of a run folder; FileNotFoundError naming what is missing."""
+def run_files(run_dir: Path) -> tuple[Path, Path | None]:
+    """(diffusers file, ComfyUI file) of a run folder, (diffusers file, None) for a family that writes no
+    ComfyUI layout (FLUX.3); FileNotFoundError naming what is missing."""
     run_dir = Path(run_dir)
     name = str((_run_config(run_dir).get("save") or {}).get("run_name") or "")
     stems = [name] if name else [p.name[: -len("-comfyui.safetensors")] for p in run_dir.glob("*-comfyui.safetensors")]
@@ -287,8 +289,26 @@ def run_files(run_dir: Path) -> tuple[Path, Path]:
         pair = run_dir / f"{stem}.safetensors", run_dir / f"{stem}-comfyui.safetensors"
         if pair[0].is_file() and pair[1].is_file():
             return pair
+    single = _diffusers_only(run_dir)
+    if single is not None:
+        return single, None
     raise FileNotFoundError(f"{run_dir} has no finished LoRA (<name>.safetensors and <name>-comfyui.safetensors); "
                             "verify a run that succeeded")
+
+
+def _diffusers_only(run_dir: Path) -> Path | None:
+    """The diffusers file of a run whose family writes no ComfyUI layout (FLUX.3), else None."""
+    from studio.families.base import ModelError, get_family
+    from studio.lora_files import LoraFileError, read_metadata
+
+    name = str((_run_config(run_dir).get("save") or {}).get("run_name") or "")
+    path = Path(run_dir) / f"{name}.safetensors"
+    if not name or not path.is_file():
+        return None
+    try:
+        return None if get_family(read_metadata(path).get("model_family", "flux1")).comfyui_layout else path
+    except (ModelError, LoraFileError, OSError):
+        return None
 
 
 def run_targets(run_dir: Path, config: dict, family=None) -> list[str] | None:

@@ -15,7 +15,8 @@ from studio.families.flux1 import FLUX1, VARIANTS
 # Methods of Family with a working default (read from the class attributes).
 DEFAULTED = {"token_limit", "variant_weight_gib", "variant_tiers", "variant_min_gpu_gib", "tier_for", "trains_from_pairs",
              "variant_lora_width", "variant_text_encoder_gib", "plan_facts",
-             "text_encoders_to"}  # moves the family's text_encoder_modules
+             "text_encoders_to",  # moves the family's text_encoder_modules
+             "usage_code"}  # None: the card's own from_pretrained lines
 
 
 def test_flux1_implements_the_whole_interface():

@@ -20,8 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 STUDIO = ROOT / "studio"
 
 FAMILY_CLASSES = {"FluxPipeline", "FluxTransformer2DModel", "FluxKontextPipeline", "FluxImg2ImgPipeline",
-                  "FluxFillPipeline", "FluxControlPipeline", "AutoencoderKL"}
-FAMILY_MODULES = ("diffusers.pipelines.flux", "diffusers.models.transformers.transformer_flux")
+                  "FluxFillPipeline", "FluxControlPipeline", "AutoencoderKL", "Flux3Transformer2DModel",
+                  "Flux3ModularPipeline", "Flux3DistilledModularPipeline", "Flux3AutoBlocks", "Flux3DistilledAutoBlocks"}
+FAMILY_MODULES = ("diffusers.pipelines.flux", "diffusers.models.transformers.transformer_flux",
+                  "diffusers.modular_pipelines.flux3")
 ALLOWED = (
     STUDIO / "families",
     # The demo model's own code builds a FLUX-shaped model with random weights for the demo and the

@@ -99,6 +99,7 @@ class Family(FamilySizes):
     tokens_name: str = "text-encoder"    # whose tokens a caption's token limit counts (messages): "T5"
     kind: str = "text-to-image"          # or "edit": trains only on before/after pairs (control images)
     reference_images: bool = False       # conditions on reference images: trains edits from pairs (run_mode)
+    comfyui_layout: bool = True          # writes <name>-comfyui.safetensors too (save.comfyui)
     # Config sections applied on top of any preset when this family is chosen (its learning rate,
     # resolution, timestep shift…); the memory tier and the user's own settings still win.
     config_overrides: dict = {}
@@ -196,6 +197,11 @@ class Family(FamilySizes):
         """One PIL image. `control`: the input image (PIL) of an edit family, else None."""
         raise NotImplementedError
 
+    def usage_code(self, base: str, repo: str, weight_name: str, prompt: str, variant: Variant) -> list[str] | None:
+        """The model card's diffusers lines (after `import torch`, before `image.save`) that load the base,
+        the LoRA and draw `image`; None: the card's `<pipeline_class_name>.from_pretrained` lines."""
+        return None
+
     # -- LoRA: targets, blocks, files
     def target_modules(self, lora, transformer) -> list[str]:
         raise NotImplementedError
@@ -252,6 +258,7 @@ def _load_builtin() -> None:
     from . import flux1_kontext  # noqa: F401
 
     from . import flux2_dev  # noqa: F401
+    from . import flux3  # noqa: F401
 
 
 EDIT, TEXT_TO_IMAGE = "edit", "text-to-image"

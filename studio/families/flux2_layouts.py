@@ -106,17 +106,19 @@ def file_metadata(name: str, metadata: dict, rank: int, alpha: float, family, va
     out = {k: v_ if isinstance(v_, str) else json.dumps(v_, sort_keys=True, default=str) for k, v_ in metadata.items()}
     derived = {
         "model_family": family.name, "model_variant": variant, "licence": v.licence_text,
-        "ss_network_module": "networks.lora_flux2", "ss_network_dim": str(int(rank)),
+        "ss_network_module": getattr(family, "kohya_network_module", "networks.lora_flux2"),
+        "ss_network_dim": str(int(rank)),
         "ss_network_alpha": str(float(alpha)), "ss_base_model_version": v.kohya_version,
         "ss_output_name": name, "ss_training_comment": "trained with Flux LoRA Studio",
         "ss_network_train_unet_only": "True", "modelspec.sai_model_spec": "1.0.0",
         "modelspec.architecture": f"{v.kohya_version.replace('_', '-')}/lora",
-        "modelspec.implementation": "https://github.com/black-forest-labs/flux2",
+        "modelspec.implementation": getattr(family, "implementation", "https://github.com/black-forest-labs/flux2"),
         "modelspec.license": v.licence_id, "modelspec.title": name,
         "modelspec.date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
     }
     from ..lora_files import kohya_names
 
+    derived = {k: v for k, v in derived.items() if v}  # a family without a kohya network module names none
     derived.update(kohya_names(metadata, out))
     # family and variant are facts of the file, not the caller's to change
     return dict(sorted({**derived, **out, "model_family": family.name, "model_variant": variant}.items()))

@@ -123,11 +123,11 @@ def _scheduler():
                                            base_image_seq_len=256, max_image_seq_len=4096)
 
 
-def _save(pipe, out_dir, readme: str) -> Path:
+def _save(pipe, out_dir, readme: str, **save_options) -> Path:
     out = Path(out_dir)
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    pipe.save_pretrained(tmp)
+    pipe.save_pretrained(str(tmp), **save_options)
     if readme:
         (tmp / "README.md").write_text(readme, encoding="utf-8")
     if out.exists():

@@ -36,6 +36,15 @@ def _listed(run_dir: Path, done: dict[str, Any] | None) -> list[str]:
     return [str(f) for f in (done or {}).get("files", [])]
 
 
+def _writes_comfyui(run_dir: Path) -> bool:
+    """Whether the run's config (written by `prepare`) asks for the ComfyUI file too."""
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return True
+    return bool(((config.get("save") or {}) if isinstance(config, dict) else {}).get("comfyui", True))
+
+
 class TrainKind:
     name = KIND_TRAIN
     process = "training process"
@@ -69,11 +78,13 @@ class TrainKind:
         return [sys.executable, "-m", "studio", "train", *tail]
 
     def check_outputs(self, run_dir: Path, done: dict[str, Any] | None) -> tuple[list[str], str | None]:
-        """(the run's files, None) when both LoRA files exist and validate, else (…, what is wrong)."""
+        """(the run's files, None) when its LoRA files (two, or one with save.comfyui off) exist and
+        validate, else (…, what is wrong)."""
         files = _listed(run_dir, done) or sorted(p.name for p in run_dir.glob("*.safetensors"))
         loras = [run_dir / f for f in files if f.endswith(".safetensors")]
-        if len(loras) < 2:
-            return files, f"only {len(loras)} of the 2 LoRA files were written"
+        expected = 2 if _writes_comfyui(run_dir) else 1
+        if len(loras) < expected:
+            return files, f"only {len(loras)} of the {expected} LoRA files were written"
         problems = [p for p in (validate_lora(path) for path in loras) if p]
         return files, "; ".join(problems) if problems else None
 

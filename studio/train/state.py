@@ -114,6 +114,9 @@ def inspect(cfg: TrainConfig, data_dir: Path) -> ModelInfo:
     if cfg.lora.train_text_encoder and not info.model_family.text_encoder_targets:
         raise StudioError("CONFIG_INVALID", f"lora.train_text_encoder is on, but {title} has no text-encoder "
                           "LoRA in the studio; turn it off (the transformer's LoRA learns the subject).")
+    if cfg.save.comfyui and not info.model_family.comfyui_layout:
+        raise StudioError("CONFIG_INVALID", f"save.comfyui is on, but {title} LoRAs have no ComfyUI layout in the "
+                          "studio; turn it off (the diffusers file is written, see the README's family notes).")
     return info
 
 

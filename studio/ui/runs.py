@@ -277,7 +277,8 @@ def model_card(job: dict, lang: str = "en") -> str:
               t("card.steps", lang, steps=promoted or job.get("step") or cfg.get("schedule", {}).get("max_steps"),
                 resolution=cfg.get("dataset", {}).get("resolution"), rank=cfg.get("lora", {}).get("rank"),
                 lr=cfg.get("optimizer", {}).get("lr")),
-              t("card.usage", lang, file=plain, comfy=comfy),
+              (t("card.usage", lang, file=plain, comfy=comfy) if comfy in loras or cfg.get("save", {}).get("comfyui", True)
+               else t("card.usage_diffusers", lang, file=plain)),
               t("card.samples", lang)]
     return "\n\n".join(lines)
 
