@@ -60,7 +60,7 @@ def _variant(name, title, hub, distilled, description) -> Variant:
     return Variant(name=name, title=title, hub_id=hub, licence_id="other", licence_text=LICENCE.format(hub=hub),
                    token_limit=TOKEN_LIMIT, guidance_embeds=False, steps=16 if distilled else 50,
                    guidance=1.0 if distilled else 3.5, kohya_version="flux3_klein", description=description,
-                   parameters_b=PARAMETERS_B[name])
+                   parameters_b=PARAMETERS_B[name], train_on=not distilled)
 
 
 VARIANTS = {
@@ -122,6 +122,14 @@ class ModularLoader:
         return pipe
 
 
+# For the plan: in + out features of each target set's layers (meta-device count of the full-size
+# transformer, both variants; tests/test_family_flux3.py recounts them) and the text encoder in
+# bf16 — Qwen3-VL with 2,560-wide layers (8 stacked layers make the transformer's 20,480-wide text
+# input), ~4.4 B parameters: an estimate from the architecture, the published encoder is not at hand.
+LORA_WIDTH = {"attention": 933_888, "diffusers_default": 933_888, "all_linear": 2_217_984}
+TEXT_ENCODER_GIB = 8.3
+
+
 class Flux3(Flux2Family):
     name = "flux3"
     title = "FLUX.3"
@@ -135,12 +143,8 @@ class Flux3(Flux2Family):
     target_sets = TARGET_SETS
     tier_min_gib = TIER_MIN_GIB
     weight_gib = WEIGHT_GIB
-    # For the plan: in + out features of each target set's layers (meta-device count of the full-size
-    # transformer, both variants; tests/test_family_flux3.py recounts them) and the text encoder in
-    # bf16 — Qwen3-VL with 2,560-wide layers (8 stacked layers make the transformer's 20,480-wide text
-    # input), ~4.4 B parameters: an estimate from the architecture, the published encoder is not at hand.
-    lora_width = {"attention": 933_888, "diffusers_default": 933_888, "all_linear": 2_217_984}
-    text_encoder_gib = 8.3
+    lora_width = LORA_WIDTH
+    text_encoder_gib = TEXT_ENCODER_GIB
     kohya_network_module = ""  # kohya has no FLUX.3 network: the files name none
     implementation = "https://github.com/black-forest-labs/flux-3-image-klein"  # cited by diffusers' FLUX.3 code
     block_of = staticmethod(block_of)
@@ -164,22 +168,7 @@ class Flux3(Flux2Family):
         return {**defaults, "flow_map": variant == "distilled"}
 
     def target_modules(self, lora, transformer) -> list[str]:
-        """Block layers that get a LoRA: `double_blocks` selects text and image per-mode block N together."""
-        import torch
-
-        suffixes = lora.target_modules or self.target_sets[lora.targets]
-        chosen = {"double": lora.double_blocks, "single": lora.single_blocks}
-        names = []
-        for name, module in transformer.named_modules():
-            block = self.block_of(name)
-            if not isinstance(module, torch.nn.Linear) or block == "other" or name.startswith("mode_blocks.image_cond"):
-                continue
-            kind, index = block.split(".")
-            if chosen[kind] is not None and int(index) not in chosen[kind]:
-                continue
-            if any(name.endswith("." + s) for s in suffixes):
-                names.append(name)
-        return names
+        return flux3_target_modules(self, lora, transformer)
 
     # ------------------------------------------------------------ recognising a model
     def detect(self, model_index: dict, transformer_cfg: dict) -> str | None:
@@ -331,3 +320,22 @@ class Flux3(Flux2Family):
 
 
 FLUX3 = register(Flux3())
+
+
+def flux3_target_modules(family, lora, transformer) -> list[str]:
+    """Block layers that get a LoRA: `double_blocks` selects text and image per-mode block N together."""
+    import torch
+
+    suffixes = lora.target_modules or family.target_sets[lora.targets]
+    chosen = {"double": lora.double_blocks, "single": lora.single_blocks}
+    names = []
+    for name, module in transformer.named_modules():
+        block = family.block_of(name)
+        if not isinstance(module, torch.nn.Linear) or block == "other" or name.startswith("mode_blocks.image_cond"):
+            continue
+        kind, index = block.split(".")
+        if chosen[kind] is not None and int(index) not in chosen[kind]:
+            continue
+        if any(name.endswith("." + s) for s in suffixes):
+            names.append(name)
+    return names
