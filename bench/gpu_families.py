@@ -82,7 +82,11 @@ def forward_flops(family, cfg: dict, model, tokens: int, text_tokens: int, rank:
         return sum(m.in_features * m.out_features for b in blocks for m in b.modules()
                    if isinstance(m, torch.nn.Linear))
 
-    double = linear_weights(model.transformer_blocks) / max(len(model.transformer_blocks), 1)
+    if hasattr(model, "transformer_blocks"):  # FLUX.2: joint blocks, half their weights per token
+        double = linear_weights(model.transformer_blocks) / max(len(model.transformer_blocks), 1)
+    else:  # FLUX.3: per-mode blocks, the image's and the text's (its reference-image blocks stay idle)
+        double = (linear_weights(model.mode_blocks["image"]) + linear_weights(model.txt_mode_blocks)) / max(
+            len(model.txt_mode_blocks), 1)
     single = linear_weights(model.single_transformer_blocks) / max(len(model.single_transformer_blocks), 1)
     layers = cfg["num_layers"] + cfg["num_single_layers"]
     return float(2 * n * (double / 2 * cfg["num_layers"] + single * cfg["num_single_layers"])

@@ -1,6 +1,6 @@
 """Full-size FLUX LoRA training step on a GPU, per memory tier: s/step, peak memory, MFU.
 
-    python bench/gpu_flux.py [--family flux1|flux1-kontext|flux2-klein|flux2-dev] [--variant V]
+    python bench/gpu_flux.py [--family flux1|flux1-kontext|flux2-klein|flux2-dev|flux3] [--variant V]
                              [--tiers 24gb,16gb,12gb,8gb] [--resolutions 512,1024] [--steps 10]
                              [--compile] [--json OUT.json] [--peak-tflops 989]
     python bench/gpu_flux.py --tiny --device cpu --steps 2      # CPU smoke test of the code path

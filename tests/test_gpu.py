@@ -157,7 +157,7 @@ def test_gpu_bench_refuses_without_cuda(capsys):
     assert "needs a CUDA GPU" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("family", ["flux1-kontext", "flux2-klein", "flux2-dev"])
+@pytest.mark.parametrize("family", ["flux1-kontext", "flux2-klein", "flux2-dev", "flux3"])
 def test_gpu_bench_measures_every_family(family, tmp_path, capsys):
     """`--family`: each family's own transformer, LoRA targets and step inputs (Kontext: reference
     tokens beside the target's) through the same bench path, bf16-tier and NF4-tier settings."""
@@ -175,15 +175,17 @@ def test_gpu_bench_measures_every_family(family, tmp_path, capsys):
 
 
 def test_gpu_bench_flux2_flops_are_bounded_by_the_parameter_count():
-    """FLUX.2's FLOPs from its linear layers: below 2·parameters·tokens + attention (a double block's
-    streams each carry their own tokens), and above 75 % of it, for the published 4 B and 32 B."""
+    """FLUX.2's and FLUX.3's FLOPs from their linear layers: below 2·parameters·tokens + attention (a
+    double block's streams each carry their own tokens), and above 75 % of it, for the published 4 B
+    and 32 B FLUX.2 and 5.5 B FLUX.3 (whose reference-image blocks stay idle in a text-to-image step)."""
     from bench import gpu_families as g
 
-    for name, variant in (("flux2-klein", "base-4b"), ("flux2-dev", "dev")):
+    for name, variant in (("flux2-klein", "base-4b"), ("flux2-dev", "dev"), ("flux3", "base")):
         family = g.family_of(name)
         cfg = g.transformer_config(family, variant, tiny=False)
         model = family.meta_transformer(cfg)
-        params = sum(p.numel() for p in model.parameters())
+        idle = model.mode_blocks["image_cond"].parameters() if name == "flux3" else ()
+        params = sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in idle)
         n, width = 4096 + 512, cfg["num_attention_heads"] * cfg["attention_head_dim"]
         bound = 2 * params * n + 4 * n * n * width * (cfg["num_layers"] + cfg["num_single_layers"])
         assert 0.75 * bound < g.forward_flops(family, cfg, model, 4096, 512, 0) < bound, name
