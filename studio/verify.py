@@ -18,7 +18,7 @@ loader would otherwise find out the hard way:
    them (checked on random probe vectors, so full-size files need no 3072x3072 matrices).
 
 The BFL map below is written from FLUX.1's published architecture, not from the writer's tables
-in studio/lora_files.py, so a wrong entry there is caught here.
+in studio/families/flux1_layouts.py, so a wrong entry there is caught here.
 
 Each run keeps its checklist in `verify.json`, keyed by the files' sizes and times, so the Results
 tab (which never imports torch) reads it, and re-verifies in a child process only when the files
@@ -103,7 +103,7 @@ def verify_files(diffusers_path: Path, comfy_path: Path | None, config: dict, wh
     `targets`: the modules the run trained (diffusers names), for the missing-keys check.
     `family`: the model family (studio/families) whose architecture and ComfyUI names apply (FLUX.1 if None)."""
     from studio.families.base import get_family
-    from studio.lora_files import LoraFileError, _read_modules
+    from studio.lora_files import LoraFileError, read_modules
 
     family = family or get_family("flux1")
 
@@ -112,7 +112,7 @@ def verify_files(diffusers_path: Path, comfy_path: Path | None, config: dict, wh
     for label, path in pairs:
         check_id = f"readable_{label.lower()}"
         try:
-            read[label] = _read_modules(path)
+            read[label] = read_modules(path)
             checks.append(Check(check_id, f"{label} file {path.name} is a readable LoRA file", True,
                                 note=f"{len(read[label][1])} modules"))
         except (LoraFileError, OSError) as exc:
@@ -180,8 +180,8 @@ def _same_delta(diffusers: dict, comfy: dict) -> Check:
     """ΔW·x of every module, from both files, on the same random probes x."""
     import torch
 
-    from studio.lora_files import KOHYA_UNET_PREFIX, ROW_SWAPPED_MODULES, diffusers_parts, swap_halves
-    from studio.lora_files import clip_name as _clip_name
+    from studio.families.flux1_layouts import KOHYA_UNET_PREFIX, ROW_SWAPPED_MODULES, diffusers_parts, swap_halves
+    from studio.families.flux1_layouts import clip_name as _clip_name
 
     generator = torch.Generator().manual_seed(0)
     probes: dict = {}

@@ -120,20 +120,20 @@ def image_ids(batch: int, height: int, width: int, device, dtype):
 
 class Flux1Files:
     """FLUX.1's LoRA files and the architecture facts that check them: the writer and reader in
-    studio/lora_files.py, the key maps in flux1_layouts.py, the shapes in flux1_shapes.py, the offline
+    flux1_files.py, the key maps in flux1_layouts.py, the shapes in flux1_shapes.py, the offline
     model in flux1_tiny.py (all imported on use: they pull in torch)."""
 
     # ------------------------------------------------------------ LoRA files
     def write_lora(self, *args, **kwargs):
-        from ..lora_files import save_lora
+        from .flux1_files import save_lora
         return save_lora(*args, **kwargs)
 
     def validate(self, path):
-        from ..lora_files import validate_lora_file
+        from .flux1_files import validate_lora_file
         return validate_lora_file(path)
 
     def delta_weights(self, path, **kwargs):
-        from ..lora_files import delta_weights
+        from .flux1_files import delta_weights
         return delta_weights(path, **kwargs)
 
     def full_config(self, variant: str) -> dict:

@@ -63,7 +63,7 @@ class Flux1Kontext(Flux1):
         return {"image": control, "max_area": width * height, "_auto_resize": False}
 
     def write_lora(self, out_dir, name, transformer_layers, rank, alpha, metadata, **kwargs):
-        from ..lora_files import save_lora
+        from .flux1_files import save_lora
 
         variant = str(metadata.get("model_variant") or "dev")
         said = {"model_family": self.name}

@@ -2,7 +2,7 @@
 
 The BFL checkpoint fuses q/k/v (and, in single blocks, q/k/v/mlp) into one linear layer; a
 kohya file follows it, so a fused module holds one rank slot per diffusers part
-(block-diagonal), and absent parts are zero slots. studio/lora_files.py writes and reads the
+(block-diagonal), and absent parts are zero slots. flux1_files.py writes and reads the
 files; these tables and conversions are what is FLUX.1-specific about them.
 """
 
@@ -204,11 +204,11 @@ def swap_halves(t: torch.Tensor) -> torch.Tensor:
 
 
 def lora_factors(path) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
-    """{module: (up, down, scale)} with ΔW = scale·up@down, keyed as `lora_files.delta_weights` keys
+    """{module: (up, down, scale)} with ΔW = scale·up@down, keyed as `flux1_files.delta_weights` keys
     its ΔWs, from either layout; fused kohya modules are cut into their parts' rows."""
-    from ..lora_files import _padding_slots, _read_modules
+    from ..lora_files import read_modules
 
-    layout, modules, _ = _read_modules(path)
+    layout, modules, _ = read_modules(path)
     out = {}
     for name, m in modules.items():
         if layout == "diffusers":
@@ -225,8 +225,24 @@ def lora_factors(path) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
         sizes = [in_features] * 3 + [up.shape[0] - 3 * in_features] if len(parts) == 4 else [up.shape[0] // 3] * 3
         if sum(sizes) != up.shape[0] or min(sizes) <= 0:
             raise LoraFileError(f"{name}: {up.shape[0]} output rows cannot hold its parts {parts}")
-        absent = _padding_slots(m, sizes)
+        absent = padding_slots(m, sizes)
         for i, (part, rows) in enumerate(zip(parts, up.split(sizes, dim=0))):
             if i not in absent:
                 out[part] = (rows, m.down, m.scale)
     return out
+
+
+def padding_slots(m, sizes: list[int]) -> set[int]:
+    """Parts of a block-diagonal fused module whose down slot and up block are all zero."""
+    rank = m.down.shape[0]
+    if rank % len(sizes):
+        return set()  # not our block layout (e.g. a dense fused LoRA): every part is real
+    slot = rank // len(sizes)
+    absent, row = set(), 0
+    for i, rows in enumerate(sizes):
+        down_slot = m.down[i * slot:(i + 1) * slot]
+        up_block = m.up[row:row + rows, i * slot:(i + 1) * slot]
+        if not down_slot.any() and not up_block.any():
+            absent.add(i)
+        row += rows
+    return absent

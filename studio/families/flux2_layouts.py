@@ -127,7 +127,7 @@ def file_metadata(name: str, metadata: dict, rank: int, alpha: float, family, va
 def write_lora(family, variant: str, out_dir, name: str, transformer_layers: dict, rank: int, alpha: float,
                metadata: dict, text_encoder_layers=None, save_comfyui: bool = True, **_) -> dict[str, Path]:
     """Write `<name>.safetensors` (diffusers) and `<name>-comfyui.safetensors` (kohya/BFL)."""
-    from ..lora_files import _adapter_config, _atomic_save, _fold_scale, _load, _split_peft_state_dict
+    from ..lora_files import adapter_config, atomic_save, fold_scale, load_tensors, split_peft_state_dict
 
     if not name or Path(name).name != name or name.startswith("."):
         raise LoraFileError(f"LoRA name must be a plain file name, got {name!r}")
@@ -135,7 +135,7 @@ def write_lora(family, variant: str, out_dir, name: str, transformer_layers: dic
         raise LoraFileError(f"{family.variants[variant].title} has no trainable text encoder LoRA")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pairs = _split_peft_state_dict(transformer_layers, "transformer_layers")
+    pairs = split_peft_state_dict(transformer_layers, "transformer_layers")
     if not pairs:
         raise LoraFileError("nothing to save: transformer_layers is empty")
     wrong = [m for m, (a, b) in pairs.items() if a.shape[0] != rank or b.shape[1] != rank]
@@ -146,13 +146,13 @@ def write_lora(family, variant: str, out_dir, name: str, transformer_layers: dic
     paths = {"diffusers": out_dir / f"{name}.safetensors"}
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{name}.") as scratch:
         family.pipeline_class().save_lora_weights(
-            save_directory=scratch, transformer_lora_layers=_fold_scale(transformer_layers, rank, alpha),
-            weight_name="lora.safetensors", transformer_lora_adapter_metadata=_adapter_config(pairs, rank, rank))
-        tensors, diffusers_metadata = _load(Path(scratch, "lora.safetensors"))
-        _atomic_save(tensors, {**meta, **diffusers_metadata}, paths["diffusers"])
+            save_directory=scratch, transformer_lora_layers=fold_scale(transformer_layers, rank, alpha),
+            weight_name="lora.safetensors", transformer_lora_adapter_metadata=adapter_config(pairs, rank, rank))
+        tensors, diffusers_metadata = load_tensors(Path(scratch, "lora.safetensors"))
+        atomic_save(tensors, {**meta, **diffusers_metadata}, paths["diffusers"])
     if save_comfyui:
         paths["comfyui"] = out_dir / f"{name}-comfyui.safetensors"
-        _atomic_save(comfy, {**meta, "format": "pt"}, paths["comfyui"])
+        atomic_save(comfy, {**meta, "format": "pt"}, paths["comfyui"])
     return paths
 
 
@@ -162,9 +162,9 @@ def write_lora(family, variant: str, out_dir, name: str, transformer_layers: dic
 def lora_factors(path) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
     """{diffusers module (no component prefix): (up, down, scale)} with ΔW = scale·up@down, from either
     layout; a fused kohya module is cut into its parts' rows (zero padding parts left out)."""
-    from ..lora_files import _read_modules
+    from ..lora_files import read_modules
 
-    layout, modules, _ = _read_modules(path)
+    layout, modules, _ = read_modules(path)
     out = {}
     for name, m in modules.items():
         if layout == "diffusers":
@@ -194,9 +194,9 @@ def delta_weights(path) -> dict[str, torch.Tensor]:
 
 def validate(path):
     """A usable FLUX.2 LoRA file (either layout), summarised; raises LoraFileError."""
-    from ..lora_files import LoraFileInfo, _read_modules
+    from ..lora_files import LoraFileInfo, read_modules
 
-    layout, modules, metadata = _read_modules(path)
+    layout, modules, metadata = read_modules(path)
     ranks = Counter()
     for name, m in modules.items():
         parts = len(kohya_parts(name)) if layout == "kohya" else 1

@@ -21,12 +21,12 @@ from studio.jobs.record import Job
 
 def validate_lora(path: Path) -> str | None:
     """None if `path` is a valid LoRA file, else what is wrong with it."""
-    from studio.lora_files import validate_lora_file  # imports torch: only once a run has ended
+    from studio.lora_files import read_modules  # imports torch: only once a run has ended
 
     if not path.is_file():
         return f"{path.name} is missing"
     try:
-        validate_lora_file(path)  # raises on anything a loader would refuse
+        read_modules(path)  # raises on anything a loader would refuse, whichever family wrote it
     except Exception as exc:  # any parse error means the file is unusable
         return f"{path.name} is not a valid LoRA file: {exc}"
     return None
