@@ -34,7 +34,7 @@ DEMO_LICENCE_TEXT = ("Apache-2.0: trained on Flux LoRA Studio's own demo model (
 class BaseIdentity:
     name: str        # a Hub id, a folder name, or DEMO_NAME
     family: str      # the variant: "dev", "schnell", "demo", or another family's variant ("base-4b")
-    family_name: str = "flux1"  # the model family (studio/families) the variant belongs to
+    family_name: str = ""  # the model family (studio/families) the variant belongs to; none for the demo
 
     def _variant(self):
         from .families.base import get_family
@@ -83,7 +83,7 @@ def model_name(base: str) -> str:
     return base if is_hub_id(base) else path_name(base)
 
 
-def base_identity(source: str, path: str | Path | None, family: str, family_name: str = "flux1") -> BaseIdentity:
+def base_identity(source: str, path: str | Path | None, family: str, family_name: str) -> BaseIdentity:
     """Name and variant of the base model: `family` (the variant, "dev"/"schnell"/…) from its config,
     `family_name` the model family, unless it is the demo."""
     if is_demo_model(source, path):

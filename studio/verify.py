@@ -17,8 +17,8 @@ loader would otherwise find out the hard way:
 4. both files give the same ΔW for every module, alpha and scale applied as each loader applies
    them (checked on random probe vectors, so full-size files need no 3072x3072 matrices).
 
-The BFL map below is written from FLUX.1's published architecture, not from the writer's tables
-in studio/families/flux1_layouts.py, so a wrong entry there is caught here.
+Each family's ComfyUI map (FLUX.1's in studio/families/flux1_shapes.py) is written from the
+published architecture, not from the writer's key tables, so a wrong entry there is caught here.
 
 Each run keeps its checklist in `verify.json`, keyed by the files' sizes and times, so the Results
 tab (which never imports torch) reads it, and re-verifies in a child process only when the files
@@ -32,9 +32,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-# FLUX.1's facts (its full-size config, its transformer on the meta device, ComfyUI's map of its
-# layers) belong to its family.
-from studio.families.flux1_shapes import FLUX1_FULL, bfl_linear_shapes, meta_transformer  # noqa: E402,F401
+
 PROBES = 3
 TOLERANCE = 1e-3  # relative difference of ΔW·x between the two files
 
@@ -122,10 +120,7 @@ def verify_files(diffusers_path: Path, comfy_path: Path | None, config: dict, wh
     if "ComfyUI" in read:
         checks.append(_comfy_keys(read["ComfyUI"][1], config, where, family))
     if len(read) == 2:
-        if family.name == "flux1":
-            checks.append(_same_delta(read["diffusers"][1], read["ComfyUI"][1]))
-        else:
-            checks.append(_same_delta_factors(family, diffusers_path, comfy_path))
+        checks.append(_same_delta(family, diffusers_path, comfy_path))
     return checks
 
 
@@ -176,61 +171,7 @@ def _comfy_keys(modules: dict, config: dict, where: str, family) -> Check:
                  problems, where)
 
 
-def _same_delta(diffusers: dict, comfy: dict) -> Check:
-    """ΔW·x of every module, from both files, on the same random probes x."""
-    import torch
-
-    from studio.families.flux1_layouts import KOHYA_UNET_PREFIX, ROW_SWAPPED_MODULES, diffusers_parts, swap_halves
-    from studio.families.flux1_layouts import clip_name as _clip_name
-
-    generator = torch.Generator().manual_seed(0)
-    probes: dict = {}
-
-    def probe(in_features: int):
-        if in_features not in probes:
-            probes[in_features] = torch.randn(in_features, PROBES, generator=generator)
-        return probes[in_features]
-
-    def apply(m):
-        return m.scale * (m.up @ (m.down @ probe(m.down.shape[1])))
-
-    def common_name(name: str) -> str:  # diffusers module names, CLIP in its checkpoint spelling
-        if name.startswith("text_encoder."):
-            return _clip_name(name.removeprefix("text_encoder."))
-        return name.removeprefix("transformer.")
-
-    ours = {common_name(name): apply(m) for name, m in diffusers.items()}
-    problems, compared = [], 0
-    for name, m in comfy.items():
-        try:
-            parts = [p.removeprefix("transformer.").removeprefix("text_encoder.") for p in diffusers_parts(name)]
-        except ValueError as exc:
-            problems.append(str(exc))
-            continue
-        y = apply(m)
-        if name.removeprefix(KOHYA_UNET_PREFIX) in ROW_SWAPPED_MODULES:
-            y = swap_halves(y)
-        in_features = m.down.shape[1]
-        sizes = ([in_features] * 3 + [y.shape[0] - 3 * in_features] if len(parts) == 4
-                 else [y.shape[0] // len(parts)] * len(parts))
-        if sum(sizes) != y.shape[0] or min(sizes) <= 0:
-            problems.append(f"{name}: {y.shape[0]} output rows cannot hold its parts {parts}")
-            continue
-        for part, block in zip(parts, y.split(sizes, dim=0)):
-            reference = ours.get(part)
-            if reference is None:
-                if block.abs().max() > 0:
-                    problems.append(f"{part}: in the ComfyUI file ({name}) but not in the diffusers file")
-                continue
-            compared += 1
-            problem = _compare(part, reference, block)
-            if problem:
-                problems.append(problem)
-    return Check("same_delta", "both files give the same ΔW for every module (alpha and scale applied)", not problems,
-                 problems, f"{compared} modules compared")
-
-
-def _same_delta_factors(family, diffusers_path: Path, comfy_path: Path) -> Check:
+def _same_delta(family, diffusers_path: Path, comfy_path: Path) -> Check:
     """ΔW·x of every module, from the family's reading of both files, on the same random probes x."""
     import torch
 

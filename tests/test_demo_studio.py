@@ -18,10 +18,10 @@ def test_demo_base_is_the_committed_model():
     info = inspect_model("demo")
     assert Path(info.path) == MODEL_DIR and info.family == "schnell" and info.t5_max_length == 256
     assert info.latent_channels == 16 and info.vae_scale_factor == 8
-    identity = base_identity("demo", info.path, info.family)
+    identity = base_identity("demo", info.path, info.family, info.family_name)
     assert identity.name == DEMO_NAME and identity.licence_id == "apache-2.0"
     # The folder given by its path is recognised as the demo model too (its README's first line).
-    assert base_identity(str(MODEL_DIR), str(MODEL_DIR), "schnell").name == DEMO_NAME
+    assert base_identity(str(MODEL_DIR), str(MODEL_DIR), "schnell", "flux1").name == DEMO_NAME
     assert resolve_base("black-forest-labs/FLUX.1-dev") == "black-forest-labs/FLUX.1-dev"  # real models unchanged
 
 

@@ -17,9 +17,11 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from studio.lora_files import read_metadata, save_lora
+from studio.families.flux1_files import save_lora
+from studio.families.flux1_shapes import FLUX1_FULL, meta_transformer
+from studio.lora_files import read_metadata
 from studio.models import build_demo_model
-from studio.verify import FLUX1_FULL, meta_transformer, verify_run
+from studio.verify import verify_run
 
 ROOT = Path(__file__).resolve().parents[1]
 RANK = 2
@@ -28,14 +30,14 @@ RANK = 2
 def _random_layers(transformer, config_yaml: dict, rank: int, seed: int = 0) -> dict[str, torch.Tensor]:
     """peft-style state dict for every module the run's settings target, with non-zero B."""
     from studio.config import TrainConfig
-    from studio.training_utils import target_modules
+    from studio.families.flux1 import target_modules
 
     cfg = TrainConfig.from_yaml(yaml.safe_dump(config_yaml), "config.yaml")
     shapes = {n: (m.out_features, m.in_features) for n, m in transformer.named_modules()
               if isinstance(m, torch.nn.Linear)}
     g = torch.Generator().manual_seed(seed)
     layers = {}
-    for name in target_modules(cfg, transformer):
+    for name in target_modules(cfg.lora, transformer):
         out_features, in_features = shapes[name]
         layers[f"{name}.lora_A.weight"] = torch.randn(rank, in_features, generator=g) * 0.1
         layers[f"{name}.lora_B.weight"] = torch.randn(out_features, rank, generator=g) * 0.1

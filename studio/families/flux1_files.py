@@ -30,7 +30,7 @@ import torch
 from ..lora_files import (
     RESERVED_METADATA_KEYS, LoraFileInfo, adapter_config, atomic_save, fold_scale, kohya_names, load_tensors,
     read_modules, split_peft_state_dict)
-from ..sharing import DEMO_NAME, BaseIdentity
+from ..sharing import DEMO_LICENCE_ID, DEMO_NAME
 from .base import LoraFileError
 from .flux1 import VARIANTS, guess_variant, pipeline_class
 from .flux1_layouts import (
@@ -116,9 +116,10 @@ def file_metadata(name, metadata, rank, alpha, has_text_encoder) -> dict[str, st
     out = {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str) for k, v in metadata.items()}
     if variant == "demo":  # the studio's own demo model, not FLUX.1: say so to every reader
         version, architecture, implementation = DEMO_NAME, f"{DEMO_NAME}/lora", "https://github.com/huggingface/diffusers"
+        licence = DEMO_LICENCE_ID
     else:
         version, architecture = VARIANTS[variant].kohya_version, f"flux-1-{variant}/lora"
-        implementation = "https://github.com/black-forest-labs/flux"
+        implementation, licence = "https://github.com/black-forest-labs/flux", VARIANTS[variant].licence_id
     derived = {
         "ss_network_module": "networks.lora_flux",
         "ss_network_dim": str(int(rank)),
@@ -130,7 +131,7 @@ def file_metadata(name, metadata, rank, alpha, has_text_encoder) -> dict[str, st
         "modelspec.sai_model_spec": "1.0.0",
         "modelspec.architecture": architecture,
         "modelspec.implementation": implementation,
-        "modelspec.license": BaseIdentity(DEMO_NAME, variant).licence_id,
+        "modelspec.license": licence,
         "modelspec.title": name,
         "modelspec.date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
     }
