@@ -71,7 +71,7 @@ def test_targets_follow_sets_and_block_choice(tiny_model):
     from diffusers import FluxTransformer2DModel
 
     model = FluxTransformer2DModel.from_pretrained(str(tiny_model), subfolder="transformer")
-    names = lambda **lora: tu.target_modules(resolve({"lora": lora}, tier="cpu"), model)  # noqa: E731
+    names = lambda **lora: FLUX1.target_modules(resolve({"lora": lora}, tier="cpu").lora, model)  # noqa: E731
     attention, default, full = names(targets="attention"), names(targets="diffusers_default"), names(targets="all_linear")
     assert set(attention) < set(default) < set(full)
     assert "single_transformer_blocks.0.attn.to_q" in default and "single_transformer_blocks.0.proj_mlp" not in default
