@@ -1,59 +1,23 @@
-"""What the FLUX.2 tests ([klein], [dev], edit LoRAs) share: small datasets, the engine run, the
-pipeline, the flow-matching error of a pipeline's transformer computed with its own helpers, and
-the bitwise resume check."""
+"""What the FLUX.2 tests ([klein], [dev], edit LoRAs) share beyond tests/engine_checks.py: the
+memorising run with the resolution shift, the pipeline, the engine's noise draws, and the flow-matching error of a
+pipeline's transformer computed with its own helpers."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
-from conftest import Events, tiny_config
-from faulty_trainer import FaultHooks
-from studio.config import resolve
-from studio.engine import train
-from studio.events import EXIT_INTERRUPTED, EXIT_OK
-
-CAPTIONS = ["a photo of sks with a yellow circle", "a photo of sks with a blue square"]
-
-
-def squares(folder: Path, count: int = 2) -> Path:
-    """Square 64x64 pictures (their bucket is their own size), each with a caption."""
-    from PIL import ImageDraw
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        y, x = np.mgrid[0:64, 0:64]
-        im = Image.fromarray(np.stack([x * 4, y * 4, np.full_like(x, 90 * i)], -1).astype(np.uint8))
-        ImageDraw.Draw(im).ellipse((12 + 8 * i, 12, 40 + 8 * i, 40), fill=(250, 240, 20))
-        im.save(folder / f"pic_{i}.png")
-        (folder / f"pic_{i}.txt").write_text(CAPTIONS[i % len(CAPTIONS)])
-    return folder
-
-
-def pixels(path: Path | Image.Image) -> torch.Tensor:
-    """A picture as the pipelines' VAE input: (1, 3, H, W) in [-1, 1]."""
-    image = path if isinstance(path, Image.Image) else Image.open(path)
-    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
-
-
-def run(cfg_dict, run_dir, data_dir, resume=False, fault=""):
-    events = Events()
-    code = train(resolve(cfg_dict, tier="cpu"), run_dir, events, resume=resume, hooks=FaultHooks(fault),
-                 data_dir=data_dir)
-    return code, events
-
+from engine_checks import memorising_config, pixels, quiet_pipeline
 
 def learning_config(model: Path, dataset: Path, out: Path, **sections) -> dict:
-    """A run long enough for the tiny model to learn its two pictures (memorisation tests)."""
+    """The families' memorising run (engine_checks.memorising_config) with the FLUX.2 pipelines'
+    resolution-dependent timestep shift."""
     from studio.config import deep_merge
 
-    return tiny_config(model, dataset, out, **deep_merge(
-        {"optimizer": {"lr": 1e-2}, "lora": {"rank": 8, "alpha": 8, "targets": "all_linear"},
-         "schedule": {"max_steps": 50, "scheduler": "constant", "warmup_steps": 0},
-         "training": {"timestep_sampling": "resolution_shift", "batch_size": 2}}, sections))
+    return memorising_config(model, dataset, out, **deep_merge(
+        {"training": {"timestep_sampling": "resolution_shift"}}, sections))
 
 
 def noised(x0, gen, logit_std: float) -> tuple:
@@ -70,50 +34,11 @@ def noised(x0, gen, logit_std: float) -> tuple:
     return noise, t, (1 - t) * x0 + t * noise
 
 
-def one_step(trainer) -> tuple:
-    """(loss, LoRA gradients, the noise generator's state before the step) of one engine step on the
-    first batch, the LoRA's weights drawn non-zero first so that every LoRA path matters."""
-    from studio.train.step import loss as step_loss
-
-    torch.manual_seed(0)
-    for p in trainer.lora_params:
-        p.data.normal_(0, 0.05)
-    state = trainer.generator.get_state()
-    loss = step_loss(trainer, trainer.plan[0])
-    loss.backward()
-    grads = [p.grad.clone() for p in trainer.lora_params]
-    trainer.optimizer.zero_grad(set_to_none=True)
-    return loss, grads, state
-
-
-def assert_same_step(trainer, loss, grads, expected) -> None:
-    """The engine's loss and gradients (`one_step`) equal those of `expected`, written independently."""
-    expected.backward()
-    assert abs(loss.item() - expected.item()) < 1e-5 * max(1.0, expected.item())
-    for p, g in zip(trainer.lora_params, grads):
-        torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-6)
-
-
 def pipeline(model):
     """The model's own pipeline class (Flux2KleinPipeline or Flux2Pipeline, as model_index.json says)."""
     from diffusers import DiffusionPipeline
 
-    pipe = DiffusionPipeline.from_pretrained(str(model))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def assert_lora_changes_and_zero_is_base(pipe, lora: Path, draw, changed: float = 1e-3) -> np.ndarray:
-    """The LoRA file loads into the pipeline (`load_lora_weights`) and changes what `draw()` makes; at
-    weight 0 the pipeline draws the base, bit for bit. Returns the drawing with the LoRA."""
-    base = draw()
-    pipe.load_lora_weights(str(lora), adapter_name="mine")
-    with_lora = draw()
-    pipe.set_adapters(["mine"], adapter_weights=[0.0])
-    at_zero = draw()
-    assert np.abs(with_lora - base).mean() > changed
-    np.testing.assert_array_equal(at_zero, base)
-    return with_lora
+    return quiet_pipeline(DiffusionPipeline, model)
 
 
 def reference(pipe, image: Image.Image):
@@ -154,26 +79,3 @@ def velocity_error(pipe, fixed: list[tuple], guidance: float | None = None) -> f
             target = pipe._pack_latents(noise - x0)
             total += float(((pred[:, : target.shape[1]] - target) ** 2).mean())
     return total / len(fixed)
-
-
-def assert_resume_is_bitwise_exact(model: Path, dataset: Path, tmp_path: Path, **sections) -> None:
-    """A run stopped by SIGTERM at step 3 and resumed ends with the same LoRA, bit for bit, as one
-    run straight through (cosine schedule, EMA, caption and LoRA dropout: every random stream)."""
-    from safetensors.torch import load_file
-
-    from studio.config import deep_merge
-
-    cfg = tiny_config(model, dataset, tmp_path / "out", **deep_merge(
-        {"schedule": {"max_steps": 6, "scheduler": "cosine", "warmup_steps": 2}, "training": {"ema": True},
-         "dataset": {"caption_dropout": 0.3}, "lora": {"dropout": 0.1}}, sections))
-    code, _ = run(cfg, tmp_path / "straight", tmp_path / "data")
-    assert code == EXIT_OK
-    code, events = run(cfg, tmp_path / "resumed", tmp_path / "data", fault="sigterm@3")
-    assert code == EXIT_INTERRUPTED and events.of("checkpoint")[-1]["step"] == 3
-    code, events = run(cfg, tmp_path / "resumed", tmp_path / "data", resume=True)
-    assert code == EXIT_OK and events.of("start")[0]["start_step"] == 3
-    a = load_file(str(tmp_path / "straight" / "test-lora.safetensors"))
-    b = load_file(str(tmp_path / "resumed" / "test-lora.safetensors"))
-    assert a.keys() == b.keys() and a
-    for key in a:
-        assert torch.equal(a[key], b[key]), key

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +14,13 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import Events, tiny_config
-from flux2_helpers import (CAPTIONS, assert_lora_changes_and_zero_is_base, assert_resume_is_bitwise_exact,
-                           assert_same_step, cases, learning_config, noised, one_step, pipeline, pixels, run, squares,
-                           velocity_error)
+from conftest import tiny_config
+from engine_checks import (CAPTIONS, QUANTISED_CASES, QUANTISED_IDS, assert_lora_changes_output,
+                           assert_resume_is_bitwise_exact, assert_step_matches, memorising_run, one_step, pixels,
+                           quantised_run, replay, resume_settings, run, squares, worker_job)
+from flux2_helpers import cases, learning_config, noised, pipeline, velocity_error
 from studio.config import resolve
-from studio.engine import build_state, train
-from studio.events import EXIT_FAILED, EXIT_OK
+from studio.events import EXIT_FAILED
 from studio.families.base import get_family, inspect_model
 
 pytestmark = pytest.mark.engine
@@ -36,9 +37,7 @@ def trained(klein, tmp_path_factory):
     """One training run shared by the learning and file tests."""
     root = tmp_path_factory.mktemp("klein-trained")
     cfg = learning_config(klein, squares(root / "ds"), root / "out", sample={"guidance": 4.0})
-    code, events = run(cfg, root / "out" / "run", root / "data")
-    assert code == EXIT_OK, events.of("error")
-    return root / "out" / "run", root / "ds", events
+    return memorising_run(run, cfg, root)
 
 
 # --------------------------------------------------------------------------- the model
@@ -110,12 +109,10 @@ def test_step_equals_the_flux2_objective(klein, tmp_path):
     folder = squares(tmp_path / "one", count=1)
     cfg = resolve(tiny_config(klein, folder, tmp_path / "out", lora={"rank": 4, "alpha": 8},
                               training={"timestep_sampling": "resolution_shift"}), tier="cpu")
-    trainer = build_state(cfg, tmp_path / "run", Events(), data_dir=tmp_path / "data")
-    loss, grads, state = one_step(trainer)
+    trainer, loss, grads, state = one_step(cfg, tmp_path / "run", tmp_path / "data")
 
     pipe = pipeline(klein)
-    gen = torch.Generator().manual_seed(0)
-    gen.set_state(state)
+    gen = replay(state)
     with torch.no_grad():
         embeds, text_ids = pipe.encode_prompt(prompt=CAPTIONS[0], max_sequence_length=512)
         x0 = pipe._encode_vae_image(pixels(folder / "pic_0.png"), generator=None)  # mode, patchify, batch norm
@@ -124,7 +121,8 @@ def test_step_equals_the_flux2_objective(klein, tmp_path):
     pred = trainer.transformer(hidden_states=pipe._pack_latents(noisy), timestep=t, guidance=None,
                                encoder_hidden_states=embeds, txt_ids=text_ids, img_ids=ids, return_dict=False)[0]
     pred = pipe._unpack_latents_with_ids(pred, ids)
-    assert_same_step(trainer, loss, grads, ((pred - (noise - x0)) ** 2).mean())
+    assert_step_matches(trainer, loss, grads, ((pred - (noise - x0)) ** 2).mean(), rtol=1e-4, atol=1e-6,
+                        relative_loss=True)
 
 
 # --------------------------------------------------------------------------- learning and files
@@ -152,7 +150,7 @@ def test_diffusers_file_loads_changes_output_and_weight_zero_is_base(trained, kl
         return pipe(prompt=CAPTIONS[0], num_inference_steps=2, height=64, width=64, guidance_scale=1.0,
                     generator=torch.Generator().manual_seed(7), output_type="np").images[0]
 
-    with_lora = assert_lora_changes_and_zero_is_base(pipe, run_dir / "test-lora.safetensors", generate)
+    with_lora = assert_lora_changes_output(pipe, run_dir / "test-lora.safetensors", generate)
     # the ComfyUI file, read by diffusers' kohya FLUX.2 converter, is the same adapter
     other = pipeline(klein)
     other.load_lora_weights(str(run_dir / "test-lora-comfyui.safetensors"), adapter_name="comfy")
@@ -233,7 +231,8 @@ def test_comfyui_keys_match_the_full_size_key_map(tmp_path):
 
 
 def test_resume_is_bitwise_exact(klein, tmp_path):
-    assert_resume_is_bitwise_exact(klein, squares(tmp_path / "ds", count=2), tmp_path)
+    cfg = tiny_config(klein, squares(tmp_path / "ds", count=2), tmp_path / "out", **resume_settings(6))
+    assert_resume_is_bitwise_exact(partial(run, data_dir=tmp_path / "data"), cfg, tmp_path, at=3)
 
 
 def test_text_encoder_lora_is_refused_with_a_clear_message(klein, tmp_path):
@@ -246,64 +245,25 @@ def test_text_encoder_lora_is_refused_with_a_clear_message(klein, tmp_path):
 
 
 def test_worker_runs_a_klein_job(klein, tmp_path):
-    from studio.jobs import JobStore
-    from studio.worker import Worker
-
     config = resolve(tiny_config(klein, squares(tmp_path / "ds"), tmp_path / "out", schedule={"max_steps": 3},
                                  save={"every": 2, "run_name": "klein"}), tier="cpu")
-    store = JobStore(tmp_path / "data")
-    job_id = store.create_job("klein", config.to_dict())
-    Worker(tmp_path / "data", poll_interval=0.1).run_once()  # the default `python -m studio train`
-    job = store.get_job(job_id)
-    assert job["status"] == "succeeded", (job["error_message"], job["advice"])
+    store, job_id, job = worker_job(tmp_path / "data", "klein", config)  # the default `python -m studio train`
     assert job["exit_code"] == 0 and job["step"] == 3 and len(job["files"]) == 2
     assert all(Path(job["run_dir"], f).is_file() for f in job["files"])
     start = store.events(job_id, types=["start"])[0]
     assert start["family"] == "base-4b" and start["licence"].startswith("Apache-2.0")
 
 
-@pytest.mark.parametrize("tier, precision, avx512_bf16", [("12gb", "nf4", False), ("12gb", "nf4", True),
-                                                         ("16gb", "int8", False)],
-                         ids=["nf4-cpu", "nf4-cpu-avx512bf16", "int8-cpu"])
-def test_quantised_base_trains_and_saves(klein, tmp_path, monkeypatch, tier, precision, avx512_bf16):
-    """The 12 and 16 GB tiers' quantised bases (bitsandbytes NF4 / int8) through the engine, on the
-    CPU kernels with the same two GPU guards lifted as tests/test_quantised_cpu.py lifts. NF4 runs
-    both as on this CPU and as on one with AVX512-BF16 (bitsandbytes' flag forced), where the
-    packed inference kernel must never be entered."""
-    pytest.importorskip("bitsandbytes", reason="bitsandbytes is in requirements.txt")
-    from bitsandbytes.nn import modules
-
-    monkeypatch.setattr(modules, "has_avx512bf16", lambda: avx512_bf16)
-    packed = []
-    original_pack = modules._convert_weight_packed_for_cpu
-    monkeypatch.setattr(modules, "_convert_weight_packed_for_cpu",
-                        lambda *a, **k: packed.append(a[1].shape) or original_pack(*a, **k))
-    from accelerate.state import AcceleratorState
-    from diffusers.quantizers.bitsandbytes import bnb_quantizer
+@pytest.mark.parametrize("tier, precision, avx512_bf16", QUANTISED_CASES, ids=QUANTISED_IDS)
+def test_quantised_base_trains_and_saves(klein, tmp_path, monkeypatch, cpu_quantisation, tier, precision,
+                                         avx512_bf16):
+    """The 12 and 16 GB tiers' quantised bases (bitsandbytes NF4 / int8) through the engine on the CPU
+    kernels (engine_checks.quantised_run); the fused projection is the quantised PEFT layer."""
+    state, files = quantised_run(klein, squares(tmp_path / "ds"), tmp_path, monkeypatch, cpu_quantisation, tier,
+                                 precision, avx512_bf16)
     from peft.tuners.lora import bnb as peft_bnb
 
-    from studio.train import loop, state
-
-    for cls in (bnb_quantizer.BnB4BitDiffusersQuantizer, bnb_quantizer.BnB8BitDiffusersQuantizer):
-        monkeypatch.setattr(cls, "validate_environment", lambda self, *a, **k: None)
-        monkeypatch.setattr(cls, "update_device_map", lambda self, device_map: {"": "cpu"})
-    monkeypatch.setattr(state, "gpu_only_settings", lambda cfg: [])
-    built = {}
-    original = loop.build_state
-    monkeypatch.setattr(loop, "build_state", lambda *a, **k: built.setdefault("state", original(*a, **k)))
-    cfg = resolve(tiny_config(klein, squares(tmp_path / "ds"), tmp_path / "out", schedule={"max_steps": 2},
-                              memory={"device": "auto", "base_precision": precision},
-                              optimizer={"name": "adamw", "lr": 1e-3}), tier=tier)
-    AcceleratorState._reset_state(reset_partial_state=True)  # bf16 mixed precision here, none elsewhere
-    try:
-        events = Events()
-        code = train(cfg, tmp_path / "run", events, data_dir=tmp_path / "data")
-    finally:
-        AcceleratorState._reset_state(reset_partial_state=True)
-    assert code == EXIT_OK, events.of("error")
-    layer = built["state"].transformer.single_transformer_blocks[0].attn.to_qkv_mlp_proj
+    layer = state.transformer.single_transformer_blocks[0].attn.to_qkv_mlp_proj
     assert isinstance(layer, peft_bnb.Linear4bit if precision == "nf4" else peft_bnb.Linear8bitLt)
-    assert packed == []  # samples and steps stayed on the dequantising kernels on either CPU
-    assert not any(getattr(m, "support_avx512bf16_for_cpu", False) for m in built["state"].transformer.modules())
-    for path in events.of("done")[-1]["files"]:
+    for path in files:
         assert KLEIN.validate(path).rank == 4

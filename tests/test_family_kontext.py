@@ -11,10 +11,13 @@ import torch
 from PIL import Image, ImageDraw
 
 from conftest import Events, make_images, tiny_config
+from engine_checks import (assert_lora_changes_output, assert_resume_is_bitwise_exact, assert_same_delta_weights,
+                           assert_step_matches, memorising_settings, one_step, quiet_pipeline, replay, resume_settings,
+                           run_with_data_folder)
 from faulty_trainer import FaultHooks
 from studio.config import ConfigError, resolve
-from studio.engine import build_state, train
-from studio.events import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from studio.engine import train
+from studio.events import EXIT_FAILED, EXIT_OK
 from studio.train.step import loss as step_loss
 
 INSTRUCTION = "flip it left to right"
@@ -72,19 +75,9 @@ def test_one_step_matches_the_kontext_objective(kontext_model, tmp_path, studio_
 
     dataset = make_pairs(tmp_path / "pairs", count=1, control_size=(128, 128))
     cfg = resolve(edit_config(kontext_model, dataset, tmp_path / "out", lora={"rank": 4, "alpha": 8}), tier="cpu")
-    trainer = build_state(cfg, tmp_path / "run", Events())
-    torch.manual_seed(0)
-    for p in trainer.lora_params:  # make B non-zero so every LoRA path matters
-        p.data.normal_(0, 0.05)
-    ids = trainer.plan[0]
-    state = trainer.generator.get_state()
-    loss = step_loss(trainer, ids)
-    loss.backward()
-    grads = [p.grad.clone() for p in trainer.lora_params]
-    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer, loss, grads, state = one_step(cfg, tmp_path / "run")
 
-    gen = torch.Generator().manual_seed(0)
-    gen.set_state(state)
+    gen = replay(state)
     pipe = FluxKontextPipeline.from_pretrained(str(kontext_model))
     vae = pipe.vae.config
 
@@ -114,12 +107,8 @@ def test_one_step_matches_the_kontext_objective(kontext_model, tmp_path, studio_
                                encoder_hidden_states=embeds, txt_ids=text_ids,
                                img_ids=torch.cat([img_ids, ref_ids]), return_dict=False)[0][:, :n_target]
     pred = FluxKontextPipeline._unpack_latents(pred, h * 8, w * 8, 8)
-    expected = ((pred - (noise - latents)) ** 2).mean()
-    expected.backward()
-
-    assert abs(loss.item() - expected.item()) < 1e-5
-    for p, g in zip(trainer.lora_params, grads):
-        torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-5)
+    assert_step_matches(trainer, loss, grads, ((pred - (noise - latents)) ** 2).mean(), loss_tolerance=1e-5,
+                        rtol=1e-5, atol=1e-5)
     assert_the_reference_conditions_the_loss(trainer, state, loss)
 
 
@@ -140,23 +129,17 @@ def assert_the_reference_conditions_the_loss(trainer, state, loss) -> None:
 def trained(kontext_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("trained-kontext")
     dataset = make_pairs(root / "pairs", count=2)
-    cfg = edit_config(kontext_model, dataset, root / "out", optimizer={"lr": 3e-3},
-                      lora={"rank": 8, "alpha": 8, "targets": "all_linear"},
-                      schedule={"max_steps": 80, "scheduler": "constant", "warmup_steps": 0},
+    cfg = edit_config(kontext_model, dataset, root / "out", **memorising_settings(lr=3e-3, rank=8, max_steps=80),
                       sample={"every": 40, "at_start": True})
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("STUDIO_DATA", str(root / "data"))
-        code, events = run(cfg, root / "out" / "run")
+    run_dir, code, events = run_with_data_folder(run, cfg, root)
     assert code == EXIT_OK, events.of("error")
-    return root / "out" / "run", dataset, events
+    return run_dir, dataset, events
 
 
 def kontext_pipe(model):
     from diffusers import FluxKontextPipeline
 
-    pipe = FluxKontextPipeline.from_pretrained(str(model))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return quiet_pipeline(FluxKontextPipeline, model)
 
 
 def memorisation_error(pipe, dataset: Path, stem: str) -> float:
@@ -214,13 +197,7 @@ def test_diffusers_file_loads_in_the_kontext_pipeline(trained, kontext_model):
                     num_inference_steps=2, guidance_scale=2.5, max_sequence_length=64,
                     generator=torch.Generator().manual_seed(7), output_type="np").images[0]
 
-    base = edit()
-    pipe.load_lora_weights(str(run_dir / "test-lora.safetensors"), adapter_name="edit")
-    with_lora = edit()
-    pipe.set_adapters(["edit"], adapter_weights=[0.0])
-    at_zero = edit()
-    assert np.abs(with_lora - base).mean() > 1e-3
-    np.testing.assert_array_equal(at_zero, base)
+    assert_lora_changes_output(pipe, run_dir / "test-lora.safetensors", edit)
     for name in ("test-lora.safetensors", "test-lora-comfyui.safetensors"):
         with safe_open(str(run_dir / name), "pt") as f:
             meta = f.metadata()
@@ -232,11 +209,8 @@ def test_comfyui_file_has_the_same_delta_weights(trained):
     from studio.lora_files import delta_weights
 
     run_dir = trained[0]
-    diffusers_dw = delta_weights(run_dir / "test-lora.safetensors")
-    comfy_dw = delta_weights(run_dir / "test-lora-comfyui.safetensors")
-    assert set(diffusers_dw) == set(comfy_dw) and diffusers_dw
-    for name, dw in diffusers_dw.items():
-        torch.testing.assert_close(comfy_dw[name], dw, atol=1e-6, rtol=1e-5)
+    assert_same_delta_weights(delta_weights(run_dir / "test-lora.safetensors"),
+                              delta_weights(run_dir / "test-lora-comfyui.safetensors"))
 
 
 # --------------------------------------------------------------------------- resume, refusals, the worker
@@ -244,20 +218,8 @@ def test_comfyui_file_has_the_same_delta_weights(trained):
 
 def test_resume_is_bitwise_exact(kontext_model, tmp_path, studio_data):
     dataset = make_pairs(tmp_path / "pairs", count=3)
-    cfg = edit_config(kontext_model, dataset, tmp_path / "out", schedule={"max_steps": 8, "scheduler": "cosine",
-                      "warmup_steps": 2}, training={"ema": True}, dataset={"caption_dropout": 0.3},
-                      lora={"dropout": 0.1}, save={"every": 0})
-    assert run(cfg, tmp_path / "straight")[0] == EXIT_OK
-    code, events = run(cfg, tmp_path / "resumed", fault="sigterm@4")
-    assert code == EXIT_INTERRUPTED and events.of("checkpoint")[-1]["step"] == 4
-    code, events = run(cfg, tmp_path / "resumed", resume=True)
-    assert code == EXIT_OK and events.of("start")[0]["start_step"] == 4
-    from safetensors.torch import load_file
-    a = load_file(str(tmp_path / "straight" / "test-lora.safetensors"))
-    b = load_file(str(tmp_path / "resumed" / "test-lora.safetensors"))
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    cfg = edit_config(kontext_model, dataset, tmp_path / "out", **resume_settings(8))
+    assert_resume_is_bitwise_exact(run, cfg, tmp_path, at=4)
 
 
 def test_a_dataset_without_pairs_is_refused_by_name(kontext_model, tmp_path, studio_data):
