@@ -124,6 +124,13 @@ def test_full_size_counts_and_facts():
         assert v.licence_id == "other" and v.hub_id in v.licence_text and "model card" in v.licence_text
         assert FLUX3.variant_weight_gib(variant)["bf16"] == pytest.approx(count * 1e9 * 2 / 2 ** 30, rel=0.01)
     assert FLUX3.full_config("distilled")["flow_map"] and not FLUX3.full_config("base")["flow_map"]
+    import inspect
+
+    from diffusers import Flux3Transformer2DModel
+
+    defaults = {name: p.default for name, p in inspect.signature(Flux3Transformer2DModel.__init__).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    assert FLUX3.full_config("base") == defaults  # the written-out shape is the class's own
     assert (FLUX3.full_config("base")["num_layers"], FLUX3.full_config("base")["num_single_layers"]) == (5, 28)
     assert FLUX3.resolution_shift(256) == FLUX3.resolution_shift(4096) == SHIFT
     assert FLUX3.block_of("txt_mode_blocks.2.attn.to_q.lora_A.default.weight") == "double.2"

@@ -295,3 +295,15 @@ def test_a_run_of_another_family_predicts_with_that_familys_facts(tmp_path, monk
     outcome = plan_record.record_actual(run, predicted["seconds_per_step"] * 2, predicted["peak_gib"])
     assert outcome["error_percent"] == {"seconds_per_step": -50.0, "peak_gib": 0.0}
     assert json.loads((run / "plan.json").read_text())["actual"]["seconds_per_step"] > 0
+
+
+def test_the_plan_imports_neither_torch_nor_diffusers(tmp_path):
+    """The Train tab draws the plan on every page load and dataset pick, in the UI process: every
+    family's facts (FLUX.3's full-size shape included) come without loading the model libraries."""
+    data = _photos(tmp_path / "photos", 2)
+    code = ("import sys; from studio.plan import make_plan, plan_text; "
+            f"plan = make_plan({str(data)!r}, 'RTX 4090'); assert 'flux3' in plan_text(plan); "
+            "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"

@@ -379,8 +379,13 @@ def test_dataset_pictures_are_not_copied_on_every_pick(tmp_path):
     checkpoint.parent.mkdir(parents=True)
     checkpoint.write_bytes(b"x")
     assert not is_static_file(str(thumb))
+    from gradio.data_classes import _StaticFiles
+
     build_ui(tmp_path)
     assert is_static_file(str(thumb)) and not is_static_file(str(checkpoint))
+    registered = len(_StaticFiles.all_paths)
+    build_ui(tmp_path)  # a second page for the same data folder adds nothing to gradio's list
+    assert len(_StaticFiles.all_paths) == registered
 
 
 def test_the_model_card_downloads_as_readme_beside_the_lora_files(data):

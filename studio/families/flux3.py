@@ -122,6 +122,10 @@ class ModularLoader:
         return pipe
 
 
+# Flux3Transformer2DModel's defaults: the published shape (diffusers' single-file loader pairs them).
+FULL_CONFIG = dict(in_channels=128, cond_in_channels=128, num_layers=5, num_single_layers=28, attention_head_dim=128,
+                   num_attention_heads=24, joint_attention_dim=20480, timestep_channels=256, mlp_ratio=3.0,
+                   axes_dims_rope=(32, 32, 32, 32), rope_theta=10000, eps=1e-06)
 # For the plan: in + out features of each target set's layers (meta-device count of the full-size
 # transformer, both variants; tests/test_family_flux3.py recounts them) and the text encoder in
 # bf16 — Qwen3-VL with 2,560-wide layers (8 stacked layers make the transformer's 20,480-wide text
@@ -158,14 +162,9 @@ class Flux3(Flux2Family):
         return SHIFT
 
     def full_config(self, variant: str) -> dict:
-        import inspect
-
-        from diffusers import Flux3Transformer2DModel
-
-        # the class's defaults: the published shape (diffusers' single-file loader pairs them)
-        defaults = {name: p.default for name, p in inspect.signature(Flux3Transformer2DModel.__init__).parameters.items()
-                    if p.default is not inspect.Parameter.empty}
-        return {**defaults, "flow_map": variant == "distilled"}
+        # The class's defaults, written out (the plan asks at UI start-up, where importing diffusers
+        # would cost seconds); tests/test_family_flux3.py checks them against Flux3Transformer2DModel.
+        return {**FULL_CONFIG, "flow_map": variant == "distilled"}
 
     def target_modules(self, lora, transformer) -> list[str]:
         return flux3_target_modules(self, lora, transformer)

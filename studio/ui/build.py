@@ -23,13 +23,19 @@ CSS = (".studio-progress{margin:4px 0 8px 0}"
        "html:not([lang=en]) .meta-text, html:not([lang=en]) .meta-text-center{display:none !important}")
 
 
+_STATIC_ROOTS: set[Path] = set()  # data folders whose datasets/ gradio serves in place
+
+
 def build_ui(data_dir: str | Path, max_upload_mb: int | None = None) -> gr.Blocks:
     ctx = Context(data_dir=Path(data_dir).resolve(), max_upload_mb=max_upload_mb)
     # Dataset pictures (the galleries' thumbnails above all) are served from where they lie instead
     # of being checked against every blocked path, hashed and copied into gradio's cache on each
     # dataset pick: a second or more of the server's CPU per pick while a job trains. datasets/ is
     # already an allowed path, so nothing more can be fetched than before.
-    gr.set_static_paths([ctx.data_dir / "datasets"])
+    # (gradio keeps one list for the process and checks every path in it per file: add ours once.)
+    if ctx.data_dir not in _STATIC_ROOTS:
+        _STATIC_ROOTS.add(ctx.data_dir)
+        gr.set_static_paths([ctx.data_dir / "datasets"])
     # delete_cache: uploads and served copies leave gradio's cache after an hour.
     with gr.Blocks(title=t("app.title"), delete_cache=(3600, 3600)) as demo:
         gr.Markdown(L("app.heading"), elem_id="app-title")
