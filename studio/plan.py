@@ -271,7 +271,12 @@ def make_plan(dataset_dir: str | Path, gpu: str | None = None, gpu_gib: float | 
     name = Path(dataset_dir).name
     if not gpu:  # the demo model; the table says what each real model would need
         plan = _demo_plan(name, images, short, pairs, rank, resolution or 256, steps or 150)
-        plan.models = [c[0] for c in model_rows(None, None, propose_resolution(short), propose_steps(images), pairs)]
+        candidates = model_rows(None, None, propose_resolution(short), propose_steps(images), pairs)
+        plan.models = [c[0] for c in candidates]
+        if family or variant:  # a named model is checked here too, and told what it needs
+            named = propose(candidates, family, variant)[0]
+            plan.notes.insert(0, f"{named.title} needs an NVIDIA GPU of about {named.needs_gib:g} GB or more "
+                                 f"(give --gpu NAME to plan it); without one, this is the demo model's plan.")
         return plan
     resolution = resolution or propose_resolution(short)
     steps = steps or propose_steps(images)

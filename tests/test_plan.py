@@ -307,3 +307,12 @@ def test_the_plan_imports_neither_torch_nor_diffusers(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
+
+
+def test_a_named_model_is_checked_and_told_what_it_needs_without_a_gpu(tmp_path):
+    data = _photos(tmp_path / "photos", 3)
+    with pytest.raises(ValueError, match="has no variant 'turbo'"):
+        make_plan(data, None, family="flux3", variant="turbo")
+    plan = make_plan(data, None, family="flux2-klein", variant="base-4b")
+    assert plan.model == "demo" and plan.tier == "cpu"  # the plan itself is the demo model's
+    assert plan.notes[0].startswith("FLUX.2 [klein] Base 4B needs an NVIDIA GPU of about")
