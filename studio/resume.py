@@ -36,15 +36,19 @@ def may_change(key: str) -> bool:
     return key not in FIXED and any(key == p or (p.endswith(".") and key.startswith(p)) for p in MAY_CHANGE)
 
 
-def trained_with(run_dir: Path) -> tuple[str, dict] | None:
-    """(where from, settings) of the newest checkpoint: its own config.yaml, or for a checkpoint
-    written without one, the run folder's. None when the run has no checkpoint."""
+def newest_checkpoint(run_dir: Path) -> Path | None:
     from .training_utils import list_checkpoints
 
     checkpoints = list_checkpoints(Path(run_dir) / "checkpoints")
-    if not checkpoints:
+    return checkpoints[-1] if checkpoints else None
+
+
+def trained_with(run_dir: Path) -> tuple[str, dict] | None:
+    """(where from, settings) of the newest checkpoint: its own config.yaml, or for a checkpoint
+    written without one, the run folder's. None when the run has no checkpoint."""
+    newest = newest_checkpoint(run_dir)
+    if newest is None:
         return None
-    newest = checkpoints[-1]
     for path in (newest / "config.yaml", Path(run_dir) / "config.yaml"):
         if path.is_file():
             return f"checkpoint {newest.name}", parse_yaml(read_text(path), str(path))
@@ -69,3 +73,26 @@ def check_resume(cfg: TrainConfig, run_dir: Path) -> list[str]:
             "that may change on resume: schedule.max_steps and warmup_steps, sample.*, save.*, log.*, "
             "memory.* (but not num_gpus or device) and the dataset cache switches.")
     return [f"{k}: {before[k]!r} → {now[k]!r}" for k in changed]
+
+
+def check_resume_mode(run_dir: Path, mode: str) -> None:
+    """A run's mode (text-to-image or edit, decided by the dataset: a control/ folder of "before"
+    pictures makes an edit run for a family that takes them) fixes its objective; a resume whose
+    dataset now decides otherwise is refused. Checkpoints written before the mode was recorded
+    are not checked."""
+    import json
+
+    newest = newest_checkpoint(run_dir)
+    if newest is None:
+        return
+    try:
+        saved = json.loads((newest / "meta.json").read_text(encoding="utf-8")).get("mode")
+    except (OSError, ValueError, AttributeError):
+        return
+    if saved and saved != mode:
+        why = ("the dataset now has a control/ folder of before-pictures" if mode == "edit"
+               else "the dataset's control/ folder of before-pictures is gone")
+        raise ConfigError(
+            f"Cannot resume {run_dir}: its checkpoint {newest.name} was trained in {saved} mode, and this "
+            f"run would train in {mode} mode ({why}). Put the dataset back as it was and resume, or start a "
+            "new run (another run folder, or without --resume).")

@@ -184,3 +184,29 @@ def test_worker_runs_a_klein_edit_job_with_its_report_card_and_try_it(klein, tmp
         try_it(request, out, reporter, tmp_path / "data")
     reporter.close()
     assert caught.value.code == "NO_INPUT_IMAGE"
+
+
+def test_a_resume_whose_dataset_changed_the_mode_is_refused(klein, tmp_path):
+    """A checkpoint records its run's mode; resuming after the control/ folder was removed (the run
+    would turn text-to-image) is refused by name before anything is written, and goes on once the
+    folder is back."""
+    import json
+    import shutil
+
+    from studio.events import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK
+
+    pairs = make_pairs(tmp_path / "pairs", count=2)
+    cfg = edit_config(klein, pairs, tmp_path / "out", schedule={"max_steps": 3})
+    run_dir, data = tmp_path / "out" / "run", tmp_path / "data"
+    code, _ = run(cfg, run_dir, data, fault="sigterm@1")
+    assert code == EXIT_INTERRUPTED
+    checkpoint = next((run_dir / "checkpoints").glob("step*"))
+    assert json.loads((checkpoint / "meta.json").read_text())["mode"] == EDIT
+    shutil.move(pairs / "control", tmp_path / "control-aside")
+    code, events = run(cfg, run_dir, data, resume=True)
+    message = events.of("error")[0]["message"]
+    assert code == EXIT_CONFIG and "trained in edit mode" in message and "text-to-image mode" in message, message
+    assert not events.of("start")
+    shutil.move(tmp_path / "control-aside", pairs / "control")
+    code, events = run(cfg, run_dir, data, resume=True)
+    assert code == EXIT_OK and events.of("start")[0]["start_step"] == 1

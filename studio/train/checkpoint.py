@@ -28,11 +28,12 @@ def _fsync_tree(folder: Path) -> None:
 
 def write_checkpoint(checkpoints: Path, step: int, lora_state: dict, train_state: dict,
                      keep_last: int, before_commit: Callable[[Path], None] | None = None,
-                     config_yaml: str = "") -> Path:
+                     config_yaml: str = "", meta: dict | None = None) -> Path:
     """Write into a temp folder on the same filesystem, then rename: a crash or a full disk
     leaves the previous checkpoint untouched. Old checkpoints are pruned only afterwards.
     `before_commit(temp_folder)` runs when every file is written; if it raises, nothing is kept.
-    `config_yaml`, the settings the state was trained with, is kept beside it (studio.resume)."""
+    `config_yaml`, the settings the state was trained with, is kept beside it (studio.resume), and
+    `meta` (what else a resume checks, such as the run's mode) goes into meta.json."""
     from safetensors.torch import save_file
 
     checkpoints.mkdir(parents=True, exist_ok=True)
@@ -45,7 +46,7 @@ def write_checkpoint(checkpoints: Path, step: int, lora_state: dict, train_state
         torch.save(train_state, tmp / "state.pt")
         if config_yaml:
             (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
-        (tmp / "meta.json").write_text(json.dumps({"step": step, "complete": True}))
+        (tmp / "meta.json").write_text(json.dumps({**(meta or {}), "step": step, "complete": True}))
         _fsync_tree(tmp)
         if before_commit is not None:
             before_commit(tmp)
@@ -133,7 +134,7 @@ def save(state) -> None:
         path = write_checkpoint(state.run_dir / "checkpoints", state.step, lora_state(state),
                                 training_state(state), state.cfg.save.keep_last,
                                 lambda folder: state.hooks.on_checkpoint_write(state.step, folder),
-                                config_yaml=state.cfg.to_yaml())
+                                config_yaml=state.cfg.to_yaml(), meta={"mode": state.mode})
     except OSError as exc:
         raise StudioError("SAVE_FAILED", f"Saving the checkpoint at step {state.step} failed: "
                           f"{exc.strerror or exc}.") from None

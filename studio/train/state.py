@@ -21,7 +21,7 @@ from ..families.base import EDIT, ModelError, ModelInfo, default_data_dir, inspe
 from ..families.choice import mismatch as family_mismatch
 from ..hooks import TrainHooks
 from ..models import require_file
-from ..resume import check_resume
+from ..resume import check_resume, check_resume_mode
 from .caches import Caches, build_caches
 from .control import Control
 from .lora import add_lora
@@ -151,6 +151,8 @@ def build_state(cfg: TrainConfig, run_dir: Path, reporter: Reporter, resume: boo
         reporter.emit("warning", code=code, message=message)
 
     mode = run_mode(family, cfg.dataset.path)
+    if resume:
+        check_resume_mode(run_dir, mode)
     samples = load_samples(cfg, warn=warn, t5_max_tokens=info.token_limit, edit=mode == EDIT)
     accelerator = build_accelerator(cfg)
     for folder in (run_dir, run_dir / "samples", control.folder):
