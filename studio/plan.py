@@ -60,6 +60,7 @@ class TierRow:
     captions_on_cpu: bool = False    # the text encoders do not fit beside this tier: captions encode on the CPU
     caption_minutes: float = 0.0     # then: the estimated minutes for that, once (the embeddings are cached)
     caption_source: str = ""         # and where that figure comes from
+    caption_ram_gib: float = 0.0     # the computer's memory (RAM) the encoders need while they run there
 
 
 @dataclass
@@ -174,7 +175,7 @@ def tier_rows(facts, gpu_gib: float | None, known, resolution: int, steps: int, 
               captions: int = 1) -> list[TierRow]:
     """Every tier the model trains in: its peak memory, whether it fits this card, time per step,
     and where the `captions` (each caption and the empty prompt) are encoded."""
-    from studio.core.text_encoders import CPU_TFLOPS
+    from studio.core.text_encoders import CPU_TFLOPS, GIB, needed_bytes
     from studio.families.plan_facts import GROWTH_TOKENS, TIER_PRECISION
 
     tokens = facts.image_tokens(resolution) * (2 if pairs else 1)
@@ -209,11 +210,13 @@ def tier_rows(facts, gpu_gib: float | None, known, resolution: int, steps: int, 
         if gpu_gib is not None and not on_gpu:
             row.captions_on_cpu = True
             row.caption_minutes = round(facts.cpu_caption_seconds(captions) / 60, 1)
+            row.caption_ram_gib = round(needed_bytes(facts.text_encoder_gib * GIB) / GIB, 1)
             row.caption_source = (
                 f"the text encoders ({facts.text_encoder_gib:g} GiB in bf16) do not fit beside what this tier holds "
                 f"on a {gpu_gib:g} GB card, so the {captions} caption(s) are encoded on the CPU, once (they are "
                 f"cached): about {row.caption_minutes:g} min, estimated from the encoders' parameters × "
-                f"{facts.text_tokens} tokens at an assumed {CPU_TFLOPS:g} TFLOP/s of a CPU")
+                f"{facts.text_tokens} tokens at an assumed {CPU_TFLOPS:g} TFLOP/s of a CPU, with about "
+                f"{row.caption_ram_gib:g} GB of the computer's memory (RAM) free for the encoders while they run")
         rows.append(row)
     return rows
 
@@ -287,12 +290,31 @@ def make_plan(dataset_dir: str | Path, gpu: str | None = None, gpu_gib: float | 
                 edit=with_pairs(facts, pairs), models=[c[0] for c in candidates])
     if chosen.tier is None:
         plan.notes.append(f"Nothing fits in {gpu_gib} GB: {facts.title} needs about {chosen.needs_gib} GB.")
-    plan.notes += pair_notes(facts, pairs)
+    plan.notes += pair_notes(facts, pairs) + ram_notes(plan.chosen(), host_memory_gib())
     plan.notes.append("Batch size 1: the field's default for these models; a larger batch needs more memory than "
                       "this table.")
     plan.notes.append("Minutes are training steps only: loading the model, caching and samples come on top.")
     plan.disk_mib = disk(facts, images, resolution, rank, targets, steps, with_pairs(facts, pairs))
     return plan
+
+
+def host_memory_gib() -> float | None:
+    """This computer's memory (RAM) in GiB, None where it cannot be read."""
+    try:
+        import os
+
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def ram_notes(row: TierRow | None, ram_gib: float | None) -> list[str]:
+    """A warning when the captions would be encoded on the CPU and this computer has too little RAM."""
+    if row is None or not row.captions_on_cpu or ram_gib is None or ram_gib >= row.caption_ram_gib:
+        return []
+    return [f"Encoding the captions on the CPU needs about {row.caption_ram_gib:g} GB of memory (RAM); this computer "
+            f"has {ram_gib:.0f} GB. Use a computer with more RAM, or a GPU whose free memory holds the text encoders "
+            "beside this tier's weights."]
 
 
 def pair_notes(facts, pairs: int) -> list[str]:

@@ -316,3 +316,26 @@ def test_a_named_model_is_checked_and_told_what_it_needs_without_a_gpu(tmp_path)
     plan = make_plan(data, None, family="flux2-klein", variant="base-4b")
     assert plan.model == "demo" and plan.tier == "cpu"  # the plan itself is the demo model's
     assert plan.notes[0].startswith("FLUX.2 [klein] Base 4B needs an NVIDIA GPU of about")
+
+
+def test_captions_encoded_on_the_cpu_count_the_computers_memory(tmp_path, monkeypatch):
+    """Text encoders that go to the CPU need the computer's RAM: the row says how much (the same
+    rule as the GPU's room: weights plus margin), and a computer with less is told so, in the
+    plan's notes and in the page, in each language."""
+    import studio.plan as plan_module
+    from studio.core.text_encoders import GIB, needed_bytes
+    from studio.ui.plan_view import plan_markdown
+
+    data = _photos(tmp_path / "photos", 4, size=(600, 600))
+    mistral = get_family("flux2-dev").plan_facts("dev").text_encoder_gib
+    monkeypatch.setattr(plan_module, "host_memory_gib", lambda: 32.0)
+    small = make_plan(data, "A6000", family="flux2-dev")
+    row = small.chosen()
+    assert row.captions_on_cpu and row.caption_ram_gib == round(needed_bytes(mistral * GIB) / GIB, 1) > 32
+    assert f"about {row.caption_ram_gib:g} GB of the computer's memory (RAM)" in row.caption_source
+    assert any("this computer has 32 GB" in n for n in small.notes), small.notes
+    assert "This computer has 32 GB of memory (RAM)" in plan_markdown(data, ("A6000", 48.0), "en", "flux2-dev")
+    assert "这台电脑只有 32 GB 内存" in plan_markdown(data, ("A6000", 48.0), "zh-CN", "flux2-dev")
+    monkeypatch.setattr(plan_module, "host_memory_gib", lambda: 128.0)
+    assert not any("RAM" in n for n in make_plan(data, "A6000", family="flux2-dev").notes)
+    assert "memory (RAM);" not in plan_markdown(data, ("A6000", 48.0), "en", "flux2-dev")
