@@ -31,7 +31,7 @@ class Recipe:
     """Sizes and step counts of a build; `scaled` shortens every stage (for tests)."""
     vae_channels: tuple[int, ...] = (8, 16, 32, 32)
     vae_groups: int = 2  # 4 channels per group: GroupNorm over fewer channels washes out flat colours
-    heads: int = 3
+    heads: int = 6  # 192 wide: at 96 the model drew blobs of the right colour, not outlines
     head_dim: int = 32
     double_blocks: int = 3
     single_blocks: int = 3
@@ -41,8 +41,8 @@ class Recipe:
     vae_steps: int = 1600
     vae_batch: int = 16
     vae_crop: int = 32
-    world_pictures: int = 4000
-    transformer_steps: int = 1800
+    world_pictures: int = 8000
+    transformer_steps: int = 4000
     transformer_lr: float = 1e-3
     train_shift: float = 3.0
     # (T5 length, batch) per step, in turn: 8 short steps, then 256 and 512 (see train_transformer).
