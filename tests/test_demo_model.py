@@ -50,9 +50,12 @@ ASKED = [("red", "circle", "white"), ("green", "square", "yellow"), ("blue", "tr
          ("white", "triangle", "red"), ("black", "star", "green")]
 
 
-def test_committed_model_draws_the_asked_colours_and_backgrounds(pipe):
-    """Judged from the pixels (studio/demo/judge.py); chance is 1 in 8 for a colour and 1 in 7
-    for a background. The margin allows a miss or two where float rounding differs between CPUs."""
+def test_committed_model_draws_the_asked_colours_backgrounds_and_shapes(pipe):
+    """Judged from the pixels (studio/demo/judge.py); chance is 1 in 8 for a colour, 1 in 7 for a
+    background and 1 in 4 for a shape. Circles, squares and triangles are drawn (stars are not yet:
+    their points come out as bumps, see docs/benchmarks.md). The margins allow a miss where float
+    rounding differs between CPUs; the model drew 8/8 colours and backgrounds and 5/6 of those
+    shapes at these seeds when it was built."""
     prompts = [with_articles(f"a {colour} {shape} on a {background} background") for colour, shape, background in ASKED]
     images = pipe(prompt=prompts, generator=[torch.Generator().manual_seed(s) for s in range(len(prompts))],
                   **sampling_defaults()).images
@@ -60,7 +63,9 @@ def test_committed_model_draws_the_asked_colours_and_backgrounds(pipe):
     assert all(image.size == (128, 128) for image in images)
     colours = sum(v.colour == c for v, (c, _, _) in zip(verdicts, ASKED))
     backgrounds = sum(v.background == b for v, (_, _, b) in zip(verdicts, ASKED))
-    assert colours >= 6 and backgrounds >= 6, list(zip(prompts, verdicts))
+    assert colours >= 7 and backgrounds >= 7, list(zip(prompts, verdicts))
+    drawn = [(v.shape, shape) for v, (_, shape, _) in zip(verdicts, ASKED) if shape != "star"]
+    assert sum(got == asked for got, asked in drawn) >= 4, drawn  # chance: 1.5 of 6
 
 
 # --------------------------------------------------------------------------- a LoRA does something visible
@@ -116,7 +121,7 @@ def test_lora_moves_the_pictures_toward_its_training_set(pipe, tmp_path, studio_
     finally:
         pipe.unload_lora_weights()
     assert max(before) < 0.02, before
-    # Measured on the committed model (2026-11-29): before 0.0 at all four seeds, after 0.11–0.19.
+    # Measured on the committed model (2026-12-06): before 0.0 at all four seeds, after 0.26–0.44.
     assert np.mean(after) > np.mean(before) + 0.06, (before, after)
     assert all(a > b for a, b in zip(after, before)), (before, after)
     again = [magenta_share(im) for im in generate(pipe, prompt, seeds)]
