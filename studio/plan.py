@@ -39,9 +39,11 @@ GPUS = {"H200": (141, 989), "H100 PCIe": (80, 756), "H100": (80, 989), "A100 80G
         "L4": (24, 121), "RTX 5090": (32, 209), "RTX 4090": (24, 165), "RTX 4080": (16, 97),
         "RTX 4070 Ti": (12, 80), "RTX 4060 Ti": (16, 44), "RTX 3090": (24, 71), "RTX 3080": (10, 59),
         "RTX 3060": (12, 25), "T4": (16, 65)}
-DEMO_CPU_SECONDS = (0.55, 20.0)  # per step at 256 px, and model load + samples (docs/benchmarks.md)
+# Per step at the demo run's 128 px, and model load + samples + files: bench/demo_run.py on a quiet
+# 2-core CPU took 32 s for 200 steps and 52 s for 400 (docs/benchmarks.md, 2026-12-06).
+DEMO_CPU_SECONDS = (0.10, 12.0)
 DEMO_CPU_PEAK_GIB = 1.5  # peak RSS of a CPU run, bench/train_speed.py (docs/benchmarks.md)
-DEMO_LORA_WIDTH = 3_300  # in + out features of the demo transformer's attention layers (about)
+DEMO_LORA_WIDTH = 12_672  # in + out features of the demo transformer's attention layers (counted)
 
 
 @dataclass
@@ -273,7 +275,11 @@ def make_plan(dataset_dir: str | Path, gpu: str | None = None, gpu_gib: float | 
         gpu_gib = known[1]
     name = Path(dataset_dir).name
     if not gpu:  # the demo model; the table says what each real model would need
-        plan = _demo_plan(name, images, short, pairs, rank, resolution or 256, steps or 150)
+        from studio.demo import studio_run  # the Train tab's proposal on the demo model
+
+        run = studio_run()
+        plan = _demo_plan(name, images, short, pairs, rank, resolution or run["dataset"]["resolution"],
+                          steps or run["schedule"]["max_steps"])
         candidates = model_rows(None, None, propose_resolution(short), propose_steps(images), pairs)
         plan.models = [c[0] for c in candidates]
         if family or variant:  # a named model is checked here too, and told what it needs

@@ -147,7 +147,10 @@ def test_an_edit_dataset_proposes_an_edit_family_and_costs_more(tmp_path):
 
 def test_no_gpu_plans_the_demo_model_from_measured_figures(tmp_path):
     plan = make_plan(_photos(tmp_path / "photos", 5, size=(400, 300)), None)
-    assert (plan.model, plan.tier, plan.resolution, plan.steps) == ("demo", "cpu", 256, 150)
+    from studio.demo import TRAIN_STEPS
+
+    # What the Train tab proposes on the demo model (studio_run), timed from bench/demo_run.py's figures.
+    assert (plan.model, plan.tier, plan.resolution, plan.steps) == ("demo", "cpu", 128, TRAIN_STEPS)
     assert plan.rows[0].time_source.startswith("measured") and plan.rows[0].minutes < 5
     # What each real model would need: a GPU of at least its smallest tier, none fits without one. Its
     # text encoders need not fit (captions are then encoded on the CPU); its steps and loaded weights do.
@@ -339,3 +342,17 @@ def test_captions_encoded_on_the_cpu_count_the_computers_memory(tmp_path, monkey
     monkeypatch.setattr(plan_module, "host_memory_gib", lambda: 128.0)
     assert not any("RAM" in n for n in make_plan(data, "A6000", family="flux2-dev").notes)
     assert "memory (RAM);" not in plan_markdown(data, ("A6000", 48.0), "en", "flux2-dev")
+
+
+def test_the_demo_plans_lora_width_is_the_committed_models():
+    """The demo row's LoRA and checkpoint sizes count the committed demo transformer's attention layers."""
+    from diffusers import FluxTransformer2DModel
+
+    from studio.demo import MODEL_DIR
+    from studio.families.flux1 import TARGET_SETS
+    from studio.plan import DEMO_LORA_WIDTH
+
+    model = FluxTransformer2DModel.from_pretrained(str(MODEL_DIR), subfolder="transformer")
+    width = sum(m.in_features + m.out_features for name, m in model.named_modules()
+                if isinstance(m, torch.nn.Linear) and any(name.endswith(t) for t in TARGET_SETS["attention"]))
+    assert width == DEMO_LORA_WIDTH
