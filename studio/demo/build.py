@@ -210,9 +210,10 @@ def model_card(summary: dict) -> str:
 
 A FLUX.1 [schnell]-shaped model that draws a synthetic world: a circle, square, triangle or star
 in red, green, blue, yellow, purple, orange, white or black, on a plain or two-tone background,
-at 128 x 128 pixels (shapes 56–92 px wide, near the middle). It loads with `FluxPipeline.from_pretrained` like any FLUX.1 folder and
-exists so that the studio can show a LoRA working in minutes on a CPU, offline. Everything here
-was trained by the studio itself from a seed, on synthetic pictures drawn by `studio/demo/world.py`.
+at 128 x 128 pixels (shapes 72–92 px wide, near the middle). It loads with
+`FluxPipeline.from_pretrained` like any FLUX.1 folder and exists so that the studio can show a
+LoRA working in minutes on a CPU, offline. Everything here was trained by the studio itself from
+a seed, on synthetic pictures drawn by `studio/demo/world.py`.
 
 ## Use
 

@@ -49,7 +49,7 @@ class Scene:
 
 def random_scene(rng: random.Random, two_tone: float = 0.2) -> Scene:
     """A scene of the world: every shape, colour and background equally likely. Sizes and places
-    vary, but shapes stay large and near the middle (56–92 px wide, centred within ±10 px): a
+    vary, but shapes stay large and near the middle (72–92 px wide, centred within ±10 px): a
     model this small learns to draw their outlines on a CPU, where anywhere-at-any-size takes hours."""
     colour = rng.choice(list(COLOURS))
     others = [c for c in COLOURS if c != colour]
