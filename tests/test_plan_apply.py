@@ -56,11 +56,15 @@ def test_the_proposal_for_a_gpu_fills_the_form(tmp_path):
 def test_the_proposal_without_a_gpu_is_the_demo_model_on_the_cpu(tmp_path):
     data = _photos(tmp_path / "photos", 5)
     p = plan_values(data, None, "style", "zh-CN")
+    from studio.demo import studio_run
+
+    run = studio_run()  # what the Train tab proposes on the demo model
+    steps = run["schedule"]["max_steps"]
     assert (p["base"], p["tier"], p["values"]["dataset.resolution"], p["values"]["schedule.max_steps"]) == \
-        ("demo", "cpu", 256, 150)
+        ("demo", "cpu", run["dataset"]["resolution"], steps)
     assert "建议已填入表单" in p["message"] and "档位 cpu" in p["message"]
     cfg = h.build_config(tmp_path, dataset=None, form=_form(p, "style"))
-    assert (cfg.model.base, cfg.memory.tier, cfg.schedule.max_steps) == ("demo", "cpu", 150)
+    assert (cfg.model.base, cfg.memory.tier, cfg.schedule.max_steps) == ("demo", "cpu", steps)
 
 
 def test_nothing_to_propose_is_a_clear_message(tmp_path):
@@ -95,7 +99,7 @@ def test_the_train_tabs_button_answers_every_field_it_names(tmp_path):
     assert model["value"] in ("demo", "black-forest-labs/FLUX.1-dev") and answer["train-tier"]
     assert model["value"] in [value for _, value in model["choices"]]  # the model list offers it
     assert answer["train-variant"]["value"] in [value for _, value in answer["train-variant"]["choices"]]
-    assert answer["train-resolution"] in (256, 768, 1024) and out[-1].startswith("The proposal is in the form")
+    assert answer["train-resolution"] in (128, 768, 1024) and out[-1].startswith("The proposal is in the form")
     assert answer["train-family"] == "flux1"  # the demo model without a GPU, FLUX.1 [dev] on a 24 GB card
     # the new basis: the settings shown were proposed for this model, preset and tier
     assert out[-2] == ["flux1", answer["train-variant"]["value"], answer["train-preset"]["value"], answer["train-tier"],
