@@ -118,3 +118,20 @@ def test_build_demo_command_writes_a_pipeline_that_loads_and_generates(tmp_path)
     image = pipe("a red circle on a white background", num_inference_steps=2, height=128, width=128,
                  max_sequence_length=256, generator=torch.Generator().manual_seed(0)).images[0]
     assert image.size == (128, 128)
+
+
+def test_build_demo_never_replaces_a_folder_that_is_not_a_demo_model(tmp_path, capsys):
+    """The build replaces its output folder at the end: a folder of other files, or a file, is refused
+    by name before any training, and left as it was."""
+    from studio.__main__ import main
+    from studio.core.vocab import EXIT_USAGE
+
+    mine = tmp_path / "my-photos"
+    mine.mkdir()
+    (mine / "cat.jpg").write_bytes(b"not really")
+    afile = tmp_path / "notes.txt"
+    afile.write_text("keep me")
+    for target in (mine, afile):
+        assert main(["build-demo", str(target), "--scale", "0.003"]) == EXIT_USAGE
+        assert str(target) in capsys.readouterr().err
+    assert (mine / "cat.jpg").read_bytes() == b"not really" and afile.read_text() == "keep me"

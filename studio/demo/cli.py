@@ -9,13 +9,34 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from studio.core.vocab import EXIT_FAILED, EXIT_OK
+from studio.core.vocab import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+
+
+def replaceable(out: Path) -> str | None:
+    """Why `out` may not be written (None: it may). The build replaces its folder at the end, so a
+    folder other than an earlier demo model (or an empty one) is refused before any training."""
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        return f"{out} is a file, not a folder. Give a new folder name (it is created)."
+    if any(out.iterdir()) and not (out / "build.json").is_file():
+        return (f"{out} already holds files and is not a demo model folder (no build.json); build-demo replaces "
+                "the folder it writes, so it will not write there. Give a new or empty folder, or an earlier "
+                "demo model folder to replace.")
+    return None
 
 
 def cmd_build_demo(args) -> int:
+    import sys
+
     import torch
 
     from .build import Recipe, build
+
+    refused = replaceable(Path(args.out))
+    if refused:
+        print(f"error: {refused}", file=sys.stderr)
+        return EXIT_USAGE
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -36,7 +57,7 @@ def cmd_demo_dataset(args) -> int:
 
 def add_demo_commands(sub) -> None:
     p = sub.add_parser("build-demo", help="train the demo model from a seed on this machine (CPU, ~40 min)")
-    p.add_argument("out", type=Path, help="folder to write (replaced when it exists)")
+    p.add_argument("out", type=Path, help="folder to write (an earlier demo model there is replaced; other files are refused)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scale", type=float, default=1.0,
                    help="multiply every stage's step count (e.g. 0.01 for a smoke build; not a usable model)")
