@@ -57,7 +57,8 @@ def cmd_demo_dataset(args) -> int:
 
 def add_demo_commands(sub) -> None:
     p = sub.add_parser("build-demo", help="train the demo model from a seed on this machine (CPU, ~40 min)")
-    p.add_argument("out", type=Path, help="folder to write (an earlier demo model there is replaced; other files are refused)")
+    p.add_argument("out", type=Path,
+                   help="folder to write (an earlier demo model there is replaced; other files are refused)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scale", type=float, default=1.0,
                    help="multiply every stage's step count (e.g. 0.01 for a smoke build; not a usable model)")
