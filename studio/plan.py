@@ -265,10 +265,11 @@ def propose(candidates: list[tuple], family: str | None, variant: str | None) ->
 
 
 def make_plan(dataset_dir: str | Path, gpu: str | None = None, gpu_gib: float | None = None,
-              variant: str | None = None, rank: int = 16, targets: str = "attention",
+              variant: str | None = None, rank: int | None = None, targets: str = "attention",
               resolution: int | None = None, steps: int | None = None, family: str | None = None) -> Plan:
     """The plan for a dataset on a GPU (None: the demo model on the CPU). `family`/`variant`: the
-    model the user chose (a model.family name, a bare variant such as 'schnell'); None: proposed."""
+    model the user chose (a model.family name, a bare variant such as 'schnell'); None: proposed.
+    `rank` (for the disk figures): None, the proposal's (the demo run's on the CPU, else 16)."""
     images, short, pairs = dataset_facts(Path(dataset_dir))
     known = find_gpu(gpu)
     if gpu and gpu_gib is None and known:
@@ -278,8 +279,8 @@ def make_plan(dataset_dir: str | Path, gpu: str | None = None, gpu_gib: float | 
         from studio.demo import studio_run  # the Train tab's proposal on the demo model
 
         run = studio_run()
-        plan = _demo_plan(name, images, short, pairs, rank, resolution or run["dataset"]["resolution"],
-                          steps or run["schedule"]["max_steps"])
+        plan = _demo_plan(name, images, short, pairs, rank or run["lora"]["rank"],
+                          resolution or run["dataset"]["resolution"], steps or run["schedule"]["max_steps"])
         candidates = model_rows(None, None, propose_resolution(short), propose_steps(images), pairs)
         plan.models = [c[0] for c in candidates]
         if family or variant:  # a named model is checked here too, and told what it needs
@@ -300,7 +301,7 @@ def make_plan(dataset_dir: str | Path, gpu: str | None = None, gpu_gib: float | 
     plan.notes.append("Batch size 1: the field's default for these models; a larger batch needs more memory than "
                       "this table.")
     plan.notes.append("Minutes are training steps only: loading the model, caching and samples come on top.")
-    plan.disk_mib = disk(facts, images, resolution, rank, targets, steps, with_pairs(facts, pairs))
+    plan.disk_mib = disk(facts, images, resolution, rank or 16, targets, steps, with_pairs(facts, pairs))
     return plan
 
 
@@ -314,9 +315,13 @@ def host_memory_gib() -> float | None:
         return None
 
 
+def ram_short(row: TierRow | None, ram_gib: float | None) -> bool:
+    """Whether the captions would be encoded on the CPU and this computer has too little RAM for it."""
+    return row is not None and row.captions_on_cpu and ram_gib is not None and ram_gib < row.caption_ram_gib
+
+
 def ram_notes(row: TierRow | None, ram_gib: float | None) -> list[str]:
-    """A warning when the captions would be encoded on the CPU and this computer has too little RAM."""
-    if row is None or not row.captions_on_cpu or ram_gib is None or ram_gib >= row.caption_ram_gib:
+    if not ram_short(row, ram_gib):
         return []
     return [f"Encoding the captions on the CPU needs about {row.caption_ram_gib:g} GB of memory (RAM); this computer "
             f"has {ram_gib:.0f} GB. Use a computer with more RAM, or a GPU whose free memory holds the text encoders "

@@ -147,10 +147,14 @@ def test_an_edit_dataset_proposes_an_edit_family_and_costs_more(tmp_path):
 
 def test_no_gpu_plans_the_demo_model_from_measured_figures(tmp_path):
     plan = make_plan(_photos(tmp_path / "photos", 5, size=(400, 300)), None)
-    from studio.demo import TRAIN_STEPS
+    from studio.demo import TRAIN_STEPS, studio_run
 
     # What the Train tab proposes on the demo model (studio_run), timed from bench/demo_run.py's figures.
     assert (plan.model, plan.tier, plan.resolution, plan.steps) == ("demo", "cpu", 128, TRAIN_STEPS)
+    from studio.plan import DEMO_LORA_WIDTH
+
+    rank = studio_run()["lora"]["rank"]  # the disk figures are those of the proposed LoRA
+    assert plan.disk_mib["lora files"] == round(rank * DEMO_LORA_WIDTH * 4 / 2**20 * 2.5, 1)
     assert plan.rows[0].time_source.startswith("measured") and plan.rows[0].minutes < 5
     # What each real model would need: a GPU of at least its smallest tier, none fits without one. Its
     # text encoders need not fit (captions are then encoded on the CPU); its steps and loaded weights do.

@@ -61,10 +61,10 @@ def plan_markdown(dataset_dir: Path | None, gpu: tuple[str, float] | None, lang:
         gib = get_family(plan.family).plan_facts(plan.variant).text_encoder_gib
         lines.append(t("plan.captions_on_cpu", lang, gib=f"{gib:g}", minutes=f"{row.caption_minutes:g}",
                        ram=f"{row.caption_ram_gib:g}"))
-        from studio.plan import host_memory_gib, ram_notes
+        from studio.plan import host_memory_gib, ram_short
 
         ram = host_memory_gib()
-        if ram_notes(row, ram):
+        if ram_short(row, ram):
             lines.append(t("plan.ram_short", lang, need=f"{row.caption_ram_gib:g}", have=f"{ram:.0f}"))
     if plan.pairs:
         lines.append(t("plan.pairs_used" if plan.edit else "plan.pairs_unused", lang, pairs=plan.pairs,
