@@ -305,14 +305,27 @@ def make_plan(dataset_dir: str | Path, gpu: str | None = None, gpu_gib: float | 
     return plan
 
 
-def host_memory_gib() -> float | None:
-    """This computer's memory (RAM) in GiB, None where it cannot be read."""
-    try:
-        import os
+CGROUP = Path("/sys/fs/cgroup")
 
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
+def host_memory_gib(cgroup: Path = CGROUP) -> float | None:
+    """The memory (RAM) the studio may use, in GiB: the computer's, or a container's limit where
+    that is lower (Docker's --memory, a hosted Space: cgroup v2 `memory.max`, v1
+    `memory/memory.limit_in_bytes`); None where neither can be read."""
+    import os
+
+    try:
+        found = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")]
     except (AttributeError, ValueError, OSError):
-        return None
+        found = []
+    for limit in (cgroup / "memory.max", cgroup / "memory" / "memory.limit_in_bytes"):
+        try:
+            text = limit.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():  # "max": no limit (v1 writes a huge number instead)
+            found.append(int(text))
+    return min(found) / 2**30 if found else None
 
 
 def ram_short(row: TierRow | None, ram_gib: float | None) -> bool:

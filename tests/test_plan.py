@@ -348,6 +348,26 @@ def test_captions_encoded_on_the_cpu_count_the_computers_memory(tmp_path, monkey
     assert "memory (RAM);" not in plan_markdown(data, ("A6000", 48.0), "en", "flux2-dev")
 
 
+def test_a_containers_memory_limit_counts_as_the_computers_memory(tmp_path):
+    """In Docker or a hosted Space the studio may use the container's limit, not the machine's
+    RAM: cgroup v2 `memory.max` and v1 `memory.limit_in_bytes` are read; "max" and v1's huge
+    number mean no limit."""
+    from studio.plan import host_memory_gib
+
+    physical = host_memory_gib(tmp_path / "none")  # no cgroup files: the machine's RAM
+    assert physical is not None and physical > 0.5
+    (tmp_path / "v2").mkdir()
+    (tmp_path / "v2" / "memory.max").write_text(f"{2 * 2**30}\n")
+    assert host_memory_gib(tmp_path / "v2") == min(2.0, physical)
+    (tmp_path / "v2" / "memory.max").write_text("max\n")
+    assert host_memory_gib(tmp_path / "v2") == physical
+    (tmp_path / "v1" / "memory").mkdir(parents=True)
+    (tmp_path / "v1" / "memory" / "memory.limit_in_bytes").write_text("536870912\n")
+    assert host_memory_gib(tmp_path / "v1") == min(0.5, physical)
+    (tmp_path / "v1" / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    assert host_memory_gib(tmp_path / "v1") == physical
+
+
 def test_the_demo_plans_lora_width_is_the_committed_models():
     """The demo row's LoRA and checkpoint sizes count the committed demo transformer's attention layers."""
     from diffusers import FluxTransformer2DModel
