@@ -42,7 +42,7 @@ class Recipe:
     vae_batch: int = 16
     vae_crop: int = 32
     world_pictures: int = 8000
-    transformer_steps: int = 4000
+    transformer_steps: int = 4400
     transformer_lr: float = 1e-3
     train_shift: float = 3.0
     # (T5 length, batch) per step, in turn: 8 short steps, then 256 and 512 (see train_transformer).
@@ -210,7 +210,7 @@ def model_card(summary: dict) -> str:
 
 A FLUX.1 [schnell]-shaped model that draws a synthetic world: a circle, square, triangle or star
 in red, green, blue, yellow, purple, orange, white or black, on a plain or two-tone background,
-at 128 x 128 pixels (shapes 72–92 px wide, near the middle). It loads with
+at 128 x 128 pixels (shapes 72–92 px wide, stars 84–100 px, near the middle). It loads with
 `FluxPipeline.from_pretrained` like any FLUX.1 folder and exists so that the studio can show a
 LoRA working in minutes on a CPU, offline. Everything here was trained by the studio itself from
 a seed, on synthetic pictures drawn by `studio/demo/world.py`.

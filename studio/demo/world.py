@@ -18,6 +18,10 @@ COLOURS = {
     "purple": (135, 50, 175), "orange": (245, 135, 25), "white": (245, 245, 240), "black": (20, 20, 25),
 }
 SHAPES = ("circle", "square", "triangle", "star")
+# How often each shape is drawn. A star's five points are the finest detail of the world (about one
+# transformer token wide each), so stars are drawn most often and largest; squares least often.
+SHAPE_WEIGHTS = (0.9, 0.6, 1.1, 1.4)
+STAR_RADIUS = (0.33, 0.39)  # 84–100 px wide (other shapes 72–92 px)
 SPLITS = ("left-right", "top-bottom")  # how a two-tone background is divided
 SIZE = 128  # pixels; the demo model is trained at this resolution
 _SUPER = 4  # drawn at 4x, then reduced: anti-aliased edges
@@ -48,15 +52,17 @@ class Scene:
 
 
 def random_scene(rng: random.Random, two_tone: float = 0.2) -> Scene:
-    """A scene of the world: every shape, colour and background equally likely. Sizes and places
-    vary, but shapes stay large and near the middle (72–92 px wide, centred within ±10 px): a
-    model this small learns to draw their outlines on a CPU, where anywhere-at-any-size takes hours."""
+    """A scene of the world: every colour and background equally likely, the shapes as often as
+    SHAPE_WEIGHTS says. Sizes and places vary, but shapes stay large and near the middle (72–92 px
+    wide, stars 84–100 px, centred within ±10 px): a model this small learns to draw their outlines
+    on a CPU, where anywhere-at-any-size takes hours."""
     colour = rng.choice(list(COLOURS))
     others = [c for c in COLOURS if c != colour]
     background = tuple(rng.sample(others, 2)) if rng.random() < two_tone else (rng.choice(others),)
-    radius = rng.uniform(0.28, 0.36)
+    shape = rng.choices(SHAPES, weights=SHAPE_WEIGHTS)[0]
+    radius = rng.uniform(*STAR_RADIUS) if shape == "star" else rng.uniform(0.28, 0.36)
     centre = (rng.uniform(0.42, 0.58), rng.uniform(0.42, 0.58))
-    return Scene(rng.choice(SHAPES), colour, background, rng.choice(SPLITS), centre, radius)
+    return Scene(shape, colour, background, rng.choice(SPLITS), centre, radius)
 
 
 def caption(scene: Scene, rng: random.Random | None = None) -> str:
