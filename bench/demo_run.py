@@ -4,9 +4,9 @@ Writes the demo dataset (hearts captioned with the trigger word zxq), resolves w
 tab proposes for the demo model (`studio_run()` in studio/demo/__init__.py over a preset and the
 cpu tier), and runs `python -m studio train` on it in a child process: model load, caching,
 samples and both LoRA files included. Prints wall and CPU seconds (user + sys of the child; CPU
-seconds are what a busy machine inflates least) and the load average, and, with `--sheet`, saves
-the run's samples in step order (one row per sample prompt: the base's look at step 0, then the
-LoRA arriving).
+seconds are what a busy machine inflates least), its peak memory (RSS) and the load average,
+and, with `--sheet`, saves the run's samples in step order (one row per sample prompt: the base's
+look at step 0, then the LoRA arriving).
 
     .venv/bin/python bench/demo_run.py                      # the proposal as the Train tab makes it
     .venv/bin/python bench/demo_run.py --steps 100 --sheet docs/demo-lora-samples.png
@@ -81,7 +81,8 @@ def main() -> int:
     print(f"demo run, preset {args.preset}: {steps} steps at {cfg['dataset']['resolution']} px, LoRA rank "
           f"{cfg['lora']['rank']}, lr {cfg['optimizer']['lr']}, samples of {len(cfg['sample']['prompts'])} prompts x "
           f"{cfg['sample']['steps']} steps every {cfg['sample']['every']}: {wall:.0f} s wall, "
-          f"{usage.ru_utime + usage.ru_stime:.0f} s CPU (user + sys), {os.cpu_count()} CPUs, "
+          f"{usage.ru_utime + usage.ru_stime:.0f} s CPU (user + sys), peak memory {usage.ru_maxrss / 2**20:.2f} GiB "
+          f"(RSS), {os.cpu_count()} CPUs, "
           f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
     if args.sheet:
         sample_sheet(work / "out" / "demo-lora" / "samples", Path(args.sheet))
