@@ -223,6 +223,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="page measurements per condition")
     parser.add_argument("--no-browser", action="store_true", help="only the Monitor poll")
     parser.add_argument("--warmup-timeout", type=float, default=180.0)
+    parser.add_argument("--training-only", action="store_true", help="measure the page only while a job trains")
     args = parser.parse_args()
     from studio.jobs import JobStore
 
@@ -234,7 +235,8 @@ def main() -> int:
         pages: dict[str, dict[str, list[float]]] = {}
         if not args.no_browser:
             photo_datasets(data_dir, ["photos-a", "photos-b"])
-            pages["idle"] = page_latency(data_dir, args.rounds)
+            if not args.training_only:
+                pages["idle"] = page_latency(data_dir, args.rounds)
         load_id = start_training(data_dir)
         store, deadline = JobStore(data_dir), time.time() + args.warmup_timeout
         while time.time() < deadline:
