@@ -349,23 +349,37 @@ def test_captions_encoded_on_the_cpu_count_the_computers_memory(tmp_path, monkey
 
 
 def test_a_containers_memory_limit_counts_as_the_computers_memory(tmp_path):
-    """In Docker or a hosted Space the studio may use the container's limit, not the machine's
-    RAM: cgroup v2 `memory.max` and v1 `memory.limit_in_bytes` are read; "max" and v1's huge
-    number mean no limit."""
+    """In Docker, a hosted Space or a limited service the studio may use the lowest memory limit on
+    the way from its own cgroup up to the root, not the machine's RAM: cgroup v2 `memory.max` and v1
+    `memory.limit_in_bytes` are read; "max" and v1's huge number mean no limit."""
     from studio.plan import host_memory_gib
 
-    physical = host_memory_gib(tmp_path / "none")  # no cgroup files: the machine's RAM
+    proc = tmp_path / "proc-cgroup"
+    proc.write_text("")
+    physical = host_memory_gib(tmp_path / "none", proc)  # no cgroup files: the machine's RAM
     assert physical is not None and physical > 0.5
-    (tmp_path / "v2").mkdir()
-    (tmp_path / "v2" / "memory.max").write_text(f"{2 * 2**30}\n")
-    assert host_memory_gib(tmp_path / "v2") == min(2.0, physical)
-    (tmp_path / "v2" / "memory.max").write_text("max\n")
-    assert host_memory_gib(tmp_path / "v2") == physical
-    (tmp_path / "v1" / "memory").mkdir(parents=True)
-    (tmp_path / "v1" / "memory" / "memory.limit_in_bytes").write_text("536870912\n")
-    assert host_memory_gib(tmp_path / "v1") == min(0.5, physical)
-    (tmp_path / "v1" / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
-    assert host_memory_gib(tmp_path / "v1") == physical
+
+    def limit(path, text):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+
+    v2 = tmp_path / "v2"
+    limit(v2 / "memory.max", str(2 * 2**30))  # a container's own root (cgroup namespace)
+    assert host_memory_gib(v2, proc) == min(2.0, physical)
+    limit(v2 / "memory.max", "max")
+    assert host_memory_gib(v2, proc) == physical
+    proc.write_text("0::/system.slice/studio.service\n")  # no namespace: the service's own folder counts,
+    limit(v2 / "system.slice" / "memory.max", str(2**30))  # and a parent's lower limit too
+    limit(v2 / "system.slice" / "studio.service" / "memory.max", "max")
+    assert host_memory_gib(v2, proc) == min(1.0, physical)
+
+    v1 = tmp_path / "v1"
+    proc.write_text("9:pids:/x\n4:memory:/docker/abc\n")
+    limit(v1 / "memory" / "docker" / "abc" / "memory.limit_in_bytes", "536870912")
+    limit(v1 / "memory" / "memory.limit_in_bytes", "9223372036854771712")
+    assert host_memory_gib(v1, proc) == min(0.5, physical)
+    limit(v1 / "memory" / "docker" / "abc" / "memory.limit_in_bytes", "9223372036854771712")
+    assert host_memory_gib(v1, proc) == physical
 
 
 def test_the_demo_plans_lora_width_is_the_committed_models():
