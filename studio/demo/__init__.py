@@ -29,7 +29,7 @@ def sampling_defaults(model_dir: str | Path = MODEL_DIR) -> dict:
 # A first LoRA on the demo model: about two minutes on a 2-core CPU, model load, samples and
 # LoRA files included (measured: docs/benchmarks.md "Demo run"). The samples start with the
 # base's look and show the concept arriving; the last sample prompt is the Results tab's try-it.
-TRAIN_STEPS = 400  # at 200 the red sample is still a blob; by 300–400 it has a heart's notch and point
+TRAIN_STEPS = 400  # the red sample leaves the base's outline within 50 steps; a heart's notch and point by ~350
 SAMPLE_PROMPTS = ("a red [trigger] on a white background", "a blue [trigger] on a yellow background")
 
 
