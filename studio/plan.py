@@ -31,6 +31,8 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from studio.core.host_memory import host_memory_gib
+
 ASSUMED_MFU = 0.5  # fits the published 4090 NF4 points of FLUX.1 (1.4 s/step at 512 px, 3.5 s at 1024 px)
 FIT_MARGIN = 0.95  # of the card's memory a peak may use (allocator fragmentation, the desktop)
 # Published dense BF16 tensor TFLOP/s and memory (GiB); matched by name, longest first.
@@ -303,47 +305,6 @@ def make_plan(dataset_dir: str | Path, gpu: str | None = None, gpu_gib: float | 
     plan.notes.append("Minutes are training steps only: loading the model, caching and samples come on top.")
     plan.disk_mib = disk(facts, images, resolution, rank or 16, targets, steps, with_pairs(facts, pairs))
     return plan
-
-
-CGROUP = Path("/sys/fs/cgroup")
-PROC_CGROUP = Path("/proc/self/cgroup")
-
-
-def host_memory_gib(cgroup: Path = CGROUP, proc_cgroup: Path = PROC_CGROUP) -> float | None:
-    """The memory (RAM) the studio may use, in GiB: the computer's, or a container's or service's
-    limit where that is lower (Docker's --memory, a hosted Space, a systemd MemoryMax); None where
-    none can be read. The limit that counts is the lowest on the way from this process's own
-    cgroup (`/proc/self/cgroup`) up to the root: cgroup v2 `memory.max`, v1
-    `memory/memory.limit_in_bytes`; "max" (v1: a huge number) means none."""
-    import os
-
-    try:
-        found = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")]
-    except (AttributeError, ValueError, OSError):
-        found = []
-    try:
-        lines = proc_cgroup.read_text().splitlines()
-    except OSError:
-        lines = []
-    own = {"v2": "/", "v1": "/"}  # where this process sits in each hierarchy
-    for line in lines:
-        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
-        if controllers == "":
-            own["v2"] = path or "/"
-        elif "memory" in controllers.split(","):
-            own["v1"] = path or "/"
-    for root, name, kind in ((cgroup, "memory.max", "v2"), (cgroup / "memory", "memory.limit_in_bytes", "v1")):
-        place = root / own[kind].strip("/")
-        for folder in (place, *place.parents):
-            try:
-                text = (folder / name).read_text().strip()
-            except OSError:
-                text = ""
-            if text.isdigit():
-                found.append(int(text))
-            if folder == root:
-                break
-    return min(found) / 2**30 if found else None
 
 
 def ram_short(row: TierRow | None, ram_gib: float | None) -> bool:

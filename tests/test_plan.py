@@ -352,7 +352,7 @@ def test_a_containers_memory_limit_counts_as_the_computers_memory(tmp_path):
     """In Docker, a hosted Space or a limited service the studio may use the lowest memory limit on
     the way from its own cgroup up to the root, not the machine's RAM: cgroup v2 `memory.max` and v1
     `memory.limit_in_bytes` are read; "max" and v1's huge number mean no limit."""
-    from studio.plan import host_memory_gib
+    from studio.core.host_memory import host_memory_gib
 
     proc = tmp_path / "proc-cgroup"
     proc.write_text("")
