@@ -197,9 +197,16 @@ def model_card(run_dir, repo_id: str | None = None) -> str:
         load = [f'pipe = {pipeline}.from_pretrained("{base}", dtype=torch.bfloat16).to("cuda")']
         base_name = f"the {variant.title} model"
     source = 'image=load_image("before.png"), prompt=' if edit else ""
+    draw_args = f"num_inference_steps={steps}, guidance_scale={guidance}"
+    if family == "demo":  # the run's own sample settings: the demo model's steps, size and guidance
+        sample = config.get("sample") or {}
+        draw_args = (f"num_inference_steps={sample.get('steps', 8)}, height={sample.get('height', 128)}, "
+                     f"width={sample.get('width', 128)}")
+        if float(sample.get("true_cfg", 1.0)) > 1:
+            draw_args += f", true_cfg_scale={float(sample['true_cfg'])}, negative_prompt=\"\""
     use = [f"from diffusers import {pipeline}", *(["from diffusers.utils import load_image"] if edit else []), "",
            *load, f'pipe.load_lora_weights("{repo}", weight_name="{lora.name}")',
-           f'image = pipe({source}{prompt}, num_inference_steps={steps}, guidance_scale={guidance}).images[0]']
+           f'image = pipe({source}{prompt}, {draw_args}).images[0]']
     use = model_family.usage_code(base, repo, lora.name, prompt, variant) or use
     comfy_text = [
         "## Use it in ComfyUI (or Forge)", "",

@@ -41,9 +41,10 @@ GPUS = {"H200": (141, 989), "H100 PCIe": (80, 756), "H100": (80, 989), "A100 80G
         "L4": (24, 121), "RTX 5090": (32, 209), "RTX 4090": (24, 165), "RTX 4080": (16, 97),
         "RTX 4070 Ti": (12, 80), "RTX 4060 Ti": (16, 44), "RTX 3090": (24, 71), "RTX 3080": (10, 59),
         "RTX 3060": (12, 25), "T4": (16, 65)}
-# Per step at the demo run's 128 px, and model load + samples + files: bench/demo_run.py on a quiet
-# 2-core CPU took 28 s for 200 steps and 45–48 s for 400 (docs/benchmarks.md, 2026-12-07).
-DEMO_CPU_SECONDS = (0.09, 10.0)
+# Per step at the demo run's 128 px (samples every 50 steps included), and model load + files:
+# bench/demo_run.py on a quiet 2-core CPU took 32 s for 200 steps and 54–56 s for 400, samples
+# guided against the empty prompt (docs/benchmarks.md, 2026-12-07).
+DEMO_CPU_SECONDS = (0.11, 10.0)
 DEMO_CPU_PEAK_GIB = 1.0  # peak RSS of that run (bench/demo_run.py, docs/benchmarks.md)
 DEMO_LORA_WIDTH = 12_672  # in + out features of the demo transformer's attention layers (counted)
 

@@ -162,6 +162,7 @@ def build_report_card(run_dir: str | Path, progress: Progress | None = None,
                       **inputs[prompt_index])
         if info.guidance_embeds:
             kwargs["guidance_scale"] = cfg.sample.guidance
+        kwargs.update(info.model_family.true_cfg_args(cfg.sample.true_cfg))
         return pipe(**kwargs).images[0]
 
     cells: dict[tuple[int, int, int], Path] = {}

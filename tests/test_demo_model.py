@@ -31,7 +31,7 @@ def pipe():
 
 
 def generate(pipe, prompt: str, seeds) -> list[Image.Image]:
-    settings = sampling_defaults()
+    settings = sampling_defaults(batch=len(seeds))
     return pipe(prompt=[prompt] * len(seeds), generator=[torch.Generator().manual_seed(s) for s in seeds],
                 **settings).images
 
@@ -50,22 +50,44 @@ ASKED = [("red", "circle", "white"), ("green", "square", "yellow"), ("blue", "tr
          ("white", "triangle", "red"), ("black", "star", "green")]
 
 
+def test_flux1_samples_from_cached_embeddings_as_the_pipeline_draws_from_the_prompt(pipe):
+    """The engine's samples (cached embeddings, the empty prompt's for guidance against it) are the
+    pictures FluxPipeline draws from the prompt itself, with guidance and without."""
+    from studio.families.flux1 import FLUX1
+
+    prompt, defaults = "a yellow star on a blue background", sampling_defaults()
+    cached = {text: FLUX1.encode_text(pipe, text, "cpu", 256) for text in (prompt, "")}
+    plain = {k: v for k, v in defaults.items() if k not in ("true_cfg_scale", "negative_prompt")}
+    for true_cfg in (1.0, defaults["true_cfg_scale"]):
+        ours = FLUX1.sample(pipe, cached[prompt], prompt, None, 7, defaults["num_inference_steps"], 3.5, (128, 128),
+                            torch.device("cpu"), true_cfg=true_cfg, negative=cached[""])
+        theirs = pipe(prompt, generator=torch.Generator().manual_seed(7),
+                      **plain, **FLUX1.true_cfg_args(true_cfg)).images[0]
+        assert np.abs(np.asarray(ours, dtype=int) - np.asarray(theirs, dtype=int)).max() <= 2, true_cfg
+    unguided = np.asarray(FLUX1.sample(pipe, cached[prompt], prompt, None, 7, 8, 3.5, (128, 128),
+                                       torch.device("cpu"), negative=cached[""]), dtype=int)
+    assert np.abs(unguided - np.asarray(ours, dtype=int)).mean() > 2  # the guidance changed the picture
+
+
 def test_committed_model_draws_the_asked_colours_backgrounds_and_shapes(pipe):
-    """Judged from the pixels (studio/demo/judge.py); chance is 1 in 8 for a colour, 1 in 7 for a
-    background and 1 in 4 for a shape. Circles, squares and triangles are drawn (stars only at
-    times: a quarter of them pass the judge's template match, see docs/benchmarks.md). The margins
-    allow a miss where float rounding differs between CPUs; the model drew 8/8 colours and
-    backgrounds and 5/6 of those shapes at these seeds when it was built."""
+    """Judged from the pixels (studio/demo/judge.py) on the model's own sampling settings (guidance
+    against the empty prompt at 3); chance is 1 in 8 for a colour, 1 in 7 for a background and 1 in
+    4 for a shape, by its outline's corners or by the stricter template match. The margins allow a
+    miss where float rounding differs between CPUs; at these seeds the model drew 8/8 colours and
+    backgrounds, 8/8 shapes by outline and 7/8 by template (one star fitted the circle better)."""
     prompts = [with_articles(f"a {colour} {shape} on a {background} background") for colour, shape, background in ASKED]
     images = pipe(prompt=prompts, generator=[torch.Generator().manual_seed(s) for s in range(len(prompts))],
-                  **sampling_defaults()).images
+                  **sampling_defaults(batch=len(prompts))).images
     verdicts = [judge(image) for image in images]
     assert all(image.size == (128, 128) for image in images)
     colours = sum(v.colour == c for v, (c, _, _) in zip(verdicts, ASKED))
     backgrounds = sum(v.background == b for v, (_, _, b) in zip(verdicts, ASKED))
     assert colours >= 7 and backgrounds >= 7, list(zip(prompts, verdicts))
-    drawn = [(v.shape, shape) for v, (_, shape, _) in zip(verdicts, ASKED) if shape != "star"]
-    assert sum(got == asked for got, asked in drawn) >= 4, drawn  # chance: 1.5 of 6
+    shapes = [(v.shape, shape) for v, (_, shape, _) in zip(verdicts, ASKED)]
+    assert sum(got == asked for got, asked in shapes) >= 7, shapes  # chance: 2 of 8
+    templates = [(v.template, shape) for v, (_, shape, _) in zip(verdicts, ASKED)]
+    assert sum(got == asked for got, asked in templates) >= 6, templates
+    assert any(got == asked == "star" for got, asked in shapes), shapes
 
 
 # --------------------------------------------------------------------------- a LoRA does something visible
@@ -121,7 +143,8 @@ def test_lora_moves_the_pictures_toward_its_training_set(pipe, tmp_path, studio_
     finally:
         pipe.unload_lora_weights()
     assert max(before) < 0.02, before
-    # Measured on the committed model (2026-12-07): before at most 0.008 at the four seeds, after 0.18–0.49.
+    # Measured on the committed model at its sampling settings (2026-12-07): before 0.0 at the four
+    # seeds, after 0.25–0.32.
     assert np.mean(after) > np.mean(before) + 0.06, (before, after)
     assert all(a > b for a, b in zip(after, before)), (before, after)
     again = [magenta_share(im) for im in generate(pipe, prompt, seeds)]

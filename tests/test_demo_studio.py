@@ -31,10 +31,12 @@ def test_train_tab_proposes_the_demo_models_own_resolution_and_sampling():
     cfg = h.proposed_config("concept", "cpu", "demo")
     assert cfg.dataset.resolution == 128 and (cfg.sample.width, cfg.sample.height) == (128, 128)
     assert cfg.sample.steps == sampling_defaults()["num_inference_steps"]
+    assert cfg.sample.true_cfg == sampling_defaults()["true_cfg_scale"] == 3.0  # the model's guidance
     assert cfg.sample.at_start  # the first samples show the base's look, before the LoRA changes it
     assert all("[trigger]" in p for p in cfg.sample.prompts)
     real = h.proposed_config("concept", "cpu", "black-forest-labs/FLUX.1-schnell")
     assert real.dataset.resolution == 512 and real.sample.width == 512  # the preset's, as before
+    assert real.sample.true_cfg == 1.0
 
 
 def test_demo_dataset_is_one_click_away(tmp_path):

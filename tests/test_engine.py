@@ -328,25 +328,39 @@ def test_single_file_transformer_replaces_the_folders(tiny_model, tmp_path, stud
     assert "nope.safetensors" in events.of("error")[0]["message"]
 
 
-@pytest.mark.parametrize("strength", [1.0, 0.0])
-def test_try_it_child_draws_with_and_without_the_lora(trained, tiny_model, tmp_path, strength):
-    """The try-it job's child process: same prompt and seed, with and without the LoRA."""
+def try_it_child(out: Path, **request) -> None:
     import subprocess
     import sys
 
-    out = tmp_path / "tryit"
     out.mkdir()
-    request = {"out": str(out), "base": str(tiny_model), "lora": str(trained[0] / "test-lora.safetensors"),
-               "prompt": "a photo of sks", "steps": 2, "width": 64, "height": 64, "seed": 3, "strength": strength,
-               "guidance": 3.5}
-    (out / "request.json").write_text(json.dumps(request))
+    (out / "request.json").write_text(json.dumps({"out": str(out), **request}))
     done = subprocess.run([sys.executable, "-m", "studio.jobs.tryit", str(out / "request.json")],
                           capture_output=True, text=True, cwd=Path(__file__).parent.parent)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads((out / "status.json").read_text())["state"] == "done"
+
+
+@pytest.mark.parametrize("strength", [1.0, 0.0])
+def test_try_it_child_draws_with_and_without_the_lora(trained, tiny_model, tmp_path, strength):
+    """The try-it job's child process: same prompt and seed, with and without the LoRA."""
+    out = tmp_path / "tryit"
+    try_it_child(out, base=str(tiny_model), lora=str(trained[0] / "test-lora.safetensors"), prompt="a photo of sks",
+                 steps=2, width=64, height=64, seed=3, strength=strength, guidance=3.5)
     with_lora = np.asarray(Image.open(out / "with.png"), dtype=np.int16)
     without = np.asarray(Image.open(out / "without.png"), dtype=np.int16)
     if strength:
         assert np.abs(with_lora - without).mean() > 0.5
     else:
         np.testing.assert_array_equal(with_lora, without)
+
+
+def test_try_it_child_guides_against_the_empty_prompt_when_the_run_did(trained, tiny_model, tmp_path):
+    """sample.true_cfg reaches try-it: the same prompt and seed draw differently with it."""
+    request = dict(base=str(tiny_model), lora=str(trained[0] / "test-lora.safetensors"), prompt="a photo of sks",
+                   steps=2, width=64, height=64, seed=3, strength=1.0, guidance=3.5)
+    try_it_child(tmp_path / "plain", **request)
+    try_it_child(tmp_path / "guided", **request, true_cfg=3.0)
+    for name in ("without.png", "with.png"):
+        plain = np.asarray(Image.open(tmp_path / "plain" / name), dtype=np.int16)
+        guided = np.asarray(Image.open(tmp_path / "guided" / name), dtype=np.int16)
+        assert np.abs(plain - guided).mean() > 0.5, name

@@ -132,7 +132,7 @@ def test_outcome_table(code, shutting_down, cancel, status, catalogue):
 
 def test_try_it_is_a_job_that_the_worker_runs_on_the_runs_own_settings(tmp_path):
     store = JobStore(tmp_path)
-    source = finished_run(store, sample={"width": 320, "height": 256, "steps": 6, "guidance": 2.0})
+    source = finished_run(store, sample={"width": 320, "height": 256, "steps": 6, "guidance": 2.0, "true_cfg": 3.0})
     queued_training = store.create_job("later", {})
     folder = tryit_view.start_try_it(tmp_path, source, "a cat on a sofa", 0.75, 11)
     [tryit] = [j for j in store.jobs() if j.kind == "tryit"]
@@ -148,7 +148,7 @@ def test_try_it_is_a_job_that_the_worker_runs_on_the_runs_own_settings(tmp_path)
     assert done.status == "succeeded" and done.files == ["with.png", "without.png"], done.error_message
     assert (done.step, done.max_steps) == (2, 2)
     seen = json.loads((folder / "seen.json").read_text())
-    assert (seen["width"], seen["height"], seen["steps"], seen["guidance"]) == (320, 256, 6, 2.0)
+    assert (seen["width"], seen["height"], seen["steps"], seen["guidance"], seen["true_cfg"]) == (320, 256, 6, 2.0, 3.0)
     assert (seen["prompt"], seen["strength"], seen["seed"]) == ("a cat on a sofa", 0.75, 11)
     assert seen["lora"].endswith("cat.safetensors") and seen["data_dir"] == str(tmp_path.resolve())
     result = tryit_view.try_it_result(str(folder))

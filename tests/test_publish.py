@@ -137,6 +137,20 @@ def test_model_card_of_a_demo_run_names_the_demo_model(real_run):
     assert "flux-lora-studio-demo" in card and "not FLUX.1" in card
     assert "demo model" in card.split("## Licence")[1] and "Apache-2.0" in card.split("## Licence")[1]
     assert "| Base model | flux-lora-studio-demo" in card
+    # How to draw: the run's own sample settings, not FLUX.1 [schnell]'s 4 steps.
+    assert 'image = pipe("a photo of sks", num_inference_steps=1, height=64, width=64).images[0]' in card
+
+
+def test_model_card_of_a_demo_run_draws_with_its_guidance(real_run, tmp_path):
+    """The demo model's runs sample with guidance against the empty prompt; the card's code does too."""
+    run = tmp_path / "run"
+    shutil.copytree(real_run, run)
+    config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+    config["sample"]["true_cfg"] = 3.0
+    (run / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    card = model_card(run, repo_id="alice/demo")
+    assert ('num_inference_steps=1, height=64, width=64, true_cfg_scale=3.0, negative_prompt="").images[0]'
+            in card)
 
 
 def test_model_card_dev_is_non_commercial(dev_run):

@@ -114,7 +114,7 @@ def test_the_demo_model_proposes_a_short_run_and_real_models_keep_the_presets():
 
     demo, demo_yaml = h.preset_values("portrait", "cpu", "demo")
     steps, resolution, sample_every = demo["schedule.max_steps"], demo["dataset.resolution"], demo["sample.every"]
-    # A few hundred steps at most: 400 at 128 px took 45–48 s on a quiet 2-core CPU (docs/benchmarks.md).
+    # A few hundred steps at most: 400 at 128 px took 54–56 s on a quiet 2-core CPU (docs/benchmarks.md).
     assert steps <= 500 and resolution <= 512 and 0 < sample_every <= steps
     cfg = h.proposed_config("portrait", "cpu", "demo")
     assert cfg.sample.width <= 512 and cfg.sample.height <= 512 and cfg.schedule.warmup_steps < steps

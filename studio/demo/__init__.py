@@ -19,33 +19,35 @@ from pathlib import Path
 MODEL_DIR = Path(__file__).resolve().parent / "model"
 
 
-def sampling_defaults(model_dir: str | Path = MODEL_DIR) -> dict:
-    """The FluxPipeline arguments the demo model was built and measured with."""
+def sampling_defaults(model_dir: str | Path = MODEL_DIR, batch: int = 1) -> dict:
+    """The FluxPipeline arguments the demo model was built and measured with, for `batch` prompts
+    (guidance against the empty prompt takes one negative prompt per prompt)."""
     recipe = json.loads((Path(model_dir) / "build.json").read_text(encoding="utf-8"))["recipe"]
-    return {"num_inference_steps": recipe["sample_steps"], "max_sequence_length": 256,
-            "height": 128, "width": 128}
+    return {"num_inference_steps": recipe["sample_steps"], "max_sequence_length": 256, "height": 128, "width": 128,
+            "true_cfg_scale": recipe.get("sample_true_cfg", 1.0), "negative_prompt": [""] * batch if batch > 1 else ""}
 
 
 # A first LoRA on the demo model: about two minutes on a 2-core CPU, model load, samples and
 # LoRA files included (measured: docs/benchmarks.md "Demo run"). The samples start with the
 # base's look and show the concept arriving; the last sample prompt is the Results tab's try-it.
-TRAIN_STEPS = 400  # the red sample leaves the base's outline within 50 steps; a heart's notch and point by ~350
+TRAIN_STEPS = 400  # the red sample takes a heart's broad top and point within 50 steps; its notch stays shallow
 SAMPLE_PROMPTS = ("a red [trigger] on a white background", "a blue [trigger] on a yellow background")
 
 
 def studio_run(model_dir: str | Path = MODEL_DIR) -> dict:
     """The settings the Train tab proposes on the demo model, over any preset and tier."""
     try:
-        steps = sampling_defaults(model_dir)["num_inference_steps"]
+        defaults = sampling_defaults(model_dir)
+        steps, true_cfg = defaults["num_inference_steps"], defaults["true_cfg_scale"]
     except (OSError, ValueError, KeyError):  # no model yet: resolving the base says so when a run starts
-        steps = 8
+        steps, true_cfg = 8, 1.0
     return {
         "dataset": {"resolution": 128},
         "lora": {"rank": 8, "alpha": 8},
         "optimizer": {"lr": 1e-3},
         "schedule": {"max_steps": TRAIN_STEPS, "warmup_steps": 10},
-        "sample": {"every": 50, "at_start": True, "steps": steps, "width": 128, "height": 128,
-                   "prompts": list(SAMPLE_PROMPTS)},
+        "sample": {"every": 50, "at_start": True, "steps": steps, "true_cfg": true_cfg, "width": 128,
+                   "height": 128, "prompts": list(SAMPLE_PROMPTS)},
         "save": {"every": 100},
         "log": {"block_norms_every": 10},
     }

@@ -50,6 +50,9 @@ class Recipe:
     # Sampling settings written into the model folder (scheduler config and README).
     sample_steps: int = 8
     sample_shift: float = 3.0
+    # Guidance against the empty prompt (FluxPipeline's true_cfg_scale): the shapes' outlines, and
+    # a star's five points above all, come out far clearer at 3 (docs/benchmarks.md).
+    sample_true_cfg: float = 3.0
 
     @property
     def transformer_batch(self) -> int:
@@ -223,14 +226,18 @@ from diffusers import FluxPipeline
 
 pipe = FluxPipeline.from_pretrained("studio/demo/model")
 image = pipe("a red circle on a white background", num_inference_steps={r["sample_steps"]},
+             true_cfg_scale={r.get("sample_true_cfg", 1.0)}, negative_prompt="",
              max_sequence_length=256, height=128, width=128,
              generator=torch.Generator().manual_seed(0)).images[0]
 ```
 
 Sampling: {r["sample_steps"]} Euler steps, scheduler shift {r["sample_shift"]} (fixed, in
-`scheduler/scheduler_config.json`), no guidance (schnell-shaped: the transformer has no guidance
-embedding), 128 px. `max_sequence_length` 256 is what the studio's engine uses for schnell; the
-transformer was trained on 256 and 512 as well, so diffusers' default of 512 works too.
+`scheduler/scheduler_config.json`), guidance against the empty prompt at {r.get("sample_true_cfg", 1.0)}
+(`true_cfg_scale` with `negative_prompt=""`; a list of prompts needs a list of as many empty
+negative prompts; without it the shapes' outlines are softer and stars often lose their points),
+no guidance embedding (schnell-shaped), 128 px. `max_sequence_length` 256 is what the
+studio's engine uses for schnell; the transformer was trained on 256 and 512 as well, so
+diffusers' default of 512 works too.
 Prompts: "a <colour> <shape> on a <colour> background" (or "… on a <colour> and <colour>
 background"), also "a <colour> <shape>" and "<colour> <shape>, <colour> background".
 

@@ -193,9 +193,16 @@ class Family(FamilySizes):
         raise NotImplementedError
 
     def sample(self, pipe, cached: dict, prompt: str, text_encoder, seed: int, steps: int, guidance: float,
-               size: tuple[int, int], device, control=None):
-        """One PIL image. `control`: the input image (PIL) of an edit family, else None."""
+               size: tuple[int, int], device, control=None, true_cfg: float = 1.0, negative: dict | None = None):
+        """One PIL image. `control`: the input image (PIL) of an edit family, else None. `true_cfg`
+        (`sample.true_cfg`) and `negative` (the empty prompt's cached embeddings): guidance against the
+        empty prompt where the family's pipeline offers it on top of `guidance` (FLUX.1)."""
         raise NotImplementedError
+
+    def true_cfg_args(self, true_cfg: float) -> dict:
+        """The pipeline arguments for `sample.true_cfg` when drawing from a prompt (try-it, report
+        card); none for a family whose `guidance` already is guidance against a negative prompt."""
+        return {}
 
     def usage_code(self, base: str, repo: str, weight_name: str, prompt: str, variant: Variant) -> list[str] | None:
         """The model card's diffusers lines (after `import torch`, before `image.save`) that load the base,

@@ -333,21 +333,33 @@ class Flux1(Flux1Files, Family):
 
     # ------------------------------------------------------------ sampling
     def sample(self, pipe, cached: dict, prompt: str, text_encoder, seed: int, steps: int, guidance: float,
-               size: tuple[int, int], device, control=None):
+               size: tuple[int, int], device, control=None, true_cfg: float = 1.0, negative: dict | None = None):
         """One image from cached prompt embeddings (the text encoders are freed after caching).
-        `control`: the input image of an edit family (None for text-to-image)."""
+        `control`: the input image of an edit family (None for text-to-image). With `true_cfg` above 1
+        and the empty prompt's cached embeddings as `negative`, guidance against the empty prompt."""
         import torch
 
         dtype = pipe.vae.dtype
         pooled = cached["pooled"][None]
         if text_encoder is not None:  # the CLIP LoRA trains: its pooled vector moves
             pooled = self._pooled(pipe, text_encoder, [prompt], device)
+        guide = {}
+        if true_cfg > 1 and negative is not None:
+            negative_pooled = negative["pooled"][None]
+            if text_encoder is not None:
+                negative_pooled = self._pooled(pipe, text_encoder, [""], device)
+            guide = dict(true_cfg_scale=true_cfg, negative_prompt_embeds=negative["prompt_embeds"][None].to(device, dtype),
+                         negative_pooled_prompt_embeds=negative_pooled.to(device, dtype))
         width, height = size
         return pipe(prompt_embeds=cached["prompt_embeds"][None].to(device, dtype),
                     pooled_prompt_embeds=pooled.to(device, dtype), num_inference_steps=steps,
                     guidance_scale=guidance, height=height, width=width,
-                    generator=torch.Generator(device).manual_seed(seed), **self.sample_image_args(control, size)
-                    ).images[0]
+                    generator=torch.Generator(device).manual_seed(seed), **guide,
+                    **self.sample_image_args(control, size)).images[0]
+
+    def true_cfg_args(self, true_cfg: float) -> dict:
+        """FluxPipeline's (and FluxKontextPipeline's) guidance against the empty prompt."""
+        return dict(true_cfg_scale=true_cfg, negative_prompt="") if true_cfg > 1 else {}
 
     def sample_image_args(self, control, size) -> dict:
         """The pipeline's extra arguments for an input image; FLUX.1 text-to-image takes none."""

@@ -80,7 +80,8 @@ class Flux2Dev(Flux2Family):
         pipe.text_encoder = None
 
     def sample(self, pipe, cached: dict, prompt: str, text_encoder, seed: int, steps: int, guidance: float,
-               size: tuple[int, int], device, control=None):
+               size: tuple[int, int], device, control=None, true_cfg: float = 1.0,
+               negative: dict | None = None):
         """One image from cached prompt embeddings, guidance as the transformer's input; an edit run's
         input image as `image=`."""
         import torch

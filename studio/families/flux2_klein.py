@@ -142,7 +142,8 @@ class Flux2Klein(Flux2Family):
 
     # ------------------------------------------------------------ sampling
     def sample(self, pipe, cached: dict, prompt: str, text_encoder, seed: int, steps: int, guidance: float,
-               size: tuple[int, int], device, control=None):
+               size: tuple[int, int], device, control=None, true_cfg: float = 1.0,
+               negative: dict | None = None):
         """One image from cached prompt embeddings: a base model with guidance against the empty
         prompt (when guidance > 1), a distilled model without; an edit run's input image as `image=`."""
         import torch

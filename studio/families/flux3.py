@@ -254,7 +254,8 @@ class Flux3(Flux2Family):
 
     # ------------------------------------------------------------ sampling
     def sample(self, pipe, cached: dict, prompt: str, text_encoder, seed: int, steps: int, guidance: float,
-               size: tuple[int, int], device, control=None):
+               size: tuple[int, int], device, control=None, true_cfg: float = 1.0,
+               negative: dict | None = None):
         """One image through the pipeline's own denoise and decode blocks, from cached embeddings: the
         base model guided against the empty prompt when guidance > 1, the distilled one unguided."""
         import torch

@@ -103,7 +103,7 @@ class TryItKind:
         cfg = job.config
         request = {**job.request, "base": cfg.model.base, "revision": cfg.model.revision,
                    "width": cfg.sample.width, "height": cfg.sample.height, "steps": cfg.sample.steps,
-                   "guidance": cfg.sample.guidance}
+                   "guidance": cfg.sample.guidance, "true_cfg": cfg.sample.true_cfg}
         path = run_dir / "request.json"
         path.write_text(json.dumps(request), encoding="utf-8")
         (run_dir / "status.json").unlink(missing_ok=True)

@@ -4,7 +4,7 @@ The worker runs it for jobs of kind "tryit" (studio/jobs/kinds.py), so drawing w
 behind training instead of competing with it for GPU memory, shows in the job list and can be
 cancelled. It loads the base model and the LoRA, then draws the same prompt and seed twice:
 without the LoRA and with it at the chosen strength, on the run's sample settings (size, steps,
-guidance). An edit LoRA edits the request's input image (`image`, kept as before.png beside the
+guidance, guidance against the empty prompt). An edit LoRA edits the request's input image (`image`, kept as before.png beside the
 two results). It reports like training does: metrics.jsonl events and the same exit codes
 (studio/core/vocab.py); it also writes status.json, which the Results tab polls.
 """
@@ -45,6 +45,7 @@ def run(request: dict, out: Path, reporter, data_dir: Path | None = None) -> Non
                       generator=torch.Generator(device).manual_seed(int(request["seed"])), **image_args)
         if info.guidance_embeds:
             kwargs["guidance_scale"] = float(request["guidance"])
+        kwargs.update(info.model_family.true_cfg_args(float(request.get("true_cfg", 1.0))))
         pipe(**kwargs).images[0].save(out / f"{name}.png")
         reporter.emit(EVENT_SAMPLE, step=step, path=f"{name}.png", prompt=request["prompt"], seed=int(request["seed"]))
         reporter.emit(EVENT_STEP, step=step, max_steps=len(DRAWS))

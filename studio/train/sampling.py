@@ -30,7 +30,8 @@ def make_samples(state) -> None:
             with torch.no_grad(), state.accelerator.autocast():
                 image = state.family.sample(pipe, state.text[prompt], prompt, state.text_encoder, seed,
                                             cfg.sample.steps, cfg.sample.guidance,
-                                            (cfg.sample.width, cfg.sample.height), device, control=control)
+                                            (cfg.sample.width, cfg.sample.height), device, control=control,
+                                            true_cfg=cfg.sample.true_cfg, negative=state.text[""])
             rel = f"samples/step{state.step:06d}_p{k}.png"
             meta = PngInfo()
             meta.add_text("prompt", prompt)
