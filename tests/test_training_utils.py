@@ -125,9 +125,10 @@ def test_text_encoder_lora_prodigy_multires_and_augmentation(tiny_model, tmp_pat
     cfg = tiny_config(tiny_model, dataset, tmp_path / "out", schedule={"max_steps": 3},
                       lora={"train_text_encoder": True}, optimizer={"name": "prodigy", "lr": 1.0},
                       dataset={"extra_resolutions": [96], "augmentations": [{"name": "horizontal_flip", "prob": 0.5}]},
-                      sample={"every": 2})
+                      sample={"every": 2, "true_cfg": 3.0})  # guided samples: both CLIP vectors from the LoRA
     events = Events()
     assert train(resolve(cfg, tier="cpu"), tmp_path / "run", events) == EXIT_OK, events.of("error")
+    assert [e["step"] for e in events.of("sample")] == [2, 3]
     info = validate_lora_file(tmp_path / "run" / "test-lora.safetensors")
     assert info.has_text_encoder
     assert events.of("start")[0]["num_images"] == 2

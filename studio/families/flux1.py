@@ -340,16 +340,10 @@ class Flux1(Flux1Files, Family):
         import torch
 
         dtype = pipe.vae.dtype
-        pooled = cached["pooled"][None]
-        if text_encoder is not None:  # the CLIP LoRA trains: its pooled vector moves
-            pooled = self._pooled(pipe, text_encoder, [prompt], device)
-        guide = {}
-        if true_cfg > 1 and negative is not None:
-            negative_pooled = negative["pooled"][None]
-            if text_encoder is not None:
-                negative_pooled = self._pooled(pipe, text_encoder, [""], device)
-            guide = dict(true_cfg_scale=true_cfg, negative_prompt_embeds=negative["prompt_embeds"][None].to(device, dtype),
-                         negative_pooled_prompt_embeds=negative_pooled.to(device, dtype))
+        # The CLIP LoRA trains: its pooled vectors move, so they come from the encoder, not the cache.
+        pooled_of = None if text_encoder is None else (lambda texts: self._pooled(pipe, text_encoder, texts, device))
+        pooled = cached["pooled"][None] if pooled_of is None else pooled_of([prompt])
+        guide = empty_prompt_guidance(true_cfg, negative, pooled_of, device, dtype)
         width, height = size
         return pipe(prompt_embeds=cached["prompt_embeds"][None].to(device, dtype),
                     pooled_prompt_embeds=pooled.to(device, dtype), num_inference_steps=steps,
@@ -364,6 +358,17 @@ class Flux1(Flux1Files, Family):
     def sample_image_args(self, control, size) -> dict:
         """The pipeline's extra arguments for an input image; FLUX.1 text-to-image takes none."""
         return {}
+
+
+def empty_prompt_guidance(true_cfg: float, negative: dict | None, pooled_of, device, dtype) -> dict:
+    """FluxPipeline's arguments for guidance against the empty prompt from its cached embeddings
+    (none when `true_cfg` is 1 or less). `pooled_of(texts)`: CLIP vectors from a training CLIP LoRA,
+    else None (the cached one)."""
+    if true_cfg <= 1 or negative is None:
+        return {}
+    pooled = negative["pooled"][None] if pooled_of is None else pooled_of([""])
+    return dict(true_cfg_scale=true_cfg, negative_prompt_embeds=negative["prompt_embeds"][None].to(device, dtype),
+                negative_pooled_prompt_embeds=pooled.to(device, dtype))
 
 
 FLUX1 = register(Flux1())
