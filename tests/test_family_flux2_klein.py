@@ -244,6 +244,15 @@ def test_text_encoder_lora_is_refused_with_a_clear_message(klein, tmp_path):
     assert "FLUX.2 [klein]" in error["message"]
 
 
+def test_flux1s_guidance_against_the_empty_prompt_is_refused_with_a_clear_message(klein, tmp_path):
+    cfg = tiny_config(klein, squares(tmp_path / "ds", count=1), tmp_path / "out", sample={"true_cfg": 3.0})
+    code, events = run(cfg, tmp_path / "run", tmp_path / "data")
+    assert code == EXIT_FAILED
+    error = events.of("error")[0]
+    assert error["code"] == "CONFIG_INVALID" and "sample.true_cfg" in error["message"]
+    assert "FLUX.2 [klein]" in error["message"] and "sample.guidance" in error["message"]
+
+
 def test_worker_runs_a_klein_job(klein, tmp_path):
     config = resolve(tiny_config(klein, squares(tmp_path / "ds"), tmp_path / "out", schedule={"max_steps": 3},
                                  save={"every": 2, "run_name": "klein"}), tier="cpu")

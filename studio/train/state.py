@@ -111,6 +111,9 @@ def inspect(cfg: TrainConfig, data_dir: Path) -> ModelInfo:
     if cfg.training.guidance is not None and not info.guidance_embeds:
         raise StudioError("GUIDANCE_UNSUPPORTED", f"training.guidance is {cfg.training.guidance}, but "
                           f"{cfg.model.base} has no guidance embeddings ({title}).")
+    if cfg.sample.true_cfg > 1 and not info.model_family.true_cfg_args(cfg.sample.true_cfg):
+        raise StudioError("CONFIG_INVALID", f"sample.true_cfg is {cfg.sample.true_cfg}, but {title} samples are "
+                          "guided against the empty prompt by sample.guidance already; set sample.true_cfg to 1.")
     if cfg.lora.train_text_encoder and not info.model_family.text_encoder_targets:
         raise StudioError("CONFIG_INVALID", f"lora.train_text_encoder is on, but {title} has no text-encoder "
                           "LoRA in the studio; turn it off (the transformer's LoRA learns the subject).")
