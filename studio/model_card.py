@@ -197,13 +197,14 @@ def model_card(run_dir, repo_id: str | None = None) -> str:
         load = [f'pipe = {pipeline}.from_pretrained("{base}", dtype=torch.bfloat16).to("cuda")']
         base_name = f"the {variant.title} model"
     source = 'image=load_image("before.png"), prompt=' if edit else ""
+    sample = config.get("sample") or {}
     draw_args = f"num_inference_steps={steps}, guidance_scale={guidance}"
-    if family == "demo":  # the run's own sample settings: the demo model's steps, size and guidance
-        sample = config.get("sample") or {}
+    if family == "demo":  # the run's own sample settings: the demo model's steps and size
         draw_args = (f"num_inference_steps={sample.get('steps', 8)}, height={sample.get('height', 128)}, "
                      f"width={sample.get('width', 128)}")
-        if float(sample.get("true_cfg", 1.0)) > 1:
-            draw_args += f", true_cfg_scale={float(sample['true_cfg'])}, negative_prompt=\"\""
+    # Guidance against the empty prompt, where the run's samples used it (sample.true_cfg).
+    guided = model_family.true_cfg_args(float(sample.get("true_cfg", 1.0)))
+    draw_args += "".join(f", {key}={json.dumps(value)}" for key, value in guided.items())
     use = [f"from diffusers import {pipeline}", *(["from diffusers.utils import load_image"] if edit else []), "",
            *load, f'pipe.load_lora_weights("{repo}", weight_name="{lora.name}")',
            f'image = pipe({source}{prompt}, {draw_args}).images[0]']

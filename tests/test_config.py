@@ -74,6 +74,7 @@ def test_override_order_and_parsing():
     ({"memory": {"tier": "cpu", "base_precision": "nf4"}}, "needs a CUDA GPU"),
     ({"optimizer": {"name": "adamw8bit"}, "memory": {"tier": "cpu"}}, "adamw8bit needs a CUDA GPU"),
     ({"schedule": {"max_steps": -5}}, "schedule.max_steps: must be at least 1"),
+    ({"sample": {"true_cfg": 0.5}}, "sample.true_cfg: must be at least 1 (got 0.5)"),
     ({"optimizer": {"lr": 50.0}}, "not a usable learning rate"),
     ({"save": {"run_name": "../../etc"}}, "must be a plain name"),
     ({"dataset": {"augmentations": [{"name": "flipp"}]}}, "flipp"),

@@ -222,6 +222,22 @@ def test_resume_is_bitwise_exact(kontext_model, tmp_path, studio_data):
     assert_resume_is_bitwise_exact(run, cfg, tmp_path, at=4)
 
 
+def test_edit_samples_can_be_guided_against_the_empty_prompt(kontext_model, tmp_path, studio_data):
+    """sample.true_cfg reaches FluxKontextPipeline with the input image: the base's first sample of
+    the same prompt, seed and input differs with it."""
+    dataset = make_pairs(tmp_path / "pairs", count=1)
+    drawn = {}
+    for true_cfg in (1.0, 3.0):
+        cfg = edit_config(kontext_model, dataset, tmp_path / f"out{true_cfg}", schedule={"max_steps": 1},
+                          sample={"at_start": True, "true_cfg": true_cfg})
+        code, events = run(cfg, tmp_path / f"run{true_cfg}")
+        assert code == EXIT_OK, events.of("error")
+        first = events.of("sample")[0]
+        assert first["step"] == 0
+        drawn[true_cfg] = np.asarray(Image.open(tmp_path / f"run{true_cfg}" / first["path"]), dtype=np.int16)
+    assert np.abs(drawn[1.0] - drawn[3.0]).mean() > 0.5
+
+
 def test_a_dataset_without_pairs_is_refused_by_name(kontext_model, tmp_path, studio_data):
     images = make_images(tmp_path / "photos", count=2)
     code, events = run(edit_config(kontext_model, images, tmp_path / "out"), tmp_path / "run")

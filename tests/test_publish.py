@@ -141,16 +141,20 @@ def test_model_card_of_a_demo_run_names_the_demo_model(real_run):
     assert 'image = pipe("a photo of sks", num_inference_steps=1, height=64, width=64).images[0]' in card
 
 
-def test_model_card_of_a_demo_run_draws_with_its_guidance(real_run, tmp_path):
-    """The demo model's runs sample with guidance against the empty prompt; the card's code does too."""
+@pytest.mark.parametrize("fixture,draw", [
+    ("real_run", 'num_inference_steps=1, height=64, width=64, true_cfg_scale=3.0, negative_prompt="").images[0]'),
+    ("schnell_run", 'num_inference_steps=4, guidance_scale=0.0, true_cfg_scale=3.0, negative_prompt="").images[0]'),
+])
+def test_model_card_draws_with_the_runs_guidance_against_the_empty_prompt(fixture, draw, request, tmp_path):
+    """A run whose samples used guidance against the empty prompt (the demo model's do): the card's
+    code draws with it too."""
     run = tmp_path / "run"
-    shutil.copytree(real_run, run)
+    shutil.copytree(request.getfixturevalue(fixture), run)
+    assert "true_cfg_scale" not in model_card(run, repo_id="alice/demo")
     config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
     config["sample"]["true_cfg"] = 3.0
     (run / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    card = model_card(run, repo_id="alice/demo")
-    assert ('num_inference_steps=1, height=64, width=64, true_cfg_scale=3.0, negative_prompt="").images[0]'
-            in card)
+    assert draw in model_card(run, repo_id="alice/demo")
 
 
 def test_model_card_dev_is_non_commercial(dev_run):
