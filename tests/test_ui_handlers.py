@@ -365,6 +365,33 @@ def test_monitor_events_hide_gradio_timers(tmp_path):
     assert all(d["show_progress"] == "hidden" for d in deps), [d["show_progress"] for d in deps]
 
 
+def test_busy_indicators_cover_a_few_components_per_event(tmp_path):
+    """gradio keeps a busy state for every component an event covers (its outputs unless
+    show_progress_on says otherwise) and, on every status message of every later event, copies each
+    covered component's value to update it: a page load writing a hundred components made every
+    dataset pick and preset switch pay for them. Each event covers at most a handful."""
+    from studio.api import expose
+    from studio.ui.build import build_ui
+
+    demo = build_ui(tmp_path)
+    expose(demo, tmp_path)
+    config = demo.config
+    ids = {c["props"].get("elem_id"): c["id"] for c in config["components"]}
+    covered = {}
+    for dep in config["dependencies"]:
+        if dep["backend_fn"]:
+            shown_on = dep["show_progress_on"] or dep["outputs"]
+            covered[(tuple(map(tuple, dep["targets"])), len(dep["outputs"]))] = shown_on
+    assert max(len(on) for on in covered.values()) <= 8, sorted(len(on) for on in covered.values())
+    # The events that write most: the page load, a dataset pick, the Train tab's model and preset.
+    writers = {key: on for key, on in covered.items() if key[1] > 50}
+    assert len(writers) >= 8, len(writers)
+    report, preset_text, model_text = ids["dataset-report"], ids["train-preset-text"], ids["train-family-text"]
+    assert {tuple(on) for on in writers.values()} <= {(report,), (preset_text,), (model_text,), (ids["train-status"],)}
+    load = next(on for (targets, _), on in writers.items() if targets and targets[0][1] == "load")
+    assert load == [report]
+
+
 def test_dataset_pictures_are_not_copied_on_every_pick(tmp_path):
     """Gallery pictures under datasets/ are served where they lie (gradio's static paths): no
     blocked-path checks, hashing and copying of each thumbnail on every dataset pick."""

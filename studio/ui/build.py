@@ -68,13 +68,14 @@ def build_ui(data_dir: str | Path, max_upload_mb: int | None = None) -> gr.Block
         c["captions.trigger"].input(lambda v: v, [c["captions.trigger"]], [c["train.trigger"]],
                                     api_visibility="private")
         poll = ctx.monitor_poll
-        monitor_tab.select(poll.fn, poll.inputs, poll.outputs, api_visibility="private", show_progress="hidden")
+        monitor_tab.select(poll.fn, poll.inputs, poll.outputs, api_visibility="private", show_progress="hidden",
+                           show_progress_on=poll.busy)
         timer, auto = c["monitor.timer"], c["monitor.auto"]
         monitor_tab.select(lambda on: gr.Timer(active=bool(on)), [auto], [timer], api_visibility="private")
         for tab in (dataset_tab, captions_tab, train_tab, results_tab):
             tab.select(lambda: gr.Timer(active=False), None, [timer], api_visibility="private")
         view = ctx.results_view
-        results_tab.select(view.fn, view.inputs, view.outputs, api_visibility="private")
+        results_tab.select(view.fn, view.inputs, view.outputs, api_visibility="private", show_progress_on=view.busy)
 
         d = ctx.data_dir
         view_inputs = [c for _, inputs, _ in ctx.dataset_views for c in inputs]
@@ -97,11 +98,15 @@ def build_ui(data_dir: str | Path, max_upload_mb: int | None = None) -> gr.Block
                 return [gr.skip()] * (len(view_outputs) + 1)
             return show_dataset(dataset, lang, *values)
 
+        # These answers write a hundred components. gradio's busy indicator would cover each of them,
+        # and the page re-sends every component's busy state to it on every status message of every
+        # later event: a third of a dataset pick's browser work. The quality report shows it alone.
+        busy = dict(show_progress_on=[c["dataset.report"]])
         ctx.dataset.input(on_dataset_pick, [ctx.dataset, shown, ctx.lang, *view_inputs], view_outputs + [shown],
-                          api_visibility="private")
+                          api_visibility="private", **busy)
         for made in (ctx.dataset_created, ctx.demo_dataset_added):
             made.then(show_dataset, [ctx.dataset, ctx.lang, *view_inputs], view_outputs + [shown],
-                      api_visibility="private")
+                      api_visibility="private", **busy)
 
         # The page load answers everything at once: language, dataset list and choice, the lists
         # and texts each tab reads now, and every tab's view of the chosen dataset.
@@ -123,7 +128,8 @@ def build_ui(data_dir: str | Path, max_upload_mb: int | None = None) -> gr.Block
 
         # <html data-studio-ready> marks a page whose lists and texts have arrived (for automation:
         # a click before that would be undone by them).
-        demo.load(on_load, view_inputs, load_outputs, api_visibility="private", show_progress="hidden").then(
+        demo.load(on_load, view_inputs, load_outputs, api_visibility="private", show_progress="hidden",
+                  **busy).then(
             None, js="() => { document.documentElement.dataset.studioReady = '1'; }")
         # Choosing a language reloads the page in it (see studio/ui/locale.py for why).
         ctx.lang.input(None, [ctx.lang], None, js=cookie_js(LANG_COOKIE, then_reload=True),

@@ -17,6 +17,7 @@ class View:
     fn: Callable
     inputs: list
     outputs: list
+    busy: list | None = None  # where its busy indicator shows (gradio's show_progress_on); None: the outputs
 
 
 class Components:

@@ -42,7 +42,7 @@ def build(ctx: Context) -> None:
                              elem_id="dataset-preset")
         resolution = gr.Number(label=L("train.resolution"), value=512, precision=0)
         check = gr.Button(L("dataset.report_run"))
-    report_md = gr.Markdown(elem_id="dataset-report")
+    report_md = ctx.components.add("dataset.report", gr.Markdown(elem_id="dataset-report"))
 
     def refresh_choices(selected=None):
         names = h.list_datasets(d)

@@ -97,8 +97,10 @@ def build(ctx: Context) -> None:
                loss_plot, lr_plot, heat, heat_rows, samples, log, seen]
     safe_poll = guarded(len(outputs), status_index=5)(poll)
     # show_progress="hidden" everywhere here: gradio's timer overlay ("processing | 0.1s") would
-    # otherwise be part of the status and progress texts every two seconds.
-    quiet = dict(api_visibility="private", show_progress="hidden")
+    # otherwise be part of the status and progress texts every two seconds. Hidden or not, gradio
+    # keeps a busy state for each covered component and copies its value to update it, on every
+    # status message of every event: the status text alone, not the charts and samples.
+    quiet = dict(api_visibility="private", show_progress="hidden", show_progress_on=[status])
     timer.tick(safe_poll, [pin, seen, ctx.lang], outputs, queue=False, **quiet)
     refresh.click(lambda p, lang: safe_poll(p, None, lang), [pin, ctx.lang], outputs, **quiet)
 
@@ -158,4 +160,4 @@ def build(ctx: Context) -> None:
     ]
     ctx.components.add("monitor.timer", timer)
     ctx.components.add("monitor.auto", auto)
-    ctx.monitor_poll = View(lambda p, lang: safe_poll(p, None, lang), [pin, ctx.lang], outputs)
+    ctx.monitor_poll = View(lambda p, lang: safe_poll(p, None, lang), [pin, ctx.lang], outputs, busy=[status])

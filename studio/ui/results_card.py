@@ -39,7 +39,7 @@ def build(ctx: Context, pick, refresh: gr.Button):
                 gr.Timer(active=panel["active"]))
 
     outputs = [summary, grids, progress, ended, step, timer]
-    quiet = dict(api_visibility="private", show_progress="hidden")
+    quiet = dict(api_visibility="private", show_progress="hidden", show_progress_on=[summary])  # see monitor.py
     pick.change(show, [pick, ctx.lang], outputs, **quiet)
     refresh.click(show, [pick, ctx.lang], outputs, **quiet)
 

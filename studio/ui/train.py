@@ -161,9 +161,11 @@ def build(ctx: Context) -> None:
     model_in = [family, variant, base, custom_base]
     # .input, not .change: an imported or remembered config sets these too and must not be reset.
     # The base model counts too: the demo model gets a short run, a real model the preset's.
+    # Busy indicators on the text that names the choice, not on each of the ~80 fields these answers
+    # fill (see build.py: gradio re-sends every covered component's busy state on every event).
     for comp in (preset, tier, base):
         comp.input(on_preset, [preset, tier, *model_in, basis, ctx.lang], proposal_out + [basis],
-                   api_visibility="private")
+                   api_visibility="private", show_progress_on=[preset_md])
 
     def model_update(family_v, variant_v, preset_v, custom_v, lang):
         """The tab for a family and variant: its variants, base models, presets and tier, then the proposal."""
@@ -200,12 +202,12 @@ def build(ctx: Context) -> None:
 
     model_out = [variant, model_md, base, custom_base, preset, tier, licence] + proposal_out + [family, basis]
     model_events = {comp: comp.input(on_model, [family, variant, preset, basis, ctx.lang], model_out,
-                                     api_visibility="private")
+                                     api_visibility="private", show_progress_on=[model_md])
                     for comp in (family, variant)}
     base.change(lambda b, c, lang: h.licence_text(c or b, lang), [base, custom_base, ctx.lang], [licence],
                 api_visibility="private")
     model_events[custom_base] = custom_base.blur(on_custom, [custom_base, base, preset, basis, ctx.lang], model_out,
-                                                 api_visibility="private")
+                                                 api_visibility="private", show_progress_on=[model_md])
 
     def reordered(fn):
         # Inputs arrive in `form` order (language first); guarded() wants the language last.
@@ -239,7 +241,8 @@ def build(ctx: Context) -> None:
         return [*(f[n] for n in names), f["yaml"], _basis(*(fields[n] for n in ("family", "variant", "preset", "tier",
                                                                                 "base"))), h.t("train.imported", lang)]
 
-    import_file.upload(on_import, [import_file, ctx.lang], form + [yaml_view, basis, status], api_visibility="private")
+    import_file.upload(on_import, [import_file, ctx.lang], form + [yaml_view, basis, status], api_visibility="private",
+                       show_progress_on=[status])
 
     @guarded(len(settings_out) + 11, status_index=-1)
     def on_apply_plan(dataset, preset_v, family_v, variant_v, base_v, lang):
@@ -258,7 +261,7 @@ def build(ctx: Context) -> None:
 
     plan_out = [family, variant, base, preset, tier, yaml_view, tier_md, model_md, licence, basis, status]
     apply_plan.click(on_apply_plan, [ctx.dataset, preset, family, variant, base, ctx.lang], settings_out + plan_out,
-                     api_visibility="private")
+                     api_visibility="private", show_progress_on=[status])
 
     def on_plan(dataset, family_v, variant_v, base_v, lang) -> str:
         # The plan follows the model the form has chosen.
