@@ -11,7 +11,11 @@ Two parts, both with a real `demo`-model job trained by the worker as the load:
    through Playwright, on the same machine): a page reload until the chosen dataset's photos are
    shown; switching the Train tab's preset until its fields are filled; picking another dataset
    (20 photos of 1024x768, imported through the Dataset tab's handler) until its gallery and
-   quality report are shown. Goal: each under 0.5 s while a job trains.
+   quality report are shown; and, for reference, the first switch to the Train tab after a reload
+   until its fields are shown. Goal: each under 0.5 s while a job trains, on the page's own clock:
+   from the reload (the new page's navigation start) or the click (its pointerdown) to the frame
+   that shows the answer. The wall time around Playwright's calls is printed beside it; it adds
+   Playwright's own work (finding an element, waiting for it to stand still, round trips).
 """
 
 from __future__ import annotations
@@ -118,14 +122,28 @@ def _cpu(processes) -> float:
     return total
 
 
-def shown(page, selector: str, text: str, ready: bool = False) -> None:
+def shown(page, selector: str, text: str, ready: bool = False) -> float:
     """Wait until `selector`'s text contains `text`, checked on every frame the page draws:
     Playwright's expect() retries after 100, 250, 500 and 1000 ms, which would round each wait
-    up to its next retry. `ready`: also wait for the page load's answer (<html data-studio-ready>)."""
-    page.wait_for_function(
+    up to its next retry. `ready`: also wait for the page load's answer (<html data-studio-ready>).
+    Returns the page's clock (performance.now(), ms since the page's navigation began) at that frame."""
+    return page.wait_for_function(
         "([sel, text, ready]) => { const e = document.querySelector(sel);"
         " return (!ready || document.documentElement.dataset.studioReady === '1')"
-        " && !!e && e.innerText.includes(text); }", arg=[selector, text, ready], polling="raf")
+        " && !!e && e.innerText.includes(text) && performance.now(); }",
+        arg=[selector, text, ready], polling="raf").json_value()
+
+
+# The moment the person's click lands, on the page's own clock: what they wait from there to the
+# answer on screen leaves out Playwright's work around a click (finding the element, waiting for it
+# to stand still, the round trips to the browser), which is no part of the page.
+MARK_CLICK = ("() => { window.__clickAt = null; addEventListener('pointerdown', () => {"
+              " if (window.__clickAt === null) window.__clickAt = performance.now(); },"
+              " {capture: true, once: true}); }")
+
+
+def since_click(page, done_ms: float) -> float:
+    return (done_ms - page.evaluate("window.__clickAt")) / 1000
 
 
 def page_latency(data_dir: Path, rounds: int) -> dict[str, list[float]]:
@@ -188,26 +206,51 @@ def page_latency(data_dir: Path, rounds: int) -> dict[str, list[float]]:
             page.locator("#dataset-pick input").first.click()  # the page remembers it across reloads
             page.get_by_role("option", name="photos-a", exact=True).click()
             expect(page.locator("#dataset-gallery")).to_contain_text("photos-a_0 ")
+            def in_page(name: str, seconds: float, keep: bool) -> None:
+                if keep:
+                    times.setdefault(name + " in page", []).append(seconds)
+
             for r in range(rounds + 1):  # round 0 warms up (first page, first imports in the app)
                 with Timed("page reload", r > 0):
                     page.reload(wait_until="commit")
-                    shown(page, "#dataset-report", "20 image(s)", ready=True)  # sent with the gallery
+                    done = shown(page, "#dataset-report", "20 image(s)", ready=True)  # sent with the gallery
+                in_page("page reload", done / 1000, r > 0)  # the new page's clock starts with the reload
 
                 target = "photos-b" if r % 2 == 0 else "photos-a"
                 page.locator("#dataset-pick input").first.click()
+                option = page.get_by_role("option", name=target, exact=True)
+                option.wait_for(state="visible")
+                page.evaluate(MARK_CLICK)
                 with Timed("dataset pick", r > 0):
-                    page.get_by_role("option", name=target, exact=True).click()
+                    option.click()
                     shown(page, "#dataset-gallery", f"{target}_0 ")
-                    shown(page, "#dataset-report", "20 image(s)")
+                    done = shown(page, "#dataset-report", "20 image(s)")
+                in_page("dataset pick", since_click(page, done), r > 0)
 
-                page.get_by_role("tab", name="3 · Train").click()
+                # The first switch to the Train tab after a reload: gradio builds its ~200 fields then.
+                tab = page.get_by_role("tab", name="3 · Train")
+                tab.wait_for(state="visible")
+                page.evaluate(MARK_CLICK)
+                with Timed("tab switch", r > 0):
+                    tab.click()
+                    done = page.wait_for_function(
+                        "() => { const e = document.querySelector('#train-preset-text');"
+                        " return e && e.offsetParent !== null && e.innerText.trim() !== '' && performance.now(); }",
+                        polling="raf").json_value()
+                in_page("tab switch", since_click(page, done), r > 0)
                 preset = "Art style" if r % 2 == 0 else "Product / object"  # the page starts on portrait
                 before = page.locator("#train-preset-text").inner_text()
                 page.locator("#train-preset input").first.click()
+                option = page.get_by_role("option", name=preset, exact=True)
+                option.wait_for(state="visible")
+                page.evaluate(MARK_CLICK)
                 with Timed("preset switch", r > 0):
-                    page.get_by_role("option", name=preset, exact=True).click()
-                    page.wait_for_function("b => { const e = document.querySelector('#train-preset-text');"
-                                           " return e && e.innerText !== b; }", arg=before, polling="raf")
+                    option.click()
+                    done = page.wait_for_function(
+                        "b => { const e = document.querySelector('#train-preset-text');"
+                        " return e && e.innerText !== b && performance.now(); }",
+                        arg=before, polling="raf").json_value()
+                in_page("preset switch", since_click(page, done), r > 0)
                 page.get_by_role("tab", name="1 · Dataset").click()
             browser.close()
     finally:
@@ -268,15 +311,18 @@ def main() -> int:
     print("goal p95 < 150 ms while training:", "met" if ok else "NOT met")
     if pages:
         load = os.getloadavg()[0]
-        print(f"\nin the page (Chromium on this machine), {args.rounds} rounds each, seconds "
-              f"(wall; CPU of app.py and of the browser). Load average now {load:.1f} on {os.cpu_count()} CPUs:")
+        print(f"\nin the page (Chromium on this machine), {args.rounds} rounds each, seconds: what the person"
+              f" waits, on the page's clock (from the reload or the click to the answer on screen); the wall"
+              f" time around Playwright's calls; CPU of app.py and of the browser. Load average now {load:.1f}"
+              f" on {os.cpu_count()} CPUs:")
         for condition, figures in pages.items():
-            for what in ("page reload", "dataset pick", "preset switch"):
-                wall, srv, brw = (figures[what + s] for s in ("", " cpu:server", " cpu:browser"))
-                print(f"  {condition:9s} {what:14s} wall median {statistics.median(wall):5.2f} max {max(wall):5.2f}"
+            for what in ("page reload", "dataset pick", "preset switch", "tab switch"):
+                waits, wall, srv, brw = (figures[what + s] for s in (" in page", "", " cpu:server", " cpu:browser"))
+                print(f"  {condition:9s} {what:14s} in page median {statistics.median(waits):5.2f} max {max(waits):5.2f}"
+                      f"   wall median {statistics.median(wall):5.2f} max {max(wall):5.2f}"
                       f"   cpu server {statistics.median(srv):5.2f} browser {statistics.median(brw):5.2f}")
         slow = [w for w in ("page reload", "dataset pick", "preset switch")
-                if statistics.median(pages.get("training", {}).get(w, [0])) >= 0.5]
+                if statistics.median(pages.get("training", {}).get(w + " in page", [0])) >= 0.5]
         print("goal < 0.5 s while training:", "met" if not slow else f"NOT met ({', '.join(slow)})")
         ok = ok and not slow
     return 0 if ok else 2

@@ -14,6 +14,7 @@ error. Full-page screenshots of each tab in both languages go to test-artifacts/
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import socket
@@ -196,8 +197,13 @@ def test_a_creators_first_hour(studio, browser, tmp_path):
     # 1, 2, 3 · A dataset made while the page was open, and a reload: every list is read anew, the
     # chosen dataset and its words are back, and each tab shows its current state unasked.
     h.create_dataset(data_dir, "late")
+    # 18 · The reload asks the server once: the page load's answer holds every tab's view (the
+    # Monitor's timer is switched off in the browser when the first tab is selected).
+    calls = _backend_calls(page)
     page.reload()
     _settle(page)
+    page.wait_for_timeout(1_000)
+    assert len(calls) == 1, [json.loads(c.post_data or "{}").get("fn_index") for c in calls]
     expect(page.locator("#dataset-gallery img")).to_have_count(4)
     expect(_field(page, "dataset-pick")).to_have_value("sneaker")
     _tab(page, "2 · Captions")
@@ -244,6 +250,15 @@ def test_a_creators_first_hour(studio, browser, tmp_path):
     expect(page.locator("#monitor-cancel")).to_be_disabled()   # a finished job offers no cancel
     expect(page.locator("#monitor-resume")).to_be_disabled()
     _shot(page, "4-monitor")
+    # The Monitor polls every 2 seconds while it is shown, and not once another tab is.
+    polls = _backend_calls(page, _monitor_tick(page))
+    page.wait_for_timeout(4_500)
+    assert len(polls) >= 1, "the Monitor did not poll"
+    _tab(page, "2 · Captions")
+    page.wait_for_timeout(500)
+    polls.clear()
+    page.wait_for_timeout(4_500)
+    assert not polls, f"{len(polls)} poll(s) while the Captions tab was shown"
 
     # 5 · Results: download the LoRA and its model card (17) through the page's links.
     _tab(page, "5 · Results")
@@ -414,6 +429,27 @@ def _download(page, url: str, name_pattern: str) -> bytes:
     response = page.request.get(href if href.startswith("http") else url + href)
     assert response.ok, response.status
     return response.body()
+
+
+def _backend_calls(page, fn_index: int | None = None) -> list:
+    """The page's requests to its event functions (any, or one) from now on, kept as they come."""
+    calls = []
+
+    def record(request):
+        if "/gradio_api/queue/join" in request.url or "/gradio_api/run/" in request.url:
+            if fn_index is None or json.loads(request.post_data or "{}").get("fn_index") == fn_index:
+                calls.append(request)
+
+    page.on("request", record)
+    return calls
+
+
+def _monitor_tick(page) -> int:
+    """The Monitor timer's event (the one that writes the job's status on each tick)."""
+    config = page.evaluate("window.gradio_config")
+    status = next(c["id"] for c in config["components"] if c["props"].get("elem_id") == "monitor-status")
+    return next(d["id"] for d in config["dependencies"]
+                if any(event == "tick" for _, event in d["targets"]) and status in d["outputs"])
 
 
 def _open(browser, url: str, locale: str):

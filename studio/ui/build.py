@@ -71,9 +71,13 @@ def build_ui(data_dir: str | Path, max_upload_mb: int | None = None) -> gr.Block
         monitor_tab.select(poll.fn, poll.inputs, poll.outputs, api_visibility="private", show_progress="hidden",
                            show_progress_on=poll.busy)
         timer, auto = c["monitor.timer"], c["monitor.auto"]
-        monitor_tab.select(lambda on: gr.Timer(active=bool(on)), [auto], [timer], api_visibility="private")
+        # Switched in the browser, with no request: gradio selects the first tab as the page loads,
+        # and a request then would cost the load a second round trip beside its own.
+        monitor_tab.select(None, [auto], [timer], js="(on) => ({__type__: 'update', active: !!on})",
+                           api_visibility="private")
         for tab in (dataset_tab, captions_tab, train_tab, results_tab):
-            tab.select(lambda: gr.Timer(active=False), None, [timer], api_visibility="private")
+            tab.select(None, None, [timer], js="() => ({__type__: 'update', active: false})",
+                       api_visibility="private")
         view = ctx.results_view
         results_tab.select(view.fn, view.inputs, view.outputs, api_visibility="private", show_progress_on=view.busy)
 
