@@ -210,6 +210,18 @@ def page_latency(data_dir: Path, rounds: int) -> dict[str, list[float]]:
                 if keep:
                     times.setdefault(name + " in page", []).append(seconds)
 
+            def click_until(name: str, target, condition: str, arg, keep: bool) -> None:
+                """Click `target` (once it is shown) and wait for `condition` (JS on `a`, checked on
+                every frame): the wall time and the page's own wait from the click, kept under `name`."""
+                target.wait_for(state="visible")
+                page.evaluate(MARK_CLICK)
+                with Timed(name, keep):
+                    target.click()
+                    done = page.wait_for_function(f"a => ({condition}) && performance.now()", arg=arg,
+                                                  polling="raf").json_value()
+                in_page(name, since_click(page, done), keep)
+
+            has_text = "((sel, text) => { const e = document.querySelector(sel); return !!e && e.innerText.includes(text); })"
             for r in range(rounds + 1):  # round 0 warms up (first page, first imports in the app)
                 with Timed("page reload", r > 0):
                     page.reload(wait_until="commit")
@@ -218,39 +230,20 @@ def page_latency(data_dir: Path, rounds: int) -> dict[str, list[float]]:
 
                 target = "photos-b" if r % 2 == 0 else "photos-a"
                 page.locator("#dataset-pick input").first.click()
-                option = page.get_by_role("option", name=target, exact=True)
-                option.wait_for(state="visible")
-                page.evaluate(MARK_CLICK)
-                with Timed("dataset pick", r > 0):
-                    option.click()
-                    shown(page, "#dataset-gallery", f"{target}_0 ")
-                    done = shown(page, "#dataset-report", "20 image(s)")
-                in_page("dataset pick", since_click(page, done), r > 0)
+                click_until("dataset pick", page.get_by_role("option", name=target, exact=True),
+                            f"{has_text}('#dataset-gallery', a + '_0 ') && {has_text}('#dataset-report', '20 image(s)')",
+                            target, r > 0)
 
                 # The first switch to the Train tab after a reload: gradio builds its ~200 fields then.
-                tab = page.get_by_role("tab", name="3 · Train")
-                tab.wait_for(state="visible")
-                page.evaluate(MARK_CLICK)
-                with Timed("tab switch", r > 0):
-                    tab.click()
-                    done = page.wait_for_function(
-                        "() => { const e = document.querySelector('#train-preset-text');"
-                        " return e && e.offsetParent !== null && e.innerText.trim() !== '' && performance.now(); }",
-                        polling="raf").json_value()
-                in_page("tab switch", since_click(page, done), r > 0)
+                click_until("tab switch", page.get_by_role("tab", name="3 · Train"),
+                            "(() => { const e = document.querySelector('#train-preset-text');"
+                            " return !!e && e.offsetParent !== null && e.innerText.trim() !== ''; })()", None, r > 0)
                 preset = "Art style" if r % 2 == 0 else "Product / object"  # the page starts on portrait
                 before = page.locator("#train-preset-text").inner_text()
                 page.locator("#train-preset input").first.click()
-                option = page.get_by_role("option", name=preset, exact=True)
-                option.wait_for(state="visible")
-                page.evaluate(MARK_CLICK)
-                with Timed("preset switch", r > 0):
-                    option.click()
-                    done = page.wait_for_function(
-                        "b => { const e = document.querySelector('#train-preset-text');"
-                        " return e && e.innerText !== b && performance.now(); }",
-                        arg=before, polling="raf").json_value()
-                in_page("preset switch", since_click(page, done), r > 0)
+                click_until("preset switch", page.get_by_role("option", name=preset, exact=True),
+                            "(() => { const e = document.querySelector('#train-preset-text');"
+                            " return !!e && e.innerText !== a; })()", before, r > 0)
                 page.get_by_role("tab", name="1 · Dataset").click()
             browser.close()
     finally:
