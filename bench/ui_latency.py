@@ -129,7 +129,8 @@ def shown(page, selector: str, text: str, ready: bool = False) -> float:
     Returns the page's clock (performance.now(), ms since the page's navigation began) at that frame."""
     return page.wait_for_function(
         "([sel, text, ready]) => { const e = document.querySelector(sel);"
-        " return (!ready || document.documentElement.dataset.studioReady === '1')"
+        " const root = document.documentElement;"  # none for a moment while a reload swaps the page
+        " return !!root && (!ready || root.dataset.studioReady === '1')"
         " && !!e && e.innerText.includes(text) && performance.now(); }",
         arg=[selector, text, ready], polling="raf").json_value()
 
