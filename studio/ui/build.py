@@ -104,7 +104,7 @@ def build_ui(data_dir: str | Path, max_upload_mb: int | None = None) -> gr.Block
 
         # These answers write a hundred components. gradio's busy indicator would cover each of them,
         # and the page re-sends every component's busy state to it on every status message of every
-        # later event: a third of a dataset pick's browser work. The quality report shows it alone.
+        # later event: about half of a dataset pick's browser work. The quality report shows it alone.
         busy = dict(show_progress_on=[c["dataset.report"]])
         ctx.dataset.input(on_dataset_pick, [ctx.dataset, shown, ctx.lang, *view_inputs], view_outputs + [shown],
                           api_visibility="private", **busy)
